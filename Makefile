@@ -1,0 +1,43 @@
+# chatproxy: `make run` sets up .venv and serves http://127.0.0.1:8000; `make test` runs the tests.
+VENV ?= .venv
+PYTHON ?= python3
+BIN = $(VENV)/bin
+
+.PHONY: run install install-dev test lint bench simulator clean
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(BIN)/.installed-dev: requirements-dev.txt $(BIN)/.installed
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(BIN)/.installed
+
+install-dev: $(BIN)/.installed-dev
+
+# With no OPENAI_API_KEY in the environment or .env, answer from the simulator.
+run: install
+	@if [ -z "$$OPENAI_API_KEY" ] && ! grep -qsE '^OPENAI_API_KEY=.+' .env; then \
+		echo "No OPENAI_API_KEY in the environment or .env: answering from the built-in simulator."; \
+		export CHATPROXY_UPSTREAM=simulator; \
+	fi; \
+	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+test: install-dev
+	$(BIN)/pytest
+
+lint: install-dev
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install-dev
+	$(BIN)/python bench/stream_bench.py
+
+simulator: install
+	$(BIN)/python -m chatproxy.simulator --port 8001
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,104 @@
+"""chatproxy: a self-hosted ChatGPT Q&A page and OpenAI API gateway (Flask)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+
+from chatproxy.config import ConfigError, Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("chatproxy")
+
+
+def create_app(environ: Mapping[str, str] | None = None) -> Flask:
+    """Build the application.
+
+    `environ` holds the settings (see `.env.example`); by default `.env` is
+    loaded into the process environment and that is read. Raises ConfigError
+    with one line naming the variable when a setting is wrong, or when no
+    upstream is configured outside debug mode.
+    """
+    from chatproxy import ask, health, page
+    from chatproxy.errors import register_error_handlers
+    from chatproxy.state import SETTINGS, UPSTREAM
+    from chatproxy.upstream import Upstream
+
+    if environ is None:
+        from dotenv import load_dotenv
+
+        load_dotenv(ROOT / ".env")
+        environ = os.environ
+    settings = load_settings(environ)
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    if not settings.upstream_key and not app.debug:
+        raise ConfigError(
+            "OPENAI_API_KEY is not set: set it, or set CHATPROXY_UPSTREAM=simulator "
+            "to answer from the built-in simulator"
+        )
+    if settings.simulator_in_use and not settings.openai_base_url:
+        raise ConfigError(
+            "CHATPROXY_UPSTREAM=simulator needs OPENAI_BASE_URL pointing at a running simulator "
+            "(python -m chatproxy.simulator --port 8001); gunicorn -c gunicorn.conf.py starts one"
+        )
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.extensions[SETTINGS] = settings
+    app.extensions[UPSTREAM] = Upstream(settings)
+    if settings.cors_origins:
+        from flask_cors import CORS
+
+        CORS(
+            app,
+            resources={r"/callChatGPT": {}, r"/api/*": {}, r"/v1/*": {}},
+            origins=list(settings.cors_origins),
+            expose_headers=["Retry-After"],
+        )
+    register_error_handlers(app)
+    app.register_blueprint(page.bp)
+    app.register_blueprint(ask.bp)
+    app.register_blueprint(health.bp)
+    _configure_logging()
+    _log_start(settings)
+    return app
+
+
+def _configure_logging() -> None:
+    """Send chatproxy's log to gunicorn's error log when served by gunicorn, else stderr."""
+    if not log.handlers:
+        gunicorn_log = logging.getLogger("gunicorn.error")
+        if gunicorn_log.handlers:
+            log.handlers = list(gunicorn_log.handlers)
+            log.setLevel(gunicorn_log.level)
+        else:
+            handler = logging.StreamHandler()
+            handler.setFormatter(
+                logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+            )
+            log.addHandler(handler)
+            log.setLevel(logging.INFO)
+        log.propagate = False
+    # The SDK's and HTTP client's debug logs carry request details that have no
+    # place in a production log.
+    for name in ("openai", "httpx2", "httpcore2", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _log_start(settings: Settings) -> None:
+    upstream = "the built-in simulator" if settings.simulator_in_use else "OpenAI"
+    if settings.openai_base_url and not settings.simulator_in_use:
+        upstream = "an OpenAI-compatible server (OPENAI_BASE_URL)"
+    log.info("chatproxy answers from %s, default model %s", upstream, settings.model)
+    if settings.auth == "open":
+        log.warning(
+            "CHATPROXY_AUTH=open: anyone who can reach this service can ask questions "
+            "on the upstream key"
+        )

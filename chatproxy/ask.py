@@ -1,0 +1,72 @@
+"""`/callChatGPT`: ask one question, get the answer as text, JSON or an SSE stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from chatproxy.errors import BadRequest
+from chatproxy.questions import parse_question
+from chatproxy.sse import stream_response
+from chatproxy.state import current_settings, current_upstream
+
+bp = Blueprint("ask", __name__)
+
+
+@bp.route("/callChatGPT", methods=["GET", "POST"])
+def call_chatgpt() -> Response:
+    """Answer one question (README, "Asking questions").
+
+    Parameters (query string, form or JSON body): `input` (required), `model`,
+    `system`, `temperature`, `top_p`, `max_tokens`, `presence_penalty`,
+    `frequency_penalty`, `stop`, `stream`, `format`.
+    Answers `text/plain` (the answer only) by default; JSON
+    `{"answer", "model", "usage", "finish_reason"}` with `Accept:
+    application/json` or `format=json`; SSE events (see `chatproxy.sse`) with
+    `stream=1` or `Accept: text/event-stream`. Errors: 400, 403, 413, 429, 502,
+    503, 504 in OpenAI's error shape.
+    """
+    settings = current_settings()
+    question = parse_question(request_values(), settings, wants=wanted_format())
+    upstream = current_upstream()
+    params = question.chat_params(settings)
+    if question.stream:
+        return stream_response(upstream.open_chat_stream(params), settings.keepalive_interval)
+    answer = upstream.complete_chat(params)
+    if question.format == "json":
+        return jsonify(
+            answer=answer.content,
+            model=answer.model,
+            usage=answer.usage,
+            finish_reason=answer.finish_reason,
+        )
+    return Response(answer.content, mimetype="text/plain")
+
+
+def request_values() -> dict[str, Any]:
+    """The request's parameters: the query string, overlaid by a form or a JSON object body."""
+    values: dict[str, Any] = {}
+    for name, items in request.args.lists():
+        values[name] = items if name == "stop" and len(items) > 1 else items[0]
+    if request.method != "POST":
+        return values
+    if request.is_json:
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise BadRequest("The body must be a JSON object.", code="invalid_json")
+        values.update(body)
+    else:
+        for name, items in request.form.lists():
+            values[name] = items if name == "stop" and len(items) > 1 else items[0]
+    return values
+
+
+def wanted_format() -> str:
+    """The answer format the `Accept` header prefers: `sse`, `json` or `text`."""
+    accept = request.accept_mimetypes
+    if accept["text/event-stream"] > max(accept["text/plain"], accept["application/json"]):
+        return "sse"
+    if accept["application/json"] > accept["text/plain"]:
+        return "json"
+    return "text"

@@ -1,0 +1,201 @@
+"""Settings, read once from the environment (and `.env`) and checked at start-up.
+
+Every setting has one reader here, one default, and one line in `.env.example`.
+A wrong value raises `ConfigError` with a single line that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+SIMULATOR_KEY = "sk-sim-local"
+"""The upstream key used in simulator mode when `OPENAI_API_KEY` is not set."""
+
+DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1")
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the application needs to know, validated (see `.env.example`)."""
+
+    upstream: str = "openai"
+    openai_api_key: str | None = field(default=None, repr=False)
+    openai_base_url: str | None = None
+    openai_org_id: str | None = None
+    openai_project_id: str | None = None
+    openai_proxy: str | None = field(default=None, repr=False)
+    model: str = DEFAULT_MODELS[0]
+    models: tuple[str, ...] = DEFAULT_MODELS
+    max_tokens: int = 4096
+    max_input_chars: int = 16000
+    max_body_bytes: int = 1024 * 1024
+    timeout: float = 120.0
+    connect_timeout: float = 10.0
+    max_retries: int = 2
+    max_connections: int = 1000
+    keepalive_interval: float = 15.0
+    cors_origins: tuple[str, ...] = ()
+    auth: str = "open"
+
+    @property
+    def simulator_in_use(self) -> bool:
+        """True when answers come from the built-in simulator, not a real upstream."""
+        return self.upstream == "simulator"
+
+    @property
+    def upstream_key(self) -> str | None:
+        """The key sent upstream: the configured one, or the simulator's own."""
+        if self.openai_api_key:
+            return self.openai_api_key
+        return SIMULATOR_KEY if self.simulator_in_use else None
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Gunicorn's settings (read by `gunicorn.conf.py`)."""
+
+    bind: str = "127.0.0.1:8000"
+    workers: int = 2
+    worker_class: str = "gevent"
+    worker_connections: int = 1000
+    timeout: int = 120
+    graceful_timeout: int = 60
+    keepalive: int = 5
+    log_level: str = "info"
+    access_log: str | None = None
+    error_log: str = "-"
+
+
+def load_settings(environ: Mapping[str, str]) -> Settings:
+    """Read and check the application's settings from `environ`.
+
+    Raises ConfigError naming the first variable with a wrong value.
+    """
+    env = _Reader(environ)
+    upstream = env.choice("CHATPROXY_UPSTREAM", ("openai", "simulator"), "openai")
+    model = env.text("CHATPROXY_MODEL", DEFAULT_MODELS[0])
+    models = env.items("CHATPROXY_MODELS", DEFAULT_MODELS)
+    if model not in models:
+        raise ConfigError(
+            f"CHATPROXY_MODEL={model!r} is not one of CHATPROXY_MODELS ({', '.join(models)})"
+        )
+    origins = env.items("CHATPROXY_CORS_ORIGINS", ())
+    for origin in origins:
+        if origin == "*" or not _is_http_url(origin):
+            raise ConfigError(
+                f"CHATPROXY_CORS_ORIGINS must list origins like https://example.com, got {origin!r}"
+            )
+    return Settings(
+        upstream=upstream,
+        openai_api_key=env.optional("OPENAI_API_KEY"),
+        openai_base_url=env.url("OPENAI_BASE_URL", ("http", "https")),
+        openai_org_id=env.optional("OPENAI_ORG_ID"),
+        openai_project_id=env.optional("OPENAI_PROJECT_ID"),
+        openai_proxy=env.url("OPENAI_PROXY", ("http", "https", "socks5", "socks5h")),
+        model=model,
+        models=models,
+        max_tokens=env.number("CHATPROXY_MAX_TOKENS", int, 4096, low=1),
+        max_input_chars=env.number("CHATPROXY_MAX_INPUT_CHARS", int, 16000, low=1),
+        max_body_bytes=env.number("CHATPROXY_MAX_BODY_BYTES", int, 1024 * 1024, low=1024),
+        timeout=env.number("CHATPROXY_TIMEOUT", float, 120.0, low=0.1),
+        connect_timeout=env.number("CHATPROXY_CONNECT_TIMEOUT", float, 10.0, low=0.1),
+        max_retries=env.number("CHATPROXY_MAX_RETRIES", int, 2, low=0, high=10),
+        max_connections=env.number("CHATPROXY_MAX_CONNECTIONS", int, 1000, low=1),
+        keepalive_interval=env.number("CHATPROXY_KEEPALIVE", float, 15.0, low=0.1),
+        cors_origins=origins,
+        auth=env.choice("CHATPROXY_AUTH", ("open",), "open"),
+    )
+
+
+def load_server_settings(environ: Mapping[str, str]) -> ServerSettings:
+    """Read and check gunicorn's settings from `environ`; raises ConfigError."""
+    env = _Reader(environ)
+    return ServerSettings(
+        bind=env.text("BIND", "127.0.0.1:8000"),
+        workers=env.number("WORKERS", int, os.cpu_count() or 2, low=1),
+        worker_class=env.text("WORKER_CLASS", "gevent"),
+        worker_connections=env.number("WORKER_CONNECTIONS", int, 1000, low=1),
+        timeout=env.number("TIMEOUT", int, 120, low=0),
+        graceful_timeout=env.number("GRACEFUL_TIMEOUT", int, 60, low=0),
+        keepalive=env.number("KEEPALIVE", int, 5, low=0),
+        log_level=env.choice(
+            "LOG_LEVEL", ("debug", "info", "warning", "error", "critical"), "info"
+        ),
+        access_log=env.optional("ACCESS_LOG"),
+        error_log=env.text("ERROR_LOG", "-"),
+    )
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+class _Reader:
+    """Typed look-ups in an environment mapping; empty values count as unset."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+
+    def optional(self, name: str) -> str | None:
+        value = self.environ.get(name, "").strip()
+        return value or None
+
+    def text(self, name: str, default: str) -> str:
+        return self.optional(name) or default
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
+        value = self.text(name, default).lower()
+        if value not in allowed:
+            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def items(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.optional(name)
+        if value is None:
+            return default
+        return tuple(item.strip() for item in value.split(",") if item.strip())
+
+    def number(
+        self,
+        name: str,
+        kind: Callable[[str], T],
+        default: T,
+        low: float | None = None,
+        high: float | None = None,
+    ) -> T:
+        raw = self.optional(name)
+        if raw is None:
+            return default
+        unit = "an integer" if kind is int else "a number"
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be {unit}, got {raw!r}") from None
+        if (low is not None and value < low) or (high is not None and value > high):  # type: ignore[operator]
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ConfigError(f"{name} must be {bounds}, got {raw!r}")
+        return value
+
+    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
+        value = self.optional(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.netloc:
+            shown = value if name != "OPENAI_PROXY" else f"{parts.scheme}://..."
+            raise ConfigError(
+                f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
+                f"got {shown!r}"
+            )
+        return value

@@ -1,0 +1,201 @@
+"""A question to `/callChatGPT`: its parameters read, bounded and turned into upstream params.
+
+Values come from the query string, a form or a JSON body (DESIGN.md, HTTP
+contract); all are checked here, before anything is sent upstream, and a bad
+one raises BadRequest (400) or Forbidden (403) naming the parameter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatproxy.config import Settings
+from chatproxy.errors import BadRequest, Forbidden
+
+MAX_STOP_SEQUENCES = 4  # OpenAI's limit for `stop`
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off", "")
+
+# Sampling parameters passed upstream as given: name -> (low, high), both inclusive.
+NUMBER_RANGES = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+}
+
+
+@dataclass
+class Question:
+    """One question, checked: the text, the model, and what to send upstream."""
+
+    input: str
+    model: str
+    system: str | None = None
+    max_tokens: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+    format: str = "text"
+
+    def chat_params(self, settings: Settings) -> dict[str, Any]:
+        """The body of `POST /chat/completions` (OpenAI API reference) for this question.
+
+        `max_tokens` is the request's, or the owner's cap when none was asked for.
+        """
+        messages = []
+        if self.system:
+            messages.append({"role": "system", "content": self.system})
+        messages.append({"role": "user", "content": self.input})
+        return {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": self.max_tokens or settings.max_tokens,
+            **self.options,
+        }
+
+
+def parse_question(values: Mapping[str, Any], settings: Settings, *, wants: str) -> Question:
+    """Check the parameters of one question.
+
+    `values` maps parameter names to strings (query string, form) or JSON
+    values; `wants` is the response format the client's `Accept` header asked
+    for (`text`, `json` or `sse`), overridden by `format=` and `stream=`.
+    Raises BadRequest for a missing or wrong value, Forbidden for a model
+    outside CHATPROXY_MODELS.
+    """
+    text = _text(values, "input", settings.max_input_chars, required=True)
+    assert text is not None
+    model = _text(values, "model", 200) or settings.model
+    if model not in settings.models:
+        raise Forbidden(
+            f"The model {model!r} is not allowed here. Allowed: {', '.join(settings.models)}.",
+            param="model",
+            code="model_not_allowed",
+        )
+    options: dict[str, Any] = {}
+    for name, (low, high) in NUMBER_RANGES.items():
+        number = _number(values, name, low, high)
+        if number is not None:
+            options[name] = number
+    stop = _stop(values)
+    if stop is not None:
+        options["stop"] = stop
+    max_tokens = _positive_int(values, "max_tokens", settings.max_tokens)
+    answer_format = _choice(values, "format", ("text", "json", "sse")) or wants
+    stream = _flag(values, "stream")
+    if stream is None:
+        stream = answer_format == "sse"
+    return Question(
+        input=text,
+        model=model,
+        system=_text(values, "system", settings.max_input_chars),
+        max_tokens=max_tokens,
+        options=options,
+        stream=stream,
+        format="sse" if stream else answer_format,
+    )
+
+
+def _text(values: Mapping[str, Any], name: str, limit: int, required: bool = False) -> str | None:
+    value = values.get(name)
+    if value is None:
+        if required:
+            raise BadRequest(
+                f"Missing required parameter {name!r}.",
+                param=name,
+                code="missing_required_parameter",
+            )
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{name!r} must be a string.", param=name, code="invalid_type")
+    if not value.strip():
+        if required:
+            raise BadRequest(f"{name!r} must not be empty.", param=name, code="empty_string")
+        return None
+    if len(value) > limit:
+        raise BadRequest(
+            f"{name!r} is {len(value)} characters long; the limit is {limit}.",
+            param=name,
+            code="string_above_max_length",
+        )
+    return value
+
+
+def _number(values: Mapping[str, Any], name: str, low: float, high: float) -> float | None:
+    value = values.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name!r} must be a number.", param=name, code="invalid_type") from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise BadRequest(f"{name!r} must be between {low:g} and {high:g}.", param=name)
+    return number
+
+
+def _positive_int(values: Mapping[str, Any], name: str, cap: int) -> int | None:
+    value = values.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError
+        number = int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(
+            f"{name!r} must be a positive integer.", param=name, code="invalid_type"
+        ) from None
+    if number < 1:
+        raise BadRequest(f"{name!r} must be a positive integer.", param=name)
+    if number > cap:
+        raise BadRequest(
+            f"{name!r} is {number}; the limit here is {cap} (CHATPROXY_MAX_TOKENS).",
+            param=name,
+            code="above_max_tokens",
+        )
+    return number
+
+
+def _flag(values: Mapping[str, Any], name: str) -> bool | None:
+    value = values.get(name)
+    if value is None or isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise BadRequest(f"{name!r} must be true or false (1 or 0).", param=name)
+
+
+def _choice(values: Mapping[str, Any], name: str, allowed: tuple[str, ...]) -> str | None:
+    value = values.get(name)
+    if value is None or value == "":
+        return None
+    if value not in allowed:
+        raise BadRequest(f"{name!r} must be one of {', '.join(allowed)}.", param=name)
+    return str(value)
+
+
+def _stop(values: Mapping[str, Any]) -> str | list[str] | None:
+    value = values.get("stop")
+    if value is None or value == "":
+        return None
+    sequences = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(sequences, list)
+        or not 1 <= len(sequences) <= MAX_STOP_SEQUENCES
+        or not all(isinstance(s, str) and 0 < len(s) <= 100 for s in sequences)
+    ):
+        raise BadRequest(
+            f"'stop' must be a string or a list of up to {MAX_STOP_SEQUENCES} strings "
+            "of 1 to 100 characters.",
+            param="stop",
+        )
+    return value

@@ -1,0 +1,89 @@
+"""Server-sent events: chatproxy's own answer events, keep-alives and the response.
+
+Events (DESIGN.md): `event: delta` / `data: {"content": str}` for each piece,
+then `event: done` / `data: {"finish_reason", "usage", "model"}`, or
+`event: error` / `data: {"error": {...}}` in OpenAI's error shape. Format:
+the HTML Living Standard, "Server-sent events".
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from flask import Response
+
+from chatproxy.errors import APIError
+from chatproxy.upstream import ChatStream
+
+KEEPALIVE = b": keep-alive\n\n"
+HEADERS = {
+    "Cache-Control": "no-cache",
+    # nginx would otherwise buffer the stream and deliver the answer all at once.
+    "X-Accel-Buffering": "no",
+}
+_END = object()
+
+
+def event(name: str, data: Any) -> bytes:
+    """One SSE event: `event: NAME` and `data: JSON` lines, then a blank line."""
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: {name}\ndata: {payload}\n\n".encode()
+
+
+def answer_events(stream: ChatStream) -> Iterator[bytes]:
+    """The events of one streamed answer; a failure mid-stream becomes `event: error`."""
+    try:
+        for content in stream:
+            yield event("delta", {"content": content})
+        yield event(
+            "done",
+            {"finish_reason": stream.finish_reason, "usage": stream.usage, "model": stream.model},
+        )
+    except APIError as error:
+        yield event("error", error.body())
+    finally:
+        stream.close()
+
+
+def with_keepalive(
+    events: Iterator[bytes], interval: float, on_close: Callable[[], None]
+) -> Iterator[bytes]:
+    """Pass `events` on, adding a comment line whenever none came for `interval` seconds.
+
+    The events are pulled in a helper thread (a greenlet under gevent) so the
+    wait can time out. `on_close` runs when the client goes away or the
+    events end; it must make a blocked read fail (close the upstream) so the
+    helper ends too.
+    """
+    pieces: queue.SimpleQueue[object] = queue.SimpleQueue()
+
+    def pump() -> None:
+        try:
+            for piece in events:
+                pieces.put(piece)
+        finally:
+            pieces.put(_END)
+
+    threading.Thread(target=pump, daemon=True, name="sse-pump").start()
+    try:
+        while True:
+            try:
+                piece = pieces.get(timeout=interval)
+            except queue.Empty:
+                yield KEEPALIVE
+                continue
+            if piece is _END:
+                return
+            yield piece  # type: ignore[misc]
+    finally:
+        on_close()
+
+
+def stream_response(stream: ChatStream, keepalive_interval: float) -> Response:
+    """A `text/event-stream` response carrying one answer, with keep-alives."""
+    body = with_keepalive(answer_events(stream), keepalive_interval, stream.close)
+    return Response(body, mimetype="text/event-stream", headers=HEADERS)

@@ -1,0 +1,94 @@
+"""Gunicorn settings for chatproxy: `gunicorn -c gunicorn.conf.py wsgi:app`.
+
+Each setting comes from the environment (or `.env`), read and checked by
+`chatproxy.config.load_server_settings`; see `.env.example` for the defaults.
+Modelled on gunicorn's examples/example_config.py.
+"""
+
+import os
+import subprocess
+import sys
+
+from dotenv import load_dotenv
+
+from chatproxy.config import ConfigError, load_server_settings, load_settings
+
+load_dotenv(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env"))
+try:
+    _server = load_server_settings(os.environ)
+    _app = load_settings(os.environ)
+except ConfigError as error:
+    # One line naming the variable, instead of a traceback from every worker.
+    sys.exit(f"chatproxy: {error}")
+if not _app.upstream_key:
+    sys.exit(
+        "chatproxy: OPENAI_API_KEY is not set: set it, or set CHATPROXY_UPSTREAM=simulator "
+        "to answer from the built-in simulator"
+    )
+
+# Server socket: where to listen (host:port or unix:PATH; BIND).
+bind = _server.bind
+# Pending connections the kernel queues before accept().
+backlog = 2048
+
+# Worker processes (WORKERS): with an async worker, one per core is enough.
+workers = _server.workers
+# Worker class (WORKER_CLASS): gevent holds many slow streaming answers per
+# worker; the sync worker would serve one answer per worker at a time. The
+# gevent worker patches the standard library before it loads the app.
+worker_class = _server.worker_class
+# Simultaneous connections per async worker (WORKER_CONNECTIONS).
+worker_connections = _server.worker_connections
+# Seconds a silent worker may go before it is killed and restarted (TIMEOUT).
+timeout = _server.timeout
+# Seconds for answers in flight to finish after a restart or stop (GRACEFUL_TIMEOUT).
+graceful_timeout = _server.graceful_timeout
+# Seconds to hold an idle keep-alive connection (KEEPALIVE); nginx reuses them.
+keepalive = _server.keepalive
+# Long GET questions (`/callChatGPT?input=...`) need a long request line; 8190 is
+# gunicorn's maximum; longer questions should be POSTed.
+limit_request_line = 8190
+
+# Logging: the error log (ERROR_LOG, "-" is stderr) at LOG_LEVEL.
+errorlog = _server.error_log
+loglevel = _server.log_level
+# Access log (ACCESS_LOG: a path or "-"; off when unset). The format leaves out
+# the query string: it carries questions (and later, access keys).
+accesslog = _server.access_log
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+# The process name shown by ps and top.
+proc_name = "chatproxy"
+# gunicorn's control socket is one fixed path per user, so a second instance on
+# the same host would take over the first one's; chatproxy is managed by signals.
+control_socket_disable = True
+
+_simulator = None
+
+
+def on_starting(server):
+    """Start the built-in simulator when chosen and no OPENAI_BASE_URL points at one."""
+    global _simulator
+    if not _app.simulator_in_use or _app.openai_base_url:
+        return
+    port = os.environ.get("SIMULATOR_PORT", "8001")
+    _simulator = subprocess.Popen(
+        [sys.executable, "-m", "chatproxy.simulator", "--port", port, "--no-record"],
+        env={**os.environ, "SIMULATOR_API_KEY": _app.upstream_key},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    ready = _simulator.stdout.readline().strip()
+    if not ready.startswith("simulator listening on "):
+        sys.exit(f"chatproxy: the simulator did not start on port {port} (SIMULATOR_PORT)")
+    # Workers are forked from this process and inherit the setting.
+    os.environ["OPENAI_BASE_URL"] = ready.rsplit(" ", 1)[-1]
+    server.log.warning(
+        "CHATPROXY_UPSTREAM=simulator: answers come from %s", os.environ["OPENAI_BASE_URL"]
+    )
+
+
+def on_exit(server):
+    """Stop the simulator started by on_starting."""
+    if _simulator is not None:
+        _simulator.terminate()
+        _simulator.wait(timeout=10)

@@ -1,0 +1,206 @@
+"""Shared fixtures: the simulator, apps built against it, and real HTTP servers.
+
+The OpenAI side is always the simulator over real sockets. Every app built
+here is watched for the upstream key: a response header or body, or a log
+line, that contains it fails the run at the end of the session.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from flask import Flask
+from werkzeug.serving import make_server
+
+from chatproxy import create_app
+from chatproxy.simulator import Simulator
+
+UPSTREAM_KEY = "sk-sim-test-upstream-key-0123456789"
+IN_CI = os.environ.get("CI") == "true"
+
+
+def need(what: str, install: str) -> None:
+    """Fail in CI, skip elsewhere: a test cannot find `what` (installed by `install`)."""
+    message = f"{what} is missing: {install}"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+class LeakWatch:
+    """Collects every place the upstream key showed up: responses and log records."""
+
+    def __init__(self, secret: str) -> None:
+        self.secret = secret
+        self.found: list[str] = []
+
+    def check(self, text: str | bytes, where: str) -> None:
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        if self.secret in text:
+            self.found.append(where)
+
+    def middleware(self, wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., Any]:
+        """Wrap a WSGI app so its status, headers and body pieces are checked."""
+
+        def watched(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            where = f"response to {environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+
+            def checking_start_response(status: str, headers: list, exc_info=None):  # type: ignore[no-untyped-def]
+                self.check(status + repr(headers), where + " (headers)")
+                return start_response(status, headers, exc_info)
+
+            body = wsgi_app(environ, checking_start_response)
+            return _CheckedBody(body, lambda piece: self.check(piece, where))
+
+        return watched
+
+
+class _CheckedBody:
+    """A WSGI body passed on piece by piece, each checked; keeps `close()` working."""
+
+    def __init__(self, body: Iterable[bytes], check: Callable[[bytes], None]) -> None:
+        self.body = body
+        self.check = check
+
+    def __iter__(self) -> Iterator[bytes]:
+        for piece in self.body:
+            self.check(piece)
+            yield piece
+
+    def close(self) -> None:
+        close = getattr(self.body, "close", None)
+        if close is not None:
+            close()
+
+
+class _LogWatch(logging.Handler):
+    def __init__(self, watch: LeakWatch) -> None:
+        super().__init__(logging.DEBUG)
+        self.watch = watch
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.exc_info:
+            text += logging.Formatter().formatException(record.exc_info)
+        self.watch.check(text, f"log record of {record.name}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_watch() -> Iterator[LeakWatch]:
+    """Over the whole session, the upstream key appears in no response and no log line."""
+    watch = LeakWatch(UPSTREAM_KEY)
+    handler = _LogWatch(watch)
+    loggers = [logging.getLogger(name) for name in ("", "chatproxy", "werkzeug")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    logging.getLogger("chatproxy").setLevel(logging.DEBUG)
+    # The SDK also reads OPENAI_* from the process environment; tests set everything.
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith(("OPENAI_", "CHATPROXY_")):
+                patch.delenv(name)
+        yield watch
+    for logger in loggers:
+        logger.removeHandler(handler)
+    assert not watch.found, f"the upstream key leaked in: {sorted(set(watch.found))}"
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[Simulator]:
+    """The OpenAI simulator, in this process, on a free port."""
+    sim = Simulator(api_key=UPSTREAM_KEY)
+    sim.base_url = sim.start_in_thread()
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="session")
+def app_env(simulator: Simulator) -> dict[str, str]:
+    """Settings of an app whose upstream is the simulator, as a real OpenAI-compatible server."""
+    return {
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        "OPENAI_BASE_URL": simulator.base_url,
+        "CHATPROXY_MAX_RETRIES": "0",
+        "CHATPROXY_TIMEOUT": "10",
+    }
+
+
+@pytest.fixture(scope="session")
+def make_app(app_env: dict[str, str], leak_watch: LeakWatch) -> Callable[..., Flask]:
+    """Build an app with `app_env` plus overrides, watched for key leaks."""
+
+    def build(**overrides: str) -> Flask:
+        app = create_app({**app_env, **overrides})
+        app.config["TESTING"] = True
+        app.wsgi_app = leak_watch.middleware(app.wsgi_app)  # type: ignore[method-assign]
+        return app
+
+    return build
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask):  # type: ignore[no-untyped-def]
+    return app.test_client()
+
+
+@dataclass
+class LiveServer:
+    """A real HTTP server in a thread; `url` is like `http://127.0.0.1:PORT`."""
+
+    url: str
+    app: Flask
+
+
+@contextmanager
+def serve(app: Flask) -> Iterator[LiveServer]:
+    """Serve `app` over real HTTP (werkzeug, threaded) until the block ends."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield LiveServer(url=f"http://127.0.0.1:{server.server_port}", app=app)
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def api_server(make_app: Callable[..., Flask]) -> Iterator[LiveServer]:
+    """The app as a real server, its upstream the simulator seen as a real OpenAI server."""
+    with serve(make_app()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def live_server(make_app: Callable[..., Flask]) -> Iterator[LiveServer]:
+    """The app as a real server in simulator mode (the page shows its banner)."""
+    with serve(make_app(CHATPROXY_UPSTREAM="simulator")) as server:
+        yield server
+
+
+@pytest.fixture
+def make_server_with(make_app: Callable[..., Flask]) -> Iterator[Callable[..., LiveServer]]:
+    """Start a real server with particular settings; it stops after the test."""
+    stack: list[Any] = []
+
+    def start(**overrides: str) -> LiveServer:
+        context = serve(make_app(**overrides))
+        stack.append(context)
+        return context.__enter__()
+
+    yield start
+    for context in reversed(stack):
+        context.__exit__(None, None, None)
