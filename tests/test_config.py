@@ -1,0 +1,98 @@
+"""Settings: wrong values stop start-up with one line naming the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatproxy import create_app
+from chatproxy.config import ConfigError, load_server_settings, load_settings
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("CHATPROXY_TIMEOUT", "abc"),
+        ("CHATPROXY_TIMEOUT", "0"),
+        ("CHATPROXY_MAX_TOKENS", "1.5"),
+        ("CHATPROXY_MAX_RETRIES", "-1"),
+        ("CHATPROXY_MAX_INPUT_CHARS", "lots"),
+        ("OPENAI_BASE_URL", "api.openai.com/v1"),
+        ("OPENAI_BASE_URL", "ftp://example.com/v1"),
+        ("OPENAI_PROXY", "ftp://127.0.0.1:1080"),
+        ("OPENAI_PROXY", "127.0.0.1:1080"),
+        ("CHATPROXY_UPSTREAM", "azure-magic"),
+        ("CHATPROXY_AUTH", "nobody"),
+        ("CHATPROXY_MODEL", "not-in-the-list"),
+        ("CHATPROXY_CORS_ORIGINS", "*"),
+    ],
+)
+def test_wrong_setting_names_the_variable(name, value):
+    with pytest.raises(ConfigError) as raised:
+        load_settings({name: value})
+
+    message = str(raised.value)
+    assert name in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("WORKERS", "0"), ("TIMEOUT", "soon"), ("LOG_LEVEL", "loud")]
+)
+def test_wrong_server_setting_names_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_server_settings({name: value})
+
+
+@pytest.mark.parametrize(
+    "proxy", ["http://127.0.0.1:3128", "https://proxy.example:443", "socks5://127.0.0.1:1080"]
+)
+def test_proxy_schemes_accepted(proxy):
+    assert load_settings({"OPENAI_PROXY": proxy}).openai_proxy == proxy
+
+
+def test_proxy_credentials_not_shown_in_the_error():
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"OPENAI_PROXY": "ftp://user:secret@proxy:21"})
+
+    assert "secret" not in str(raised.value)
+
+
+def test_defaults_and_lists():
+    settings = load_settings(
+        {"CHATPROXY_MODELS": "gpt-4o-mini, llama3 ,", "CHATPROXY_AUTH": "open"}
+    )
+
+    assert settings.models == ("gpt-4o-mini", "llama3")
+    assert settings.model == "gpt-4o-mini"
+    assert settings.auth == "open"
+    assert settings.max_retries == 2
+
+
+def test_key_is_not_in_the_settings_repr():
+    settings = load_settings({"OPENAI_API_KEY": "sk-sim-repr-check-key-000000000"})
+
+    assert "sk-sim-repr" not in repr(settings)
+
+
+def test_production_start_refuses_without_a_key():
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        create_app({})
+
+
+def test_simulator_mode_needs_a_simulator_url():
+    with pytest.raises(ConfigError, match="OPENAI_BASE_URL"):
+        create_app({"CHATPROXY_UPSTREAM": "simulator"})
+
+
+def test_debug_start_without_key_answers_503(monkeypatch):
+    monkeypatch.setenv("FLASK_DEBUG", "1")
+    app = create_app({})
+
+    response = app.test_client().get("/callChatGPT?input=hi")
+    ready = app.test_client().get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "upstream_not_configured"
+    assert "OPENAI_API_KEY" in response.json["error"]["message"]
+    assert ready.status_code == 503
+    assert ready.json["checks"]["upstream"] == "not configured"

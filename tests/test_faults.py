@@ -1,0 +1,125 @@
+"""Every upstream failure maps to a clear status or `event: error`; the next request is answered."""
+
+from __future__ import annotations
+
+import socket
+
+import httpx2
+import pytest
+
+from tests.test_ask import read_events
+from tests.test_bad_input import assert_openai_error
+
+
+@pytest.fixture(scope="module")
+def server(make_app):
+    from tests.conftest import serve
+
+    # A short timeout so the `hang` fault ends quickly.
+    with serve(make_app(CHATPROXY_TIMEOUT="1")) as live:
+        yield live
+
+
+def ask(server, question: str, **params: str) -> httpx2.Response:
+    return httpx2.get(f"{server.url}/callChatGPT", params={"input": question, **params}, timeout=30)
+
+
+def assert_next_request_answered(server) -> None:  # type: ignore[no-untyped-def]
+    response = ask(server, "still there?")
+    assert response.status_code == 200
+    assert "still there?" in response.text
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        ("rate_limit", 429, "upstream_rate_limited"),
+        ("server_error", 502, "upstream_error"),
+        ("unavailable", 502, "upstream_error"),
+        ("hang", 504, "upstream_timeout"),
+        ("reset", 502, "upstream_unreachable"),
+        ("reset_mid_stream", 502, "upstream_unreachable"),
+        ("malformed_chunk", 502, "upstream_malformed"),
+        ("context_length", 400, "context_length_exceeded"),
+    ],
+)
+def test_fault_without_stream(server, fault, status, code):
+    response = ask(server, f"hi [[sim: fault={fault}]]")
+
+    error = assert_openai_error(response, status, error_param(code))
+    assert error["code"] == code
+    if status == 429:
+        assert response.headers["retry-after"] == "1"
+    assert_next_request_answered(server)
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        ("rate_limit", 429, "upstream_rate_limited"),
+        ("server_error", 502, "upstream_error"),
+        ("unavailable", 502, "upstream_error"),
+        ("hang", 504, "upstream_timeout"),
+        ("reset", 502, "upstream_unreachable"),
+        ("context_length", 400, "context_length_exceeded"),
+    ],
+)
+def test_fault_before_stream_starts(server, fault, status, code):
+    response = ask(server, f"hi [[sim: fault={fault}]]", stream="1")
+
+    error = assert_openai_error(response, status, error_param(code))
+    assert error["code"] == code
+    assert_next_request_answered(server)
+
+
+@pytest.mark.parametrize(
+    ("fault", "code"),
+    [
+        ("reset_mid_stream", "upstream_interrupted"),
+        ("malformed_chunk", "upstream_malformed_chunk"),
+    ],
+)
+def test_fault_mid_stream_ends_with_error_event(server, fault, code):
+    with httpx2.stream(
+        "GET",
+        f"{server.url}/callChatGPT",
+        params={"input": f"hi [[sim: fault={fault} chunks=10]]", "stream": "1"},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        events = read_events(response)
+
+    names = [name for name, _, _ in events]
+    assert "delta" in names  # the part that arrived was passed on
+    assert names[-1] == "error"
+    assert events[-1][1]["error"]["code"] == code
+    assert_next_request_answered(server)
+
+
+def test_wrong_upstream_key_names_the_setting(make_server_with):
+    server = make_server_with(OPENAI_API_KEY="sk-sim-wrong-key-for-this-test-000000")
+
+    response = ask(server, "hi")
+
+    error = assert_openai_error(response, 502, None)
+    assert error["code"] == "upstream_auth_failed"
+    assert "OPENAI_API_KEY" in error["message"]
+    assert "sk-sim-wrong" not in response.text
+    assert "0000" not in response.text  # not even OpenAI's masked form of the key
+
+
+def test_unreachable_upstream(make_server_with):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    server = make_server_with(OPENAI_BASE_URL=f"http://127.0.0.1:{closed_port}/v1")
+
+    response = ask(server, "hi")
+
+    error = assert_openai_error(response, 502, None)
+    assert error["code"] == "upstream_unreachable"
+    assert str(closed_port) not in response.text  # the upstream address stays private
+
+
+def error_param(code: str) -> str | None:
+    return "messages" if code == "context_length_exceeded" else None
