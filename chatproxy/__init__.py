@@ -25,6 +25,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     """
     from chatproxy import ask, health, page
     from chatproxy.errors import register_error_handlers
+    from chatproxy.headers import register_security_headers
     from chatproxy.state import SETTINGS, UPSTREAM
     from chatproxy.upstream import Upstream
 
@@ -63,6 +64,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
             expose_headers=["Retry-After"],
         )
     register_error_handlers(app)
+    register_security_headers(app)
     app.register_blueprint(page.bp)
     app.register_blueprint(ask.bp)
     app.register_blueprint(health.bp)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
+from flask import Blueprint, Response, redirect, render_template, url_for
 
 from chatproxy.state import current_settings
 
@@ -21,3 +21,9 @@ def index() -> str:
         default_model=settings.model,
         max_input_chars=settings.max_input_chars,
     )
+
+
+@bp.route("/favicon.ico")
+def favicon() -> Response:
+    """Browsers ask for /favicon.ico whatever the page says; send them to the SVG icon."""
+    return redirect(url_for("static", filename="favicon.svg"), code=301)  # type: ignore[return-value]

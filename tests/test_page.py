@@ -1,0 +1,34 @@
+"""The page as served: strict security headers, nothing inline, libraries vendored."""
+
+from __future__ import annotations
+
+import re
+
+import httpx2
+
+
+def test_page_is_served_with_a_strict_policy(live_server):
+    response = httpx2.get(live_server.url + "/")
+
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_page_has_no_inline_script_or_style_and_no_cdn(live_server):
+    html = httpx2.get(live_server.url + "/").text
+
+    scripts = re.findall(r"<script\b[^>]*>", html)
+    assert scripts and all("src=" in tag for tag in scripts)
+    assert " style=" not in html and "<style" not in html
+    assert not re.search(r"""(src|href)=["']https?://""", html)
+
+
+def test_every_asset_the_page_names_is_served(live_server):
+    html = httpx2.get(live_server.url + "/").text
+    assets = re.findall(r"""(?:src|href)=["'](/static/[^"']+)["']""", html)
+
+    assert len(assets) >= 6
+    for path in assets:
+        assert httpx2.get(live_server.url + path).status_code == 200, path

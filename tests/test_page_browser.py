@@ -1,0 +1,281 @@
+"""The Q&A page in a real browser: streaming, Markdown, safety, Stop, errors, keys, phone width.
+
+Drives Debian's chromium headless through Playwright (the Python package; its
+own browser downloads are not used; `CHROMIUM=/path` picks another binary)
+against the app served over real HTTP in simulator mode. Every page runs under
+the strict Content-Security-Policy the page is built for, except where a test
+needs the sanitizer on its own.
+
+Playwright note: `wait_for_function` must be given a function (`"() => ..."`);
+a bare expression is evaluated with eval, which the CSP refuses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+try:
+    from playwright.sync_api import expect, sync_playwright
+except ImportError:  # reported by the `browser` fixture, with what to install
+    expect = sync_playwright = None  # type: ignore[assignment]
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Route
+
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'"
+)
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 375, "height": 740}
+FINISH_TIMEOUT = 20_000  # ms; upstream faults may be retried before they show
+
+# Collects what the console alone would hide: CSP violations and uncaught errors.
+WATCH_PAGE = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(event.violatedDirective + " " + (event.blockedURI || event.sample));
+});
+"""
+
+# Samples the streaming answer's text length every frame until three different
+# non-empty lengths were seen while the answer was still coming.
+SAMPLE_GROWTH = """() => {
+  const answer = document.querySelector(".turn:last-child .answer");
+  window.__lengths = window.__lengths || [];
+  if (answer && answer.dataset.state === "streaming") {
+    const length = answer.querySelector(".answer-body").textContent.length;
+    if (length > 0 && !window.__lengths.includes(length)) window.__lengths.push(length);
+  }
+  return window.__lengths.length >= 3;
+}"""
+
+
+def unavailable(message: str) -> None:
+    """A missing browser fails in CI and skips on a developer's machine, with the same message."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+# Module scope, not session: Playwright's sync API keeps an asyncio loop running
+# on the main thread while it is open, which would break later tests that call
+# asyncio.run().
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, headless, for this module's tests."""
+    if sync_playwright is None:
+        unavailable("the browser tests need the playwright Python package: pip install playwright")
+    if not CHROMIUM.exists():
+        unavailable(f"the browser tests need chromium at {CHROMIUM}: apt-get install chromium")
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def open_page(browser: Browser, live_server: Any, simulator: Any) -> Iterator[Callable[..., Page]]:
+    """Open the Q&A page in a fresh browser context: `open_page(viewport=..., csp=True)`.
+
+    At the end, fails if the page threw an error or broke its CSP.
+    """
+    simulator.reset()
+    home = live_server.url.rstrip("/") + "/"
+    contexts, pages, errors = [], [], []
+
+    def add_csp(route: Route) -> None:
+        response = route.fetch()
+        route.fulfill(
+            response=response, headers={**response.headers, "content-security-policy": CSP}
+        )
+
+    def open_(viewport: dict[str, int] = DESKTOP, csp: bool = True, **options: Any) -> Page:
+        context = browser.new_context(viewport=viewport, **options)
+        contexts.append(context)
+        page = context.new_page()
+        pages.append(page)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.add_init_script(WATCH_PAGE)
+        if csp:
+            page.route(home, add_csp)
+        page.goto(home)
+        return page
+
+    yield open_
+    violations = [v for page in pages for v in page.evaluate("window.__cspViolations")]
+    for context in contexts:
+        context.close()
+    assert not errors, f"the page threw: {errors}"
+    assert not violations, f"the page broke its Content-Security-Policy: {violations}"
+
+
+def ask(page: Page, question: str) -> Any:
+    """Type a question, press Enter, and return the locator of its answer."""
+    turns = page.locator(".turn")
+    index = turns.count()  # not .last: that would follow later questions
+    page.fill("#question", question)
+    page.press("#question", "Enter")
+    return turns.nth(index).locator(".answer")
+
+
+def wait_until(answer: Any, state: str) -> None:
+    """Wait for the answer to end in `state` (done, stopped or error)."""
+    expect(answer).to_have_attribute("data-state", state, timeout=FINISH_TIMEOUT)
+
+
+def test_page_opens_with_demo_banner(open_page: Callable[..., Page]) -> None:
+    page = open_page()
+    expect(page).to_have_title("chatproxy · ChatGPT 问答")
+    expect(page.locator(".banner-demo")).to_have_text(
+        "Demo mode: answers come from the built-in simulator, not OpenAI."
+    )
+    expect(page.locator("#model")).to_have_value(page.get_attribute("body", "data-default-model"))
+    expect(page.locator("#send")).to_be_enabled()
+    expect(page.locator("#stop")).to_be_disabled()
+    expect(page.locator("#question")).to_be_focused()
+
+
+def test_answer_grows_while_streaming(open_page: Callable[..., Page]) -> None:
+    page = open_page()
+    answer = ask(page, "What does chatproxy do? [[sim: chunks=20 delay=0.05]]")
+    expect(page.locator("#stop")).to_be_enabled()
+    expect(page.locator("#send")).to_be_disabled()
+    page.wait_for_function(SAMPLE_GROWTH, polling="raf", timeout=FINISH_TIMEOUT)
+    wait_until(answer, "done")
+    seen = page.evaluate("window.__lengths")
+    final = len(answer.locator(".answer-body").text_content())
+    assert len(seen) >= 3 and max(seen) < final, (
+        f"lengths seen while streaming {seen}, final {final}"
+    )
+    expect(answer.locator(".answer-usage")).to_contain_text("tokens", ignore_case=True)
+    expect(page.locator("#send")).to_be_enabled()
+    expect(page.locator("#stop")).to_be_disabled()
+
+
+def test_finished_answer_renders_markdown(open_page: Callable[..., Page]) -> None:
+    page = open_page()
+    answer = ask(page, "Show me some Markdown")
+    wait_until(answer, "done")
+    body = answer.locator(".answer-body")
+    expect(body.locator("li")).to_have_count(3)
+    expect(body.locator("strong").first).to_be_visible()
+    code = body.locator("pre code").first
+    expect(code).to_have_class(re.compile(r"\bhljs\b"))
+    expect(code.locator("span[class^='hljs-']").first).to_be_visible()
+    expect(body).not_to_contain_text("```")
+
+
+def test_chosen_model_is_used(open_page: Callable[..., Page], simulator: Any) -> None:
+    page = open_page()
+    options = page.locator("#model option")
+    if options.count() < 2:
+        pytest.skip("only one model is allowed in this configuration")
+    chosen = options.nth(1).get_attribute("value")
+    page.select_option("#model", chosen)
+    answer = ask(page, "Which model are you?")
+    wait_until(answer, "done")
+    expect(answer.locator(".answer-model")).to_have_text(chosen)
+    assert simulator.requests[-1]["json"]["model"] == chosen
+
+
+def test_copy_copies_the_raw_markdown(open_page: Callable[..., Page]) -> None:
+    page = open_page(permissions=["clipboard-read", "clipboard-write"])
+    answer = ask(page, "Something to copy")
+    wait_until(answer, "done")
+    answer.locator(".copy-button").click()
+    expect(answer.locator(".copy-button")).to_have_text("Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert "**Simulated answer**" in copied and "```python" in copied
+
+
+def test_untrusted_html_in_an_answer_runs_nothing(open_page: Callable[..., Page]) -> None:
+    # No CSP here: the sanitizer alone must hold.
+    page = open_page(csp=False)
+    answer = ask(page, "[[sim: answer=xss]]")
+    wait_until(answer, "done")
+    body = answer.locator(".answer-body")
+    expect(body).to_contain_text("plain text after the payloads stays visible")
+    assert page.evaluate("window.__xss") is None
+    expect(body.locator("script")).to_have_count(0)
+    expect(body.locator("img[onerror]")).to_have_count(0)
+    expect(body.locator("[href^='javascript:' i]")).to_have_count(0)
+
+
+def test_stop_keeps_the_partial_answer(open_page: Callable[..., Page]) -> None:
+    page = open_page()
+    answer = ask(page, "Tell me slowly [[sim: chunks=40 delay=0.2]]")
+    expect(answer).to_have_attribute("data-state", "streaming", timeout=FINISH_TIMEOUT)
+    page.click("#stop")
+    wait_until(answer, "stopped")
+    partial = answer.locator(".answer-body").text_content()
+    assert partial
+    expect(answer.locator(".answer-status")).to_have_text("Stopped")
+    expect(answer.locator(".note")).to_contain_text("partial")
+    expect(page.locator("#send")).to_be_enabled()
+    expect(page.locator("#stop")).to_be_disabled()
+    # Asking again works, and nothing more arrived for the stopped answer meanwhile.
+    wait_until(ask(page, "And another question"), "done")
+    assert answer.locator(".answer-body").text_content() == partial
+
+
+@pytest.mark.parametrize(
+    ("directive", "message"),
+    [
+        ("[[sim: fault=server_error]]", "The upstream (OpenAI) could not be reached or failed"),
+        ("[[sim: fault=rate_limit]]", "Rate limited, try again in"),
+        ("[[sim: fault=reset_mid_stream]]", "The answer was interrupted"),
+    ],
+)
+def test_upstream_fault_shows_an_error(
+    open_page: Callable[..., Page], directive: str, message: str
+) -> None:
+    page = open_page()
+    answer = ask(page, f"Will this fail? {directive}")
+    wait_until(answer, "error")
+    expect(answer.locator(".note-error")).to_contain_text(message)
+    expect(page.locator("#send")).to_be_enabled()
+
+
+def test_enter_sends_and_shift_enter_makes_a_new_line(open_page: Callable[..., Page]) -> None:
+    page = open_page()
+    box = page.locator("#question")
+    box.press("Enter")
+    expect(page.locator(".turn")).to_have_count(0)  # an empty question is not sent
+    box.type("first line")
+    box.press("Shift+Enter")
+    box.type("second line")
+    expect(box).to_have_value("first line\nsecond line")
+    expect(page.locator(".turn")).to_have_count(0)
+    box.press("Enter")
+    expect(page.locator(".turn")).to_have_count(1)
+    expect(page.locator(".question-text")).to_have_text("first line\nsecond line")
+    expect(box).to_have_value("")
+    wait_until(page.locator(".answer"), "done")
+
+
+def test_phone_screen_has_no_horizontal_scroll(open_page: Callable[..., Page]) -> None:
+    page = open_page(viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True)
+    answer = ask(page, "A wide answer " + "x" * 120 + " [[sim: answer=code]]")
+    wait_until(answer, "done")
+    width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert width[0] <= width[1], f"page is {width[0]}px wide on a {width[1]}px screen"
+    send = page.locator("#send").bounding_box()
+    assert send is not None and send["x"] + send["width"] <= PHONE["width"]
