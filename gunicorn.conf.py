@@ -6,6 +6,7 @@ Modelled on gunicorn's examples/example_config.py.
 """
 
 import os
+import select
 import subprocess
 import sys
 
@@ -71,14 +72,19 @@ def on_starting(server):
     if not _app.simulator_in_use or _app.openai_base_url:
         return
     port = os.environ.get("SIMULATOR_PORT", "8001")
+    command = [sys.executable, "-m", "chatproxy.simulator", "--port", port]
     _simulator = subprocess.Popen(
-        [sys.executable, "-m", "chatproxy.simulator", "--port", port, "--no-record"],
+        [*command, "--no-record", "--exit-with-parent"],
         env={**os.environ, "SIMULATOR_API_KEY": _app.upstream_key},
         stdout=subprocess.PIPE,
         text=True,
     )
-    ready = _simulator.stdout.readline().strip()
+    ready = ""
+    if select.select([_simulator.stdout], [], [], 15)[0]:
+        ready = _simulator.stdout.readline().strip()
+    # Nothing more is read from the pipe: the simulator prints only this line.
     if not ready.startswith("simulator listening on "):
+        _stop_simulator()
         sys.exit(f"chatproxy: the simulator did not start on port {port} (SIMULATOR_PORT)")
     # Workers are forked from this process and inherit the setting.
     os.environ["OPENAI_BASE_URL"] = ready.rsplit(" ", 1)[-1]
@@ -89,6 +95,15 @@ def on_starting(server):
 
 def on_exit(server):
     """Stop the simulator started by on_starting."""
-    if _simulator is not None:
-        _simulator.terminate()
+    _stop_simulator()
+
+
+def _stop_simulator():
+    if _simulator is None or _simulator.poll() is not None:
+        return
+    _simulator.terminate()
+    try:
         _simulator.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        _simulator.kill()
+        _simulator.wait()

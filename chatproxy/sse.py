@@ -9,6 +9,7 @@ the HTML Living Standard, "Server-sent events".
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ HEADERS = {
     "X-Accel-Buffering": "no",
 }
 _END = object()
+log = logging.getLogger(__name__)
 
 
 def event(name: str, data: Any) -> bytes:
@@ -44,6 +46,7 @@ def answer_events(stream: ChatStream) -> Iterator[bytes]:
             {"finish_reason": stream.finish_reason, "usage": stream.usage, "model": stream.model},
         )
     except APIError as error:
+        log.warning("stream ended early: %s", error.code)
         yield event("error", error.body())
     finally:
         stream.close()

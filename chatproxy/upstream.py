@@ -163,7 +163,7 @@ class Upstream:
         status = exc.status_code
         detail = _error_detail(exc.body)
         code = detail.get("code")
-        log.warning("upstream answered %s (%s)", status, code)
+        log.warning("upstream answered %s%s", status, f" ({code})" if code else "")
         if status == 401:
             return UpstreamError(
                 "The upstream rejected chatproxy's API key: check OPENAI_API_KEY on the server.",

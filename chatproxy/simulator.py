@@ -1,0 +1,481 @@
+"""An OpenAI-compatible fake upstream server for tests, the offline demo and benchmarks.
+
+Serves `POST /v1/chat/completions` (JSON and SSE), `POST /v1/completions` (legacy),
+`GET /v1/models` and OpenAI's error bodies, in the formats of the OpenAI API
+reference (see `chatproxy.simulator_wire`). Latency, chunking and faults are set
+per server (`Simulator(...)`) or per request by a `[[sim: key=value ...]]`
+directive in the last user message (keys: fault, chunks, delay, latency, answer,
+words). Built on aiohttp, so one process holds thousands of slow streams.
+
+    python -m chatproxy.simulator --port 8001 [--chunk-delay 0.05] [--uvloop]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from chatproxy import simulator_answers as answers
+from chatproxy import simulator_wire as wire
+from chatproxy.simulator_wire import ApiError
+
+DEFAULT_API_KEY = "sk-sim-local"
+# Faults answered with an OpenAI error body, then those that break the connection or stream.
+FAULTS = (*wire.ERROR_FAULTS, "hang", "reset", "reset_mid_stream", "malformed_chunk")
+MAX_RECORDED = 10_000
+_DIRECTIVE_KEYS = {"fault", "chunks", "delay", "latency", "answer", "words"}
+_BROKEN = b'data: {"id": "chatcmpl-broken", "choices": [\n\n'
+_INVALID = object()  # marks a request body that is not JSON
+_BODY = web.RequestKey("body", object)  # the parsed JSON body, or _INVALID
+_Events = tuple[list[bytes], list[bytes], list[bytes]]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How to answer one request: the server's options with its directive applied."""
+
+    latency: float
+    chunks: int | None
+    delay: float
+    fault: str | None = None
+    answer: str | None = None
+    words: int | None = None
+
+
+def _error_response(error: ApiError) -> web.Response:
+    return web.json_response(
+        error.body, status=error.status, headers=error.headers, dumps=wire.dumps
+    )
+
+
+def _abort(request: web.BaseRequest) -> None:
+    """Drop the connection with a TCP RST (SO_LINGER 0), as a crashed upstream would."""
+    transport = request.transport
+    if transport is None:
+        return
+    try:
+        sock = transport.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except (AttributeError, OSError):
+        pass  # no socket to tune: a plain abort still drops the connection
+    transport.abort()
+
+
+class Simulator:
+    """An OpenAI-compatible server with configurable latency, chunking and faults.
+
+    `latency`: seconds before the first byte; `chunks`: content chunks per streamed
+    answer (None: 1-3 words each); `chunk_delay`: seconds before each content chunk
+    (a non-streamed answer waits as long in total); `fault`: one of FAULTS, applied
+    to a `fault_rate` fraction of completions (seeded, so runs repeat); `record`:
+    keep the last MAX_RECORDED requests in `requests`.
+    """
+
+    def __init__(
+        self,
+        api_key: str = DEFAULT_API_KEY,
+        latency: float = 0.0,
+        chunks: int | None = None,
+        chunk_delay: float = 0.0,
+        fault: str | None = None,
+        fault_rate: float = 1.0,
+        record: bool = True,
+    ) -> None:
+        if fault is not None and fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
+        self.api_key, self.record = api_key, record
+        self.fault, self.fault_rate = fault, fault_rate
+        self._defaults = _Plan(latency, chunks, chunk_delay)
+        self._rng = random.Random(0)
+        self._requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED)
+        self._lock = threading.Lock()
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = asyncio.Event()
+        self._hung: set[asyncio.Future[None]] = set()
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        """Requests received, oldest first: `{"method", "path", "json", "headers"}`.
+
+        Header names are lower-cased and exclude Authorization; `json` is None for a
+        body that is not JSON.
+        """
+        with self._lock:
+            return list(self._requests)
+
+    def reset(self) -> None:
+        """Forget the recorded requests and restart the seeded fault sequence."""
+        with self._lock:
+            self._requests.clear()
+        self._rng.seed(0)
+
+    def make_app(self) -> web.Application:
+        """The aiohttp application, for serving it some other way."""
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/completions", self._legacy)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model}", self._model)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Listen from the running event loop; returns the base URL `http://HOST:PORT/v1`."""
+        self._runner = web.AppRunner(
+            self.make_app(),
+            access_log=None,  # a log line per request costs more than the request
+            handle_signals=False,
+            shutdown_timeout=1.0,  # then open streams and hung requests are cancelled
+            handler_cancellation=True,  # a client that leaves ends its handler
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, backlog=2048, reuse_address=True)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        return f"http://{f'[{host}]' if ':' in host else host}:{port}/v1"
+
+    async def close(self) -> None:
+        """Stop listening and end open requests, hung ones included."""
+        for waiter in list(self._hung):
+            waiter.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def start_in_thread(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve from a daemon thread with its own event loop; returns the base URL, listening."""
+        if self._thread is not None:
+            raise RuntimeError("simulator already started")
+        ready = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        async def serve() -> None:
+            self._loop, self._stopping = asyncio.get_running_loop(), asyncio.Event()
+            try:
+                outcome["url"] = await self.start(host, port)
+            except Exception as exc:  # re-raised in the caller's thread
+                outcome["error"] = exc
+                return
+            finally:
+                ready.set()
+            await self._stopping.wait()
+            await self.close()
+
+        self._thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+        self._thread.start()
+        ready.wait()
+        if "error" in outcome:
+            self._thread.join()
+            self._thread = None
+            raise outcome["error"]
+        return outcome["url"]
+
+    def stop(self) -> None:
+        """Stop the server started by start_in_thread and wait for its thread."""
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._stopping.set)
+        self._thread.join(timeout=10)
+        self._thread = self._loop = None
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Record, authenticate and turn every error into OpenAI's error body."""
+        try:
+            raw = await request.read() if request.body_exists else b""
+            try:
+                request[_BODY] = json.loads(raw) if raw else None
+            except ValueError:
+                request[_BODY] = _INVALID
+            if self.record:
+                self._record(request)
+            if request.path.startswith("/v1/"):
+                self._authenticate(request.headers.get("Authorization", ""))
+            response = await handler(request)
+        except ApiError as exc:
+            response = _error_response(exc)
+        except web.HTTPException as exc:
+            message = exc.reason
+            if exc.status in (404, 405):
+                message = f"Invalid URL ({request.method} {request.path})"
+            response = _error_response(ApiError(exc.status, message))
+        if not response.prepared:
+            response.headers.update(self._headers())
+        return response
+
+    @staticmethod
+    def _headers() -> dict[str, str]:
+        return {"x-request-id": f"req_{uuid.uuid4().hex}", "openai-version": "2020-10-01"}
+
+    def _record(self, request: web.Request) -> None:
+        body = request[_BODY]
+        entry = {
+            "method": request.method,
+            "path": request.path,
+            "json": None if body is _INVALID else body,
+            "headers": {
+                k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"
+            },
+        }
+        with self._lock:
+            self._requests.append(entry)
+
+    def _authenticate(self, header: str) -> None:
+        """401 worded as OpenAI words it, for a missing or a wrong bearer key."""
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ApiError(401, wire.NO_KEY)
+        if key.strip() != self.api_key:
+            raise wire.wrong_key(key.strip())
+
+    @staticmethod
+    def _body(request: web.Request) -> dict[str, Any]:
+        body = request[_BODY]
+        if body is _INVALID or body is None:
+            raise ApiError(400, wire.BAD_JSON)
+        if not isinstance(body, dict):
+            raise ApiError(400, "Invalid request body: expected a JSON object.")
+        return body
+
+    def _plan(self, text: str) -> tuple[_Plan, str]:
+        """Server options overridden by the directive in `text`; returns (plan, text without it)."""
+        found, question = answers.parse_directive(text)
+        default, fault = self._defaults, None
+        if self.fault is not None and self._rng.random() < self.fault_rate:
+            fault = self.fault
+        bad = (
+            set(found) - _DIRECTIVE_KEYS
+            or found.get("fault", FAULTS[0]) not in FAULTS
+            or found.get("answer", answers.ANSWERS[0]) not in answers.ANSWERS
+        )
+        try:
+            # Bounded like any input: no answer of a million words or chunks.
+            plan = _Plan(
+                latency=min(float(found.get("latency", default.latency)), 600),
+                chunks=min(int(found["chunks"]), 10_000) if "chunks" in found else default.chunks,
+                delay=min(float(found.get("delay", default.delay)), 60),
+                fault=found.get("fault", fault),
+                answer=found.get("answer"),
+                words=min(int(found["words"]), 50_000) if "words" in found else None,
+            )
+        except ValueError:
+            bad = True
+        if bad:
+            raise ApiError(400, f"Invalid simulator directive: {found}", param="messages")
+        return plan, question
+
+    async def _begin(
+        self, request: web.Request, plan: _Plan, stream: bool
+    ) -> web.StreamResponse | None:
+        """Wait out the latency, then inject the plan's fault; None means answer normally."""
+        if plan.latency > 0:
+            await asyncio.sleep(plan.latency)
+        fault = plan.fault
+        if fault is None or (stream and fault in ("reset_mid_stream", "malformed_chunk")):
+            return None
+        if fault in wire.ERROR_FAULTS:
+            status, message, type_, param, code = wire.ERROR_FAULTS[fault]
+            headers = {"Retry-After": "1"} if status == 429 else None
+            raise ApiError(status, message, type_, param, code, headers)
+        if fault == "malformed_chunk":  # a 200 whose body is cut-off JSON
+            return web.Response(body=_BROKEN[6:-2], content_type="application/json")
+        if fault in ("reset", "reset_mid_stream"):
+            _abort(request)
+        await self._hang()  # also after a reset, until aiohttp notices it
+        return None
+
+    async def _hang(self) -> None:
+        """Wait until the client leaves (aiohttp then cancels the handler) or close()."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._hung.add(waiter)
+        try:
+            await waiter
+        finally:
+            self._hung.discard(waiter)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/chat/completions: a `chat.completion`, or `chat.completion.chunk` SSE events."""
+        body = self._body(request)
+        model = wire.check_request(body, chat=True)
+        messages = body["messages"]
+        users = [m for m in messages if m.get("role") == "user"]
+        last = answers.message_text(users[-1].get("content")) if users else ""
+        plan, question = self._plan(last)
+        stream = body.get("stream") is True
+        early = await self._begin(request, plan, stream)
+        if early is not None:
+            return early
+        text = answers.compose_answer(messages, question, plan.answer, plan.words)
+        text, reason = wire.finish(text, body)
+        use = wire.usage(answers.prompt_tokens(messages), answers.count_tokens(text))
+        pieces = answers.split_pieces(text, plan.chunks)
+        ident, created = f"chatcmpl-sim{uuid.uuid4().hex[:20]}", int(time.time())
+        if stream:
+            options = body.get("stream_options") or {}
+            events = wire.chat_events(ident, created, model, pieces, reason, use, options)
+            return await self._stream(request, events, plan)
+        await asyncio.sleep(plan.delay * len(pieces))
+        result = wire.chat_completion(ident, created, model, text, reason, use)
+        return web.json_response(result, dumps=wire.dumps)
+
+    async def _legacy(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/completions: a `text_completion` with a choice per prompt, or its SSE stream."""
+        body = self._body(request)
+        model = wire.check_request(body, chat=False)
+        prompt = body["prompt"]
+        prompts = [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
+        prompts = prompts or [""]
+        plan, _ = self._plan(prompts[-1])
+        stream = body.get("stream") is True
+        early = await self._begin(request, plan, stream)
+        if early is not None:
+            return early
+        choices: list[dict[str, Any]] = []
+        pieces: list[tuple[int, str]] = []
+        for index, text in enumerate(prompts):
+            question = answers.parse_directive(text)[1]
+            asked = [{"role": "user", "content": question}]
+            answer = answers.compose_answer(asked, question, plan.answer, plan.words)
+            answer, reason = wire.finish(answer, body)
+            choice = {"text": answer, "index": index, "logprobs": None, "finish_reason": reason}
+            choices.append(choice)
+            pieces += [(index, p) for p in answers.split_pieces(answer, plan.chunks)]
+        use = wire.usage(
+            sum(answers.count_tokens(p) for p in prompts),
+            sum(answers.count_tokens(c["text"]) for c in choices),
+        )
+        ident, created = f"cmpl-sim{uuid.uuid4().hex[:20]}", int(time.time())
+        if stream:
+            options = body.get("stream_options") or {}
+            events = wire.legacy_events(ident, created, model, pieces, choices, use, options)
+            return await self._stream(request, events, plan)
+        await asyncio.sleep(plan.delay * len(pieces))
+        result = wire.legacy_completion(ident, created, model, choices, use)
+        return web.json_response(result, dumps=wire.dumps)
+
+    async def _stream(
+        self, request: web.Request, events: _Events, plan: _Plan
+    ) -> web.StreamResponse:
+        """Send pre-serialised SSE events: head at once, each body event after a pause, tail."""
+        head, body, tail = events
+        if plan.fault == "reset_mid_stream":
+            body, tail = body[: len(body) // 2], []
+        elif plan.fault == "malformed_chunk":
+            body, tail = body[:3], [_BROKEN]
+        headers = {"Content-Type": "text/event-stream; charset=utf-8"}
+        headers["Cache-Control"] = "no-cache"
+        response = web.StreamResponse(headers={**headers, **self._headers()})
+        await response.prepare(request)
+        write, delay = response.write, plan.delay
+        try:
+            if head:
+                await write(b"".join(head))
+            for item in body:
+                if delay:
+                    await asyncio.sleep(delay)
+                await write(item)
+            if tail:
+                # The finish, usage and [DONE] events leave together, as from OpenAI.
+                await write(b"".join(tail))
+            if plan.fault == "reset_mid_stream":
+                _abort(request)
+                await self._hang()
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away; there is nobody left to tell
+        return response
+
+    async def _models(self, request: web.Request) -> web.Response:
+        """GET /v1/models: `{"object": "list", "data": [model objects]}`."""
+        return web.json_response(wire.model_list(), dumps=wire.dumps)
+
+    async def _model(self, request: web.Request) -> web.Response:
+        """GET /v1/models/{model}: one model object, or 404 `model_not_found`."""
+        name = request.match_info["model"]
+        if name not in wire.MODELS:
+            message = f"The model '{name}' does not exist"
+            raise ApiError(404, message, param="model", code="model_not_found")
+        return web.json_response(wire.model_object(name), dumps=wire.dumps)
+
+
+def _parser() -> argparse.ArgumentParser:
+    description = "An OpenAI-compatible fake upstream server."
+    parser = argparse.ArgumentParser(prog="python -m chatproxy.simulator", description=description)
+    add = parser.add_argument
+    add("--host", default="127.0.0.1")
+    add("--port", type=int, default=8001)
+    add("--api-key", help=f"key clients send (env SIMULATOR_API_KEY, else {DEFAULT_API_KEY})")
+    add("--latency", type=float, default=0.0, help="seconds before the first byte")
+    add("--chunks", type=int, help="content chunks per streamed answer (default: 1-3 words)")
+    add("--chunk-delay", type=float, default=0.0, help="seconds before each content chunk")
+    add("--fault", choices=FAULTS, help="fault to inject")
+    add("--fault-rate", type=float, default=1.0, help="fraction of completions that get it")
+    add("--uvloop", action="store_true", help="run on uvloop (installed separately)")
+    add("--no-record", dest="record", action="store_false", help="keep no received requests")
+    add("--exit-with-parent", action="store_true", help="stop when the parent process is gone")
+    return parser
+
+
+async def _watch_parent(parent: int, stopping: asyncio.Event) -> None:
+    """Set `stopping` once the parent dies (we are re-parented), so no orphan keeps the port."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    stopping.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m chatproxy.simulator`: print the base URL, serve until SIGINT or SIGTERM."""
+    args = _parser().parse_args(argv)
+    simulator = Simulator(
+        api_key=args.api_key or os.environ.get("SIMULATOR_API_KEY") or DEFAULT_API_KEY,
+        latency=args.latency,
+        chunks=args.chunks,
+        chunk_delay=args.chunk_delay,
+        fault=args.fault,
+        fault_rate=args.fault_rate,
+        record=args.record,
+    )
+
+    async def serve() -> None:
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        url = await simulator.start(args.host, args.port)
+        print(f"simulator listening on {url}", flush=True)
+        watch = None
+        if args.exit_with_parent:
+            watch = asyncio.create_task(_watch_parent(os.getppid(), stopping))
+        await stopping.wait()
+        if watch is not None:
+            watch.cancel()
+        await simulator.close()
+
+    loop_factory = None
+    if args.uvloop:
+        import uvloop  # optional, for benchmarks: imported only when asked for
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,377 @@
+"""OpenAI's wire format for the simulator: request checks, errors and response bodies.
+
+Shapes follow the OpenAI API reference (https://platform.openai.com/docs/api-reference):
+chat completion objects and `chat.completion.chunk` SSE events, legacy `text_completion`
+objects, the models list, and the error body `{"error": {"message", "type", "param",
+"code"}}` with OpenAI's own wording, so clients and gateways meet what they will meet
+in production. Pure functions: the server in `chatproxy.simulator` does the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from chatproxy import simulator_answers as answers
+
+CHAT_MODELS = (
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-4.1-nano",
+    "gpt-4.1-mini",
+    "gpt-4.1",
+    "gpt-3.5-turbo",
+    "o4-mini",
+)
+COMPLETION_MODELS = ("gpt-3.5-turbo-instruct", "davinci-002", "babbage-002")
+MODELS = CHAT_MODELS + COMPLETION_MODELS
+FINGERPRINT = "fp_sim0c0ffee"
+DONE = b"data: [DONE]\n\n"
+_CREATED = 1_715_367_049  # a fixed creation time for the models list
+# OpenAI pads stream events with an `obfuscation` string of random characters so
+# payload sizes do not reveal the tokens; slices of a fixed pool keep it cheap.
+_PAD = "q8Zr2XbT0vLk5WmN7cYd1HsJ4uPe9GaF3oRi6tEy"
+_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_RANGES = {
+    "temperature": (0, 2),
+    "top_p": (0, 1),
+    "presence_penalty": (-2, 2),
+    "frequency_penalty": (-2, 2),
+}
+_KEYS_URL = "https://platform.openai.com/account/api-keys"
+NO_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an "
+    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), "
+    "or as the password field (with blank username) if you're accessing the API "
+    "from your browser and are prompted for a username and password. You can obtain "
+    f"an API key from {_KEYS_URL}."
+)
+BAD_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you "
+    "aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, "
+    "but what was sent was not valid JSON.)"
+)
+_NOT_CHAT = (
+    "This is not a chat model and thus not supported in the v1/chat/completions "
+    "endpoint. Did you mean to use v1/completions?"
+)
+_NOT_LEGACY = (
+    "This is a chat model and not supported in the v1/completions endpoint. "
+    "Did you mean to use v1/chat/completions?"
+)
+# fault name -> (status, message, type, param, code), as OpenAI answers them
+ERROR_FAULTS: dict[str, tuple[int, str, str, str | None, str | None]] = {
+    "rate_limit": (
+        429,
+        (
+            "Rate limit reached for requests per min (RPM) on the simulator: "
+            "Limit 3, Used 3, Requested 1. Please try again in 1s."
+        ),
+        "requests",
+        None,
+        "rate_limit_exceeded",
+    ),
+    "server_error": (
+        500,
+        "The server had an error while processing your request. Sorry about that!",
+        "server_error",
+        None,
+        None,
+    ),
+    "unavailable": (
+        503,
+        "The engine is currently overloaded, please try again later.",
+        "server_error",
+        None,
+        None,
+    ),
+    "context_length": (
+        400,
+        (
+            "This model's maximum context length is 128000 tokens. However, your "
+            "messages resulted in 130000 tokens. Please reduce the length of the messages."
+        ),
+        "invalid_request_error",
+        "messages",
+        "context_length_exceeded",
+    ),
+}
+
+
+class ApiError(Exception):
+    """An error answered with OpenAI's body `{"error": {message, type, param, code}}`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.headers = status, headers or {}
+        error = {"message": message, "type": type_, "param": param, "code": code}
+        self.body = {"error": error}
+
+
+# What json.dumps(obj, separators=(",", ":"), ensure_ascii=False) does, without
+# building a new encoder per call: it runs once per streamed piece.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON, non-ASCII kept as is (as OpenAI sends it)."""
+    return _ENCODER.encode(obj)
+
+
+def event(obj: Any) -> bytes:
+    """One SSE event: `data: {json}` and a blank line."""
+    return f"data: {dumps(obj)}\n\n".encode()
+
+
+def mask_key(key: str) -> str:
+    """A key as OpenAI shows it in a 401: first 8 and last 4 characters, stars between."""
+    head, tail = min(8, len(key) // 3), min(4, len(key) // 4)
+    return key[:head] + "*" * (len(key) - head - tail) + key[len(key) - tail :]
+
+
+def wrong_key(key: str) -> ApiError:
+    """OpenAI's 401 for a key it does not know."""
+    message = f"Incorrect API key provided: {mask_key(key)}. "
+    message += f"You can find your API key at {_KEYS_URL}."
+    return ApiError(401, message, code="invalid_api_key")
+
+
+def _missing(name: str) -> ApiError:
+    message = f"Missing required parameter: '{name}'."
+    return ApiError(400, message, param=name, code="missing_required_parameter")
+
+
+def _check_number(body: dict[str, Any], name: str, low: float, high: float) -> None:
+    value = body.get(name)
+    integer = name.startswith("max_")
+    kind = "integer" if integer else "decimal"
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        got = type(value).__name__
+        message = f"Invalid type for '{name}': expected an {kind}, but got {got} instead."
+        raise ApiError(400, message, param=name, code="invalid_type")
+    if not low <= value <= high:
+        side, end, bound = ("below", "min", low) if value < low else ("above", "max", high)
+        message = (
+            f"Invalid '{name}': {kind} {side} {end}imum value. "
+            f"Expected a value {'>=' if end == 'min' else '<='} {bound}, "
+            f"but got {value} instead."
+        )
+        raise ApiError(400, message, param=name, code=f"{kind}_{side}_{end}_value")
+
+
+def check_request(body: dict[str, Any], chat: bool) -> str:
+    """Check a completion request as OpenAI does; returns the model or raises ApiError.
+
+    400 for a missing model, messages or prompt, a bad role or an out-of-range
+    parameter; 404 `model_not_found` for an unknown model, or for a model of the
+    other endpoint (a chat model on /v1/completions and the reverse).
+    """
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise _missing("model")
+    if chat:
+        messages = body.get("messages")
+        if messages is None:
+            raise _missing("messages")
+        if not isinstance(messages, list) or not messages:
+            message = (
+                "Invalid 'messages': empty array. Expected an array with minimum "
+                "length 1, but got an empty array instead."
+            )
+            raise ApiError(400, message, param="messages", code="empty_array")
+        for i, item in enumerate(messages):
+            role = item.get("role") if isinstance(item, dict) else None
+            if role not in _ROLES:
+                message = f"Invalid value: '{role}'. Supported values are: "
+                message += ", ".join(f"'{r}'" for r in _ROLES) + "."
+                param = f"messages[{i}].role"
+                raise ApiError(400, message, param=param, code="invalid_value")
+    elif body.get("prompt") is None:
+        raise _missing("prompt")
+    for name, (low, high) in _RANGES.items():
+        _check_number(body, name, low, high)
+    for name in ("max_tokens", "max_completion_tokens"):
+        _check_number(body, name, 1, 2**31)
+    if body.get("stream_options") is not None and body.get("stream") is not True:
+        message = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+        raise ApiError(400, message, param="stream_options")
+    if model in (COMPLETION_MODELS if chat else CHAT_MODELS):
+        raise ApiError(404, _NOT_CHAT if chat else _NOT_LEGACY, param="model")
+    if model not in MODELS:
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        raise ApiError(404, message, code="model_not_found")
+    return model
+
+
+def finish(text: str, body: dict[str, Any]) -> tuple[str, str]:
+    """Apply `stop`, then `max_completion_tokens` or `max_tokens`; returns (text, finish_reason)."""
+    stop = body.get("stop")
+    for marker in [stop] if isinstance(stop, str) else stop or []:
+        if isinstance(marker, str) and marker and marker in text:
+            text = text[: text.index(marker)]
+    limit = body.get("max_completion_tokens") or body.get("max_tokens")
+    text, cut = answers.truncate_tokens(text, limit) if limit else (text, False)
+    return text, "length" if cut else "stop"
+
+
+def usage(prompt: int, completion: int) -> dict[str, Any]:
+    """The `usage` object, with the detail objects current models send."""
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def chat_completion(
+    ident: str, created: int, model: str, text: str, reason: str, use: dict[str, Any]
+) -> dict[str, Any]:
+    """A non-streamed `chat.completion` object with one choice."""
+    message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
+    return {
+        "id": ident,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": use,
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT,
+    }
+
+
+def chat_events(
+    ident: str,
+    created: int,
+    model: str,
+    pieces: list[str],
+    reason: str,
+    use: dict[str, Any],
+    options: dict[str, Any],
+) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """A chat stream as (head, content events, tail) of pre-serialised SSE events.
+
+    As OpenAI sends it: a role-only first delta, one event per piece, a last
+    choice with an empty `delta: {}` and the finish_reason; with
+    `stream_options.include_usage`, `"usage": null` on each event and a
+    `"choices": []` event carrying the usage; then `data: [DONE]`.
+    """
+    with_usage = options.get("include_usage") is True
+    obfuscate = options.get("include_obfuscation") is not False
+    base = {
+        "id": ident,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "service_tier": "default",
+        "system_fingerprint": FINGERPRINT,
+    }
+
+    def chunk(choices: list[Any], n: int, size: int = 0, use_value: Any = None) -> bytes:
+        obj = {**base, "choices": choices}
+        if with_usage:
+            obj["usage"] = use_value
+        if obfuscate:
+            obj["obfuscation"] = _PAD[n % 8 : n % 8 + max(2, 24 - size)]
+        return event(obj)
+
+    def delta(d: dict[str, Any], n: int, reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": d, "logprobs": None, "finish_reason": reason}
+        return chunk([choice], n, len(d.get("content") or ""))
+
+    # Content events differ only in their text and padding: splice the JSON of
+    # each piece into one serialised shell (the hot path of a 1,000-stream run).
+    choice = {"index": 0, "delta": {"content": "\0"}, "logprobs": None, "finish_reason": None}
+    shell = {**base, "choices": [choice], **({"usage": None} if with_usage else {})}
+    before, after = dumps(shell).split('"\\u0000"')
+    body = []
+    for n, piece in enumerate(pieces, 1):
+        pad = _PAD[n % 8 : n % 8 + max(2, 24 - len(piece))]
+        end = f',"obfuscation":"{pad}"}}' if obfuscate else "}"
+        body.append(f"data: {before}{dumps(piece)}{after[:-1]}{end}\n\n".encode())
+    head = [delta({"role": "assistant", "content": "", "refusal": None}, 0)]
+    tail = [delta({}, 0, reason)]
+    tail += [chunk([], 1, 0, use)] if with_usage else []
+    return head, body, [*tail, DONE]
+
+
+def legacy_completion(
+    ident: str,
+    created: int,
+    model: str,
+    choices: list[dict[str, Any]],
+    use: dict[str, Any],
+) -> dict[str, Any]:
+    """A non-streamed `text_completion` object."""
+    return {
+        "id": ident,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": FINGERPRINT,
+        "choices": choices,
+        "usage": use,
+    }
+
+
+def legacy_events(
+    ident: str,
+    created: int,
+    model: str,
+    pieces: list[tuple[int, str]],
+    choices: list[dict[str, Any]],
+    use: dict[str, Any],
+    options: dict[str, Any],
+) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """A legacy stream as (head, text events, tail): `choices[i].text` pieces, then [DONE]."""
+    with_usage = options.get("include_usage") is True
+    base = {"id": ident, "object": "text_completion", "created": created}
+
+    def chunk(choice_list: list[Any], use_value: Any = None) -> bytes:
+        obj = {**base, "choices": choice_list, "model": model}
+        obj["system_fingerprint"] = FINGERPRINT
+        if with_usage:
+            obj["usage"] = use_value
+        return event(obj)
+
+    def text(index: int, value: str, reason: str | None = None) -> dict[str, Any]:
+        return {
+            "text": value,
+            "index": index,
+            "logprobs": None,
+            "finish_reason": reason,
+        }
+
+    body = [chunk([text(index, piece)]) for index, piece in pieces]
+    tail = [chunk([text(c["index"], "", c["finish_reason"])]) for c in choices]
+    tail += [chunk([], use)] if with_usage else []
+    return [], body, [*tail, DONE]
+
+
+def model_object(name: str) -> dict[str, Any]:
+    """One entry of `GET /v1/models`: `{"id", "object": "model", "created", "owned_by"}`."""
+    owner = "openai-internal" if name.startswith("gpt-3.5") else "system"
+    return {"id": name, "object": "model", "created": _CREATED, "owned_by": owner}
+
+
+def model_list() -> dict[str, Any]:
+    """`GET /v1/models`: `{"object": "list", "data": [model objects]}`."""
+    return {"object": "list", "data": [model_object(name) for name in MODELS]}

@@ -1,0 +1,515 @@
+"""Real gunicorn, started as the README says: gevent workers, streaming, start-up checks, stop.
+
+Each server is `python -m gunicorn -c gunicorn.conf.py wsgi:app` run from the
+repository root, configured by its environment only, in its own process group
+(so nothing it starts can outlive the test), its error log captured to a file.
+The upstream is the `simulator` fixture over real HTTP, except in simulator
+mode, where gunicorn starts its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from dotenv import dotenv_values
+
+from chatproxy.simulator import Simulator
+from tests.conftest import UPSTREAM_KEY
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+START_TIMEOUT = 60.0  # seconds for gunicorn to boot its workers and answer /healthz
+STOP_TIMEOUT = 30.0  # seconds for gunicorn to exit after SIGTERM when no answer is in flight
+WORLD_CUP = "谁赢了2022年世界杯?"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def accepts_connections(port: int) -> bool:
+    """True when something listens on 127.0.0.1:`port`."""
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def server_env(**settings: str) -> dict[str, str]:
+    """The process environment minus every chatproxy and gunicorn setting, plus `settings`.
+
+    A developer's own settings must not change what is tested: those in the
+    environment are dropped, and those in a local `.env` (which gunicorn.conf.py
+    and wsgi.py load for whatever is unset) are set empty, which counts as unset.
+    """
+    names = set(dotenv_values(ROOT / ".env.example")) | {"GUNICORN_CMD_ARGS", "SIMULATOR_API_KEY"}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in names and not name.startswith(("OPENAI_", "CHATPROXY_"))
+    }
+    env.update(dict.fromkeys(dotenv_values(ROOT / ".env"), ""))
+    env.update(settings)
+    return env
+
+
+@dataclass
+class Gunicorn:
+    """One gunicorn master started by a test; `url` is like `http://127.0.0.1:PORT`.
+
+    The master runs in its own process group. It is reaped only after that
+    group was cleared, so its pid cannot name anyone else's group meanwhile.
+    """
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+    out_path: Path
+
+    def log(self) -> str:
+        """What gunicorn wrote to stderr so far (its error log)."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def output(self) -> str:
+        """What gunicorn, its workers and its simulator wrote to stdout and stderr."""
+        return self.out_path.read_text(encoding="utf-8", errors="replace") + self.log()
+
+    def status(self) -> int | None:
+        """The exit status (negative: killed by that signal), None while it runs; no reaping."""
+        if self.process.returncode is not None:
+            return self.process.returncode
+        info = os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        if info is None or info.si_pid == 0:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+    def wait_until_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Poll `/healthz` until it answers 200; fail with the log if it never does."""
+        deadline = time.monotonic() + timeout
+        with httpx2.Client(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if (status := self.status()) is not None:
+                    pytest.fail(
+                        f"gunicorn exited with {status} before it answered "
+                        f"{self.url}/healthz; its stderr:\n{self.log()}"
+                    )
+                with suppress(httpx2.TransportError):
+                    if client.get(f"{self.url}/healthz").status_code == 200:
+                        return
+                time.sleep(0.1)
+        pytest.fail(
+            f"gunicorn did not answer {self.url}/healthz within {timeout:g} s; its stderr:\n"
+            f"{self.log()}"
+        )
+
+    def wait_for_exit(self, timeout: float) -> int:
+        """The exit status once the master exited; fail if it still runs after `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while (status := self.status()) is None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"gunicorn still runs {timeout:g} s on; its stderr:\n{self.log()}")
+            time.sleep(0.05)
+        return status
+
+    def terminate(self) -> None:
+        """Ask gunicorn to stop gracefully (SIGTERM), as systemd and docker do."""
+        if self.status() is None:
+            self.process.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        """SIGTERM and wait; then SIGKILL whatever is left of its process group, and reap."""
+        if self.process.returncode is not None:
+            return
+        self.terminate()
+        with suppress(pytest.fail.Exception):
+            self.wait_for_exit(STOP_TIMEOUT)
+        # Workers or a simulator left behind (or a master that would not stop) must not leak.
+        with suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+
+@dataclass
+class Launcher:
+    """Starts gunicorn servers and remembers them, their logs and the upstream key each had."""
+
+    log_dir: Path
+    started: list[tuple[Gunicorn, str | None]] = field(default_factory=list)
+
+    def __call__(self, name: str, *, ready: bool = True, **settings: str) -> Gunicorn:
+        """Start gunicorn with `server_env(**settings)` (BIND is chosen here)."""
+        port = free_port()
+        env = server_env(BIND=f"127.0.0.1:{port}", **settings)
+        log_path = self.log_dir / f"{name}.stderr"
+        out_path = self.log_dir / f"{name}.stdout"
+        with open(log_path, "wb") as stderr, open(out_path, "wb") as stdout:
+            process = subprocess.Popen(
+                COMMAND,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        server = Gunicorn(process, f"http://127.0.0.1:{port}", log_path, out_path)
+        self.started.append((server, env.get("OPENAI_API_KEY") or None))
+        if ready:
+            server.wait_until_ready()
+        return server
+
+    def stop_all(self) -> None:
+        for server, _ in reversed(self.started):
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """Every gunicorn this module starts; all are stopped when the module ends."""
+    launch = Launcher(tmp_path_factory.mktemp("gunicorn"))
+    yield launch
+    launch.stop_all()
+
+
+@pytest.fixture
+def launch(launcher: Launcher) -> Iterator[Launcher]:
+    """Start gunicorn for one test; what it started is stopped after the test."""
+    already = len(launcher.started)
+    yield launcher
+    for server, _ in reversed(launcher.started[already:]):
+        server.stop()
+
+
+def upstream_settings(simulator: Simulator, **overrides: str | None) -> dict[str, str]:
+    """Settings of a server whose upstream is the `simulator` fixture; None leaves one out."""
+    settings: dict[str, str | None] = {
+        "OPENAI_API_KEY": UPSTREAM_KEY,
+        "OPENAI_BASE_URL": simulator.base_url,
+        "CHATPROXY_MAX_RETRIES": "0",
+        **overrides,
+    }
+    return {name: value for name, value in settings.items() if value is not None}
+
+
+@pytest.fixture(scope="module")
+def gunicorn(launcher: Launcher, simulator: Simulator) -> Gunicorn:
+    """One gunicorn with ONE gevent worker, shared by the tests that only ask questions."""
+    return launcher("shared", **upstream_settings(simulator, WORKERS="1"))
+
+
+@pytest.fixture
+def client(gunicorn: Gunicorn) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=gunicorn.url, timeout=30) as client:
+        yield client
+
+
+@dataclass
+class Event:
+    """One SSE event as it arrived: its name, its JSON data, and `time.monotonic()` then."""
+
+    name: str
+    data: Any
+    at: float
+
+
+class EventReader:
+    """Turns the lines of an SSE stream into Events as they arrive (chatproxy.sse's format)."""
+
+    def __init__(self) -> None:
+        self.name = "message"
+
+    def feed(self, line: str) -> Event | None:
+        """The event a `data:` line completes, else None."""
+        if line.startswith("event:"):
+            self.name = line.removeprefix("event:").strip()
+        elif line.startswith("data:"):
+            return Event(self.name, json.loads(line.removeprefix("data:")), time.monotonic())
+        elif not line:
+            self.name = "message"
+        return None
+
+
+def read_events(response: httpx2.Response) -> list[Event]:
+    """The events of an SSE response, each stamped with its arrival time."""
+    reader = EventReader()
+    return [event for line in response.iter_lines() if (event := reader.feed(line))]
+
+
+async def stream_answer(
+    client: httpx2.AsyncClient, question: str, on_first_piece: Callable[[], Any] | None = None
+) -> tuple[list[Event], float | None, float]:
+    """Ask for a streamed answer: its events, when the first delta came, when the stream ended.
+
+    `on_first_piece` runs as the first delta arrives.
+    """
+    events: list[Event] = []
+    first = None
+    reader = EventReader()
+    async with client.stream(
+        "GET", "/callChatGPT", params={"input": question, "stream": "1"}
+    ) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if (event := reader.feed(line)) is None:
+                continue
+            events.append(event)
+            if event.name == "delta" and first is None:
+                first = event.at
+                if on_first_piece is not None:
+                    on_first_piece()
+    return events, first, time.monotonic()
+
+
+def concurrent_client(base_url: str, count: int) -> httpx2.AsyncClient:
+    """One asyncio client for `count` simultaneous streams, each on its own connection.
+
+    One thread for all of them: 100 client threads (or clients, 25 ms of CPU
+    each to build) would compete for the test process's GIL and skew the timing.
+    """
+    return httpx2.AsyncClient(
+        base_url=base_url,
+        timeout=60,
+        limits=httpx2.Limits(max_connections=count, max_keepalive_connections=count),
+    )
+
+
+class _ElementText(HTMLParser):
+    """The visible text inside the first element whose class list has `css_class`."""
+
+    def __init__(self, css_class: str) -> None:
+        super().__init__()
+        self.css_class = css_class
+        self.depth = 0  # >0 while inside the element
+        self.done = False
+        self.parts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if self.depth:
+            self.depth += 1
+        elif not self.done and self.css_class in (dict(attrs).get("class") or "").split():
+            self.depth = 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.depth:
+            self.depth -= 1
+            self.done = not self.depth
+
+    def handle_data(self, data: str) -> None:
+        if self.depth:
+            self.parts.append(data)
+
+
+def element_text(html: str, css_class: str) -> str | None:
+    """Whitespace-collapsed text of the first element of `css_class`, None if there is none."""
+    parser = _ElementText(css_class)
+    parser.feed(html)
+    if not parser.done:
+        return None
+    return " ".join("".join(parser.parts).split())
+
+
+def page_title(html: str) -> str:
+    """The text of the page's <title>."""
+    match = re.search(r"<title>(.*?)</title>", html, re.DOTALL)
+    assert match, "the page has no <title>"
+    return match.group(1).strip()
+
+
+def test_gevent_worker_serves_the_page_and_answers(
+    gunicorn: Gunicorn, client: httpx2.Client
+) -> None:
+    """Started from gunicorn.conf.py, gunicorn runs gevent workers that serve page and answers."""
+    assert "Using worker: gevent" in gunicorn.log()
+
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "chatproxy" in page_title(page.text)
+    assert element_text(page.text, "banner-demo") is None  # a real upstream: no demo banner
+
+    answer = client.get("/callChatGPT", params={"input": WORLD_CUP})
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "text/plain; charset=utf-8"
+    assert "阿根廷" in answer.text
+
+
+def test_streamed_answer_arrives_in_pieces(gunicorn: Gunicorn, client: httpx2.Client) -> None:
+    """`stream=1` passes pieces on as they come; together they are the plain answer."""
+    question = f"{WORLD_CUP} [[sim: chunks=10 delay=0.1]]"
+    with client.stream(
+        "GET", "/callChatGPT", params={"input": question, "stream": "1"}
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = read_events(response)
+
+    deltas = [event for event in events if event.name == "delta"]
+    assert [event.name for event in events] == ["delta"] * len(deltas) + ["done"]
+    assert len(deltas) >= 5, "the answer came in too few pieces to call it streamed"
+    # 10 pieces 0.1 s apart: about 0.9 s between the first and the last, not all at once.
+    assert deltas[-1].at - deltas[0].at > 0.4, [round(e.at - deltas[0].at, 2) for e in deltas]
+
+    streamed = "".join(event.data["content"] for event in deltas)
+    plain = client.get("/callChatGPT", params={"input": question})
+    assert plain.status_code == 200
+    assert streamed == plain.text
+    assert "阿根廷" in streamed
+
+
+def test_one_worker_holds_a_hundred_slow_streams(launch: Launcher) -> None:
+    """With WORKERS=1, 100 slow answers stream together (a sync worker would serve one).
+
+    Its upstream is the simulator gunicorn starts in its own process: the
+    in-process `simulator` would share this process's GIL with the 100 streams
+    read here, and its own slowness could pass for the worker's.
+    """
+    count = 100
+    server = launch(
+        "one-worker",
+        WORKERS="1",
+        CHATPROXY_UPSTREAM="simulator",
+        SIMULATOR_PORT=str(free_port()),
+        CHATPROXY_MAX_RETRIES="0",
+    )
+
+    async def ask_all() -> list[tuple[list[Event], float | None, float]]:
+        async with concurrent_client(server.url, count) as client:
+            await client.get("/callChatGPT", params={"input": "warm up"})  # first-use imports
+            questions = [f"question {i} [[sim: chunks=5 delay=0.2]]" for i in range(count)]
+            return await asyncio.gather(*(stream_answer(client, q) for q in questions))
+
+    results = asyncio.run(ask_all())
+
+    ended = [events[-1].name if events else None for events, _, _ in results]
+    assert ended == ["done"] * count
+    firsts = [first for _, first, _ in results if first is not None]
+    assert len(firsts) == count, "some streams got no piece at all"
+    last_first_piece = max(firsts)
+    first_end = min(end for _, _, end in results)
+    assert last_first_piece < first_end, (
+        f"the last stream got its first piece {last_first_piece - first_end:.2f} s after "
+        "another stream had finished: the streams were not all in flight together"
+    )
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        pytest.param({"CHATPROXY_TIMEOUT": "abc"}, "CHATPROXY_TIMEOUT", id="bad-timeout"),
+        pytest.param({"OPENAI_API_KEY": None}, "OPENAI_API_KEY", id="no-key"),
+    ],
+)
+def test_start_up_refuses_bad_settings_in_one_line(
+    launch: Launcher, simulator: Simulator, settings: dict[str, str | None], named: str
+) -> None:
+    """A wrong or missing setting stops gunicorn with one line naming it, not a traceback."""
+    server = launch(f"refuses-{named}", ready=False, **upstream_settings(simulator, **settings))
+    status = server.wait_for_exit(START_TIMEOUT)
+    log = server.log()
+    assert status != 0, log
+    assert "Traceback" not in log
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert lines, "gunicorn exited without saying why"
+    assert named in lines[-1], log
+    assert not accepts_connections(int(server.url.rsplit(":", 1)[1]))
+
+
+def test_simulator_mode_starts_and_stops_its_own_simulator(launch: Launcher) -> None:
+    """`CHATPROXY_UPSTREAM=simulator` (as `make run` without a key): the demo works end to end."""
+    simulator_port = free_port()
+    server = launch(
+        "simulator-mode",
+        CHATPROXY_UPSTREAM="simulator",
+        SIMULATOR_PORT=str(simulator_port),
+        CHATPROXY_MAX_RETRIES="0",
+    )
+    assert accepts_connections(simulator_port)
+    with httpx2.Client(base_url=server.url, timeout=30) as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        banner = element_text(page.text, "banner-demo")
+        assert banner is not None, "the page shows no demo banner in simulator mode"
+        assert "answers come from the built-in simulator" in banner
+
+        answer = client.get("/callChatGPT", params={"input": WORLD_CUP})
+        assert answer.status_code == 200
+        assert "阿根廷" in answer.text
+
+    server.terminate()
+    assert server.wait_for_exit(STOP_TIMEOUT) == 0, server.log()
+    assert not accepts_connections(simulator_port), "the simulator outlived gunicorn"
+    assert "Traceback" not in server.log()
+
+
+def test_sigterm_lets_answers_in_flight_finish(launch: Launcher, simulator: Simulator) -> None:
+    """SIGTERM while 10 answers stream: each still ends with `event: done`, then gunicorn exits."""
+    count = 10
+    server = launch("graceful-stop", **upstream_settings(simulator, WORKERS="2"))
+
+    async def stop_while_streaming() -> tuple[list[tuple[list[Event], float | None, float]], float]:
+        started = asyncio.Semaphore(0)
+        async with concurrent_client(server.url, count) as client:
+            streams = [
+                asyncio.create_task(
+                    stream_answer(
+                        client, f"question {i} [[sim: chunks=10 delay=0.3]]", started.release
+                    )
+                )
+                for i in range(count)
+            ]
+            for _ in range(count):  # every answer has begun to arrive
+                await asyncio.wait_for(started.acquire(), timeout=30)
+            server.terminate()
+            stopped_at = time.monotonic()
+            return await asyncio.gather(*streams), stopped_at
+
+    results, stopped_at = asyncio.run(stop_while_streaming())
+
+    assert [events[-1].name for events, _, _ in results] == ["done"] * count
+    # The stop really cut across the answers: they went on for a while after it.
+    assert all(end > stopped_at + 1 for _, _, end in results)
+    assert server.wait_for_exit(STOP_TIMEOUT) == 0, server.log()
+    assert "Handling signal: term" in server.log()
+
+
+def test_logs_never_contain_the_upstream_key(
+    launcher: Launcher, gunicorn: Gunicorn, client: httpx2.Client
+) -> None:
+    """Over every gunicorn of this module, including failed answers, the key is never logged."""
+    failed = client.get("/callChatGPT", params={"input": "[[sim: fault=server_error]]"})
+    assert failed.status_code == 502
+    with client.stream(
+        "GET",
+        "/callChatGPT",
+        params={"input": "[[sim: fault=reset_mid_stream]]", "stream": "1"},
+    ) as response:
+        assert read_events(response)[-1].name == "error"
+
+    checked = 0
+    for server, key in launcher.started:
+        assert server.log().strip(), f"{server.log_path} is empty"
+        if key is not None:
+            assert key not in server.output(), f"the upstream key is in {server.log_path}"
+            checked += 1
+    assert checked
