@@ -457,7 +457,12 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
-        url = await simulator.start(args.host, args.port)
+        try:
+            url = await simulator.start(args.host, args.port)
+        except OSError as exc:
+            raise SystemExit(
+                f"simulator: cannot listen on {args.host}:{args.port}: {exc.strerror}"
+            ) from None
         print(f"simulator listening on {url}", flush=True)
         watch = None
         if args.exit_with_parent:
