@@ -112,7 +112,7 @@ class Simulator:
 
     @property
     def requests(self) -> list[dict[str, Any]]:
-        """Requests received, oldest first: `{"method", "path", "json", "headers"}`.
+        """Requests received, oldest first: `{"method", "path", "json", "headers", "peer"}`.
 
         Header names are lower-cased and exclude Authorization; `json` is None for a
         body that is not JSON.
@@ -232,6 +232,8 @@ class Simulator:
             "headers": {
                 k.lower(): v for k, v in request.headers.items() if k.lower() != "authorization"
             },
+            # The client's side of the TCP connection: tells reused connections apart.
+            "peer": request.transport.get_extra_info("peername") if request.transport else None,
         }
         with self._lock:
             self._requests.append(entry)

@@ -210,3 +210,20 @@ def test_idle_stream_gets_keepalive_comments(make_server_with):
     # Comment lines fill the silences between the pieces, not only the start or end.
     assert any(deltas[0] < i < deltas[1] for i in keepalives)
     assert "event: done" in lines[deltas[-1] :]
+
+
+def test_upstream_connections_are_reused(api_server, simulator):
+    from chatproxy.upstream import POOL_SHARDS
+
+    simulator.reset()
+    for number in range(2 * POOL_SHARDS):
+        streamed = {"stream": "1"} if number % 2 else {}
+        response = httpx2.get(
+            f"{api_server.url}/callChatGPT", params={"input": f"question {number}", **streamed}
+        )
+        assert response.status_code == 200
+
+    peers = {entry["peer"] for entry in simulator.requests}
+    # A new connection per answer would cost a TLS handshake each time upstream.
+    assert len(simulator.requests) == 2 * POOL_SHARDS
+    assert len(peers) <= POOL_SHARDS
