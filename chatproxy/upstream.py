@@ -75,7 +75,6 @@ class Upstream:
             return
         http_client = openai.DefaultHttpxClient(
             transport=PoolShards(settings),
-            timeout=httpx2.Timeout(settings.timeout, connect=settings.connect_timeout),
             # OPENAI_PROXY is the one proxy setting; HTTP(S)_PROXY are not consulted.
             trust_env=False,
         )

@@ -123,3 +123,18 @@ def test_unreachable_upstream(make_server_with):
 
 def error_param(code: str) -> str | None:
     return "messages" if code == "context_length_exceeded" else None
+
+
+@pytest.mark.parametrize("scheme", ["http", "socks5"])
+def test_questions_go_through_the_configured_proxy(make_server_with, scheme):
+    # The proxy is a closed port: the upstream itself is up, so a 502 shows
+    # that the request went to the proxy, as OPENAI_PROXY asks.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    server = make_server_with(OPENAI_PROXY=f"{scheme}://127.0.0.1:{closed_port}")
+
+    response = ask(server, "hi")
+
+    error = assert_openai_error(response, 502, None)
+    assert error["code"] == "upstream_unreachable"
