@@ -244,7 +244,12 @@ def chat_completion(
     ident: str, created: int, model: str, text: str, reason: str, use: dict[str, Any]
 ) -> dict[str, Any]:
     """A non-streamed `chat.completion` object with one choice."""
-    message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": text,
+        "refusal": None,
+        "annotations": [],
+    }
     choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
     return {
         "id": ident,

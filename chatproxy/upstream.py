@@ -51,7 +51,7 @@ KEEPALIVE_CONNECTIONS = 100
 POOL_SHARDS = 8
 # Makes the SDK return the raw response with its body unread (the header is
 # the SDK's own, set by `with_streaming_response`).
-UNREAD_BODY = {"headers": {RAW_RESPONSE_HEADER: "stream"}}
+UNREAD_BODY: openai.RequestOptions = {"headers": {RAW_RESPONSE_HEADER: "stream"}}
 
 
 @dataclass
