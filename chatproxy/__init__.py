@@ -21,12 +21,14 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     `environ` holds the settings (see `.env.example`); by default `.env` is
     loaded into the process environment and that is read. Raises ConfigError
     with one line naming the variable when a setting is wrong, or when no
-    upstream is configured outside debug mode.
+    upstream is configured outside debug mode; or naming the file, as
+    `personas/ID.json: <fault>`, when a persona is malformed.
     """
-    from chatproxy import ask, health, page
+    from chatproxy import api, ask, health, page
     from chatproxy.errors import register_error_handlers
     from chatproxy.headers import register_security_headers
-    from chatproxy.state import SETTINGS, UPSTREAM
+    from chatproxy.personas import load_personas
+    from chatproxy.state import PERSONAS, SETTINGS, UPSTREAM
     from chatproxy.upstream import Upstream
 
     if environ is None:
@@ -50,9 +52,11 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
             "CHATPROXY_UPSTREAM=simulator needs OPENAI_BASE_URL pointing at a running simulator "
             "(python -m chatproxy.simulator --port 8001); gunicorn -c gunicorn.conf.py starts one"
         )
+    personas = load_personas(settings.personas_dir, settings.models)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[SETTINGS] = settings
+    app.extensions[PERSONAS] = personas
     app.extensions[UPSTREAM] = Upstream(settings)
     if settings.cors_origins:
         from flask_cors import CORS
@@ -68,8 +72,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(page.bp)
     app.register_blueprint(ask.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
     _configure_logging()
-    _log_start(settings)
+    _log_start(settings, personas)
     return app
 
 
@@ -94,11 +99,12 @@ def _configure_logging() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _log_start(settings: Settings) -> None:
+def _log_start(settings: Settings, personas: Mapping[str, object]) -> None:
     upstream = "the built-in simulator" if settings.simulator_in_use else "OpenAI"
     if settings.openai_base_url and not settings.simulator_in_use:
         upstream = "an OpenAI-compatible server (OPENAI_BASE_URL)"
     log.info("chatproxy answers from %s, default model %s", upstream, settings.model)
+    log.info("personas: %s", ", ".join(personas) or "none")
     if settings.auth == "open":
         log.warning(
             "CHATPROXY_AUTH=open: anyone who can reach this service can ask questions "

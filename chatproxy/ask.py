@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 from chatproxy.errors import BadRequest
 from chatproxy.questions import parse_question
 from chatproxy.sse import stream_response
-from chatproxy.state import current_settings, current_upstream
+from chatproxy.state import current_personas, current_settings, current_upstream
 
 bp = Blueprint("ask", __name__)
 
@@ -19,8 +19,9 @@ def call_chatgpt() -> Response:
     """Answer one question (README, "Asking questions").
 
     Parameters (query string, form or JSON body): `input` (required), `model`,
-    `system`, `temperature`, `top_p`, `max_tokens`, `presence_penalty`,
-    `frequency_penalty`, `stop`, `stream`, `format`.
+    `persona` (an id from `/api/personas`), `system`, `temperature`, `top_p`,
+    `max_tokens`, `presence_penalty`, `frequency_penalty`, `stop`, `stream`,
+    `format`.
     Answers `text/plain` (the answer only) by default; JSON
     `{"answer", "model", "usage", "finish_reason"}` with `Accept:
     application/json` or `format=json`; SSE events (see `chatproxy.sse`) with
@@ -28,7 +29,9 @@ def call_chatgpt() -> Response:
     503, 504 in OpenAI's error shape.
     """
     settings = current_settings()
-    question = parse_question(request_values(), settings, wants=wanted_format())
+    question = parse_question(
+        request_values(), settings, wants=wanted_format(), personas=current_personas()
+    )
     upstream = current_upstream()
     params = question.chat_params(settings)
     if question.stream:

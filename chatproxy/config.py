@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -18,6 +19,9 @@ SIMULATOR_KEY = "sk-sim-local"
 """The upstream key used in simulator mode when `OPENAI_API_KEY` is not set."""
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The project's folder: `.env` and the default `personas/` live here."""
 
 
 class ConfigError(Exception):
@@ -46,6 +50,7 @@ class Settings:
     keepalive_interval: float = 15.0
     cors_origins: tuple[str, ...] = ()
     auth: str = "open"
+    personas_dir: Path = PROJECT_ROOT / "personas"
 
     @property
     def simulator_in_use(self) -> bool:
@@ -114,6 +119,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         keepalive_interval=env.number("CHATPROXY_KEEPALIVE", float, 15.0, low=0.1),
         cors_origins=origins,
         auth=env.choice("CHATPROXY_AUTH", ("open",), "open"),
+        personas_dir=env.folder("CHATPROXY_PERSONAS_DIR", PROJECT_ROOT / "personas"),
     )
 
 
@@ -186,6 +192,14 @@ class _Reader:
             bounds = f"at least {low}" if high is None else f"between {low} and {high}"
             raise ConfigError(f"{name} must be {bounds}, got {raw!r}")
         return value
+
+    def folder(self, name: str, default: Path) -> Path:
+        """A folder path; a relative one is taken from the project's folder, not the cwd."""
+        value = self.optional(name)
+        if value is None:
+            return default
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else PROJECT_ROOT / path
 
     def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
         value = self.optional(name)

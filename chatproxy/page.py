@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, redirect, render_template, url_for
 
-from chatproxy.state import current_settings
+from chatproxy.state import current_personas, current_settings
 
 bp = Blueprint("page", __name__)
 
 
 @bp.route("/")
 def index() -> str:
-    """The Q&A page: a question box and the answers as they stream in."""
+    """The Q&A page: a question box, persona and model pickers, the answers as they stream in."""
     settings = current_settings()
     return render_template(
         "index.html",
@@ -19,6 +19,7 @@ def index() -> str:
         auth_open=settings.auth == "open",
         models=settings.models,
         default_model=settings.model,
+        personas=list(current_personas().values()),
         max_input_chars=settings.max_input_chars,
     )
 

@@ -2,7 +2,8 @@
 
 Values come from the query string, a form or a JSON body (DESIGN.md, HTTP
 contract); all are checked here, before anything is sent upstream, and a bad
-one raises BadRequest (400) or Forbidden (403) naming the parameter.
+one raises BadRequest (400) or Forbidden (403) naming the parameter. A
+`persona` (chatproxy.personas) puts its messages first and gives the default model.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import Any
 
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, Forbidden
+from chatproxy.personas import Persona
 
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit for `stop`
+MAX_LISTED_PERSONAS = 20  # how many ids an unknown-persona error names
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
 
@@ -35,6 +38,7 @@ class Question:
     input: str
     model: str
     system: str | None = None
+    persona: Persona | None = None
     max_tokens: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
@@ -43,9 +47,11 @@ class Question:
     def chat_params(self, settings: Settings) -> dict[str, Any]:
         """The body of `POST /chat/completions` (OpenAI API reference) for this question.
 
-        `max_tokens` is the request's, or the owner's cap when none was asked for.
+        `messages`: the persona's messages, then `system` as one more system
+        message, then the question as the user's. `max_tokens` is the
+        request's, or the owner's cap when none was asked for.
         """
-        messages = []
+        messages = [dict(message) for message in self.persona.messages] if self.persona else []
         if self.system:
             messages.append({"role": "system", "content": self.system})
         messages.append({"role": "user", "content": self.input})
@@ -57,18 +63,28 @@ class Question:
         }
 
 
-def parse_question(values: Mapping[str, Any], settings: Settings, *, wants: str) -> Question:
+def parse_question(
+    values: Mapping[str, Any],
+    settings: Settings,
+    *,
+    wants: str,
+    personas: Mapping[str, Persona] | None = None,
+) -> Question:
     """Check the parameters of one question.
 
     `values` maps parameter names to strings (query string, form) or JSON
     values; `wants` is the response format the client's `Accept` header asked
-    for (`text`, `json` or `sse`), overridden by `format=` and `stream=`.
-    Raises BadRequest for a missing or wrong value, Forbidden for a model
-    outside CHATPROXY_MODELS.
+    for (`text`, `json` or `sse`), overridden by `format=` and `stream=`;
+    `personas` are the ones `persona=` may name (`{id: Persona}`). The model is
+    `model=`, else the persona's, else CHATPROXY_MODEL. Raises BadRequest for a
+    missing or wrong value (code `persona_not_found` for an unknown persona),
+    Forbidden for a model outside CHATPROXY_MODELS.
     """
     text = _text(values, "input", settings.max_input_chars, required=True)
     assert text is not None
-    model = _text(values, "model", 200) or settings.model
+    persona = _persona(values, personas or {})
+    persona_model = persona.model if persona else None
+    model = _text(values, "model", 200) or persona_model or settings.model
     if model not in settings.models:
         raise Forbidden(
             f"The model {model!r} is not allowed here. Allowed: {', '.join(settings.models)}.",
@@ -92,6 +108,7 @@ def parse_question(values: Mapping[str, Any], settings: Settings, *, wants: str)
         input=text,
         model=model,
         system=_text(values, "system", settings.max_input_chars),
+        persona=persona,
         max_tokens=max_tokens,
         options=options,
         stream=stream,
@@ -122,6 +139,25 @@ def _text(values: Mapping[str, Any], name: str, limit: int, required: bool = Fal
             code="string_above_max_length",
         )
     return value
+
+
+def _persona(values: Mapping[str, Any], personas: Mapping[str, Persona]) -> Persona | None:
+    persona_id = _text(values, "persona", 100)
+    if persona_id is None:
+        return None
+    persona = personas.get(persona_id)
+    if persona is None:
+        known = list(personas)
+        listed = ", ".join(known[:MAX_LISTED_PERSONAS])
+        if len(known) > MAX_LISTED_PERSONAS:
+            listed += ", ..."
+        raise BadRequest(
+            f"No persona {persona_id!r} here. "
+            + (f"Available: {listed} (GET /api/personas)." if known else "None are configured."),
+            param="persona",
+            code="persona_not_found",
+        )
+    return persona
 
 
 def _number(values: Mapping[str, Any], name: str, low: float, high: float) -> float | None:

@@ -1,19 +1,26 @@
-"""The application's per-process state: its settings and its upstream client."""
+"""The application's per-process state: its settings, its personas and its upstream client."""
 
 from __future__ import annotations
 
 from flask import current_app
 
 from chatproxy.config import Settings
+from chatproxy.personas import Persona
 from chatproxy.upstream import Upstream
 
 SETTINGS = "chatproxy.settings"
+PERSONAS = "chatproxy.personas"
 UPSTREAM = "chatproxy.upstream"
 
 
 def current_settings() -> Settings:
     """The settings the current app was created with."""
     return current_app.extensions[SETTINGS]
+
+
+def current_personas() -> dict[str, Persona]:
+    """The personas loaded at start-up, `{id: Persona}` sorted by id (may be empty)."""
+    return current_app.extensions[PERSONAS]
 
 
 def current_upstream() -> Upstream:

@@ -95,10 +95,10 @@ def browser() -> Iterator[Browser]:
 def open_page(browser: Browser, live_server: Any, simulator: Any) -> Iterator[Callable[..., Page]]:
     """Open the Q&A page in a fresh browser context: `open_page(viewport=..., csp=True)`.
 
-    At the end, fails if the page threw an error or broke its CSP.
+    `server=` opens another server's page than `live_server`'s. At the end,
+    fails if the page threw an error or broke its CSP.
     """
     simulator.reset()
-    home = live_server.url.rstrip("/") + "/"
     contexts, pages, errors = [], [], []
 
     def add_csp(route: Route) -> None:
@@ -107,7 +107,10 @@ def open_page(browser: Browser, live_server: Any, simulator: Any) -> Iterator[Ca
             response=response, headers={**response.headers, "content-security-policy": CSP}
         )
 
-    def open_(viewport: dict[str, int] = DESKTOP, csp: bool = True, **options: Any) -> Page:
+    def open_(
+        viewport: dict[str, int] = DESKTOP, csp: bool = True, server: Any = None, **options: Any
+    ) -> Page:
+        home = (server or live_server).url.rstrip("/") + "/"
         context = browser.new_context(viewport=viewport, **options)
         contexts.append(context)
         page = context.new_page()
@@ -196,6 +199,48 @@ def test_chosen_model_is_used(open_page: Callable[..., Page], simulator: Any) ->
     assert simulator.requests[-1]["json"]["model"] == chosen
 
 
+def test_chosen_persona_prompt_reaches_the_upstream(
+    open_page: Callable[..., Page], simulator: Any
+) -> None:
+    page = open_page()
+    default_model = page.locator("#model").input_value()
+    expect(page.locator("#persona")).to_have_value("")  # "No persona" to begin with
+    page.select_option("#persona", "translator")
+    expect(page.locator("#model")).to_have_value(default_model)  # it pins no model
+    answer = ask(page, "你好，世界")
+    wait_until(answer, "done")
+    expect(answer.locator(".answer-persona")).to_have_text("Translator 中⇄英")
+    sent = simulator.requests[-1]["json"]
+    assert sent["messages"][0]["role"] == "system"
+    assert sent["messages"][0]["content"].startswith("You are a professional translator")
+    assert sent["messages"][-1] == {"role": "user", "content": "你好，世界"}
+    # Back to no persona: only the question is sent.
+    page.select_option("#persona", "")
+    wait_until(ask(page, "hello"), "done")
+    assert simulator.requests[-1]["json"]["messages"] == [{"role": "user", "content": "hello"}]
+
+
+def test_persona_with_a_model_selects_it(
+    open_page: Callable[..., Page], make_server_with: Callable[..., Any], tmp_path: Path
+) -> None:
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    (folder / "reviewer.json").write_text(
+        '{"name": "Reviewer", "model": "gpt-4.1",'
+        ' "messages": [{"role": "system", "content": "Review code."}]}'
+    )
+    server = make_server_with(CHATPROXY_UPSTREAM="simulator", CHATPROXY_PERSONAS_DIR=str(folder))
+    page = open_page(server=server)
+    page.select_option("#model", "gpt-4o")  # the reader's own choice
+    page.select_option("#persona", "reviewer")
+    expect(page.locator("#model")).to_have_value("gpt-4.1")
+    answer = ask(page, "Is x = x + 1 fine?")
+    wait_until(answer, "done")
+    expect(answer.locator(".answer-model")).to_have_text("gpt-4.1")
+    page.select_option("#persona", "")
+    expect(page.locator("#model")).to_have_value("gpt-4o")  # given back
+
+
 def test_copy_copies_the_raw_markdown(open_page: Callable[..., Page]) -> None:
     page = open_page(permissions=["clipboard-read", "clipboard-write"])
     answer = ask(page, "Something to copy")
@@ -277,5 +322,6 @@ def test_phone_screen_has_no_horizontal_scroll(open_page: Callable[..., Page]) -
     wait_until(answer, "done")
     width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
     assert width[0] <= width[1], f"page is {width[0]}px wide on a {width[1]}px screen"
-    send = page.locator("#send").bounding_box()
-    assert send is not None and send["x"] + send["width"] <= PHONE["width"]
+    for control in ("#persona", "#model", "#send"):
+        box = page.locator(control).bounding_box()
+        assert box is not None and box["x"] + box["width"] <= PHONE["width"], control

@@ -28,12 +28,16 @@
     // it will hand out an id that requestBody() sends back with each question.
     conversationId: null,
     current: null, // the Turn being answered, if any
+    // The model the reader picked; a persona's own model only stands in for it
+    // while that persona is chosen.
+    chosenModel: $("#model").val() || "",
   };
 
   const $transcript = $("#transcript");
   const $form = $("#ask-form");
   const $question = $("#question");
   const $model = $("#model");
+  const $persona = $("#persona");
   const $send = $("#send");
   const $stop = $("#stop");
   const $charCount = $("#char-count");
@@ -111,9 +115,11 @@
 
   /* ---------- One question and its answer ---------- */
 
-  function Turn(question, model) {
+  // `persona` is {id, name} or null.
+  function Turn(question, model, persona) {
     this.question = question;
     this.model = model;
+    this.persona = persona;
     this.markdown = ""; // raw answer as received: what Copy copies
     this.finished = false;
     this.frame = 0;
@@ -129,6 +135,7 @@
 
     this.$el.find(".question-text").text(question);
     this.$el.find(".answer-model").text(model || "");
+    this.$el.find(".answer-persona").text(persona ? persona.name : "");
     this.$copy.on("click", this.copy.bind(this));
   }
 
@@ -331,6 +338,7 @@
   function requestBody(turn) {
     const request = { input: turn.question, stream: true };
     if (turn.model) request.model = turn.model;
+    if (turn.persona) request.persona = turn.persona.id;
     if (state.conversationId) request.conversation_id = state.conversationId;
     return request;
   }
@@ -478,8 +486,22 @@
     $charCount.toggleClass("at-limit", !!max && length >= max);
   }
 
-  function ask(question, model) {
-    const turn = new Turn(question, model);
+  function chosenPersona() {
+    const option = $persona.find("option:selected");
+    return option.length && option.val() ? { id: option.val(), name: option.text() } : null;
+  }
+
+  // A persona with its own model (data-model) selects that model; another
+  // persona, or none, gives back the model the reader picked.
+  function applyPersonaModel() {
+    if (!$model.length) return;
+    const model = $persona.find("option:selected").attr("data-model");
+    const offered = model && $model.find("option").filter((i, o) => o.value === model).length;
+    $model.val(offered ? model : state.chosenModel);
+  }
+
+  function ask(question, model, persona) {
+    const turn = new Turn(question, model, persona);
     $("#empty-state").remove();
     $transcript.append(turn.$el);
     scrollToBottom();
@@ -502,7 +524,7 @@
       updateCharCount();
       return;
     }
-    ask(question, $model.length ? $model.val() : "");
+    ask(question, $model.length ? $model.val() : "", chosenPersona());
     $question.val("");
     updateCharCount();
     $question.trigger("focus");
@@ -523,10 +545,17 @@
 
   $question.on("input", updateCharCount);
 
+  $model.on("change", function () {
+    state.chosenModel = $model.val();
+  });
+
+  $persona.on("change", applyPersonaModel);
+
   $stop.on("click", function () {
     if (state.current) state.current.controller.abort();
   });
 
   updateCharCount();
+  applyPersonaModel(); // a browser may restore the persona picked before a reload
   $question.trigger("focus");
 })(jQuery);
