@@ -30,20 +30,24 @@ def assert_next_request_answered(server) -> None:  # type: ignore[no-untyped-def
     assert "still there?" in response.text
 
 
-@pytest.mark.parametrize(
-    ("fault", "status", "code"),
-    [
-        ("rate_limit", 429, "upstream_rate_limited"),
-        ("server_error", 502, "upstream_error"),
-        ("unavailable", 502, "upstream_error"),
-        ("hang", 504, "upstream_timeout"),
-        ("reset", 502, "upstream_unreachable"),
-        ("reset_mid_stream", 502, "upstream_unreachable"),
-        ("malformed_chunk", 502, "upstream_malformed"),
-        ("context_length", 400, "context_length_exceeded"),
-    ],
-)
-def test_fault_without_stream(server, fault, status, code):
+# What a client sees for each fault the simulator injects: (status, error code).
+FAULT_ERRORS = {
+    "rate_limit": (429, "upstream_rate_limited"),
+    "server_error": (502, "upstream_error"),
+    "unavailable": (502, "upstream_error"),
+    "hang": (504, "upstream_timeout"),
+    "reset": (502, "upstream_unreachable"),
+    "reset_mid_stream": (502, "upstream_unreachable"),
+    "malformed_chunk": (502, "upstream_malformed"),
+    "context_length": (400, "context_length_exceeded"),
+}
+# Faults that happen after a stream has started end with `event: error` instead.
+MID_STREAM = ("reset_mid_stream", "malformed_chunk")
+
+
+@pytest.mark.parametrize(("fault", "expected"), FAULT_ERRORS.items())
+def test_fault_without_stream(server, fault, expected):
+    status, code = expected
     response = ask(server, f"hi [[sim: fault={fault}]]")
 
     error = assert_openai_error(response, status, error_param(code))
@@ -54,17 +58,11 @@ def test_fault_without_stream(server, fault, status, code):
 
 
 @pytest.mark.parametrize(
-    ("fault", "status", "code"),
-    [
-        ("rate_limit", 429, "upstream_rate_limited"),
-        ("server_error", 502, "upstream_error"),
-        ("unavailable", 502, "upstream_error"),
-        ("hang", 504, "upstream_timeout"),
-        ("reset", 502, "upstream_unreachable"),
-        ("context_length", 400, "context_length_exceeded"),
-    ],
+    ("fault", "expected"),
+    [(fault, expected) for fault, expected in FAULT_ERRORS.items() if fault not in MID_STREAM],
 )
-def test_fault_before_stream_starts(server, fault, status, code):
+def test_fault_before_stream_starts(server, fault, expected):
+    status, code = expected
     response = ask(server, f"hi [[sim: fault={fault}]]", stream="1")
 
     error = assert_openai_error(response, status, error_param(code))
