@@ -21,14 +21,17 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     `environ` holds the settings (see `.env.example`); by default `.env` is
     loaded into the process environment and that is read. Raises ConfigError
     with one line naming the variable when a setting is wrong, or when no
-    upstream is configured outside debug mode; or naming the file, as
-    `personas/ID.json: <fault>`, when a persona is malformed.
+    upstream is configured outside debug mode, when CHATPROXY_MAX_TOKENS does
+    not fit a model's context window, or when CHATPROXY_PRICES_FILE is
+    malformed; or naming the file, as `personas/ID.json: <fault>`, when a
+    persona is malformed.
     """
     from chatproxy import api, ask, health, page
     from chatproxy.errors import register_error_handlers
     from chatproxy.headers import register_security_headers
     from chatproxy.personas import load_personas
-    from chatproxy.state import PERSONAS, SETTINGS, UPSTREAM
+    from chatproxy.state import PERSONAS, PRICES, SETTINGS, UPSTREAM
+    from chatproxy.tokens import check_max_tokens, load_prices
     from chatproxy.upstream import Upstream
 
     if environ is None:
@@ -53,10 +56,13 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
             "(python -m chatproxy.simulator --port 8001); gunicorn -c gunicorn.conf.py starts one"
         )
     personas = load_personas(settings.personas_dir, settings.models)
+    check_max_tokens(settings.models, settings.max_tokens, settings.context_window)
+    prices = load_prices(settings.prices_file)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[SETTINGS] = settings
     app.extensions[PERSONAS] = personas
+    app.extensions[PRICES] = prices
     app.extensions[UPSTREAM] = Upstream(settings)
     if settings.cors_origins:
         from flask_cors import CORS

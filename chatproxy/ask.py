@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -9,7 +10,8 @@ from flask import Blueprint, Response, jsonify, request
 from chatproxy.errors import BadRequest
 from chatproxy.questions import parse_question
 from chatproxy.sse import stream_response
-from chatproxy.state import current_personas, current_settings, current_upstream
+from chatproxy.state import current_personas, current_prices, current_settings, current_upstream
+from chatproxy.tokens import answer_cost
 
 bp = Blueprint("ask", __name__)
 
@@ -23,10 +25,12 @@ def call_chatgpt() -> Response:
     `max_tokens`, `presence_penalty`, `frequency_penalty`, `stop`, `stream`,
     `format`.
     Answers `text/plain` (the answer only) by default; JSON
-    `{"answer", "model", "usage", "finish_reason"}` with `Accept:
-    application/json` or `format=json`; SSE events (see `chatproxy.sse`) with
-    `stream=1` or `Accept: text/event-stream`. Errors: 400, 403, 413, 429, 502,
-    503, 504 in OpenAI's error shape.
+    `{"answer", "model", "usage", "finish_reason", "cost"}` (`cost` in USD, null
+    for a model without a price) with `Accept: application/json` or
+    `format=json`; SSE events (see `chatproxy.sse`) with `stream=1` or
+    `Accept: text/event-stream`. Errors: 400 (`context_length_exceeded` when
+    the question does not fit the model's window), 403, 413, 429, 502, 503,
+    504 in OpenAI's error shape.
     """
     settings = current_settings()
     question = parse_question(
@@ -34,8 +38,10 @@ def call_chatgpt() -> Response:
     )
     upstream = current_upstream()
     params = question.chat_params(settings)
+    cost_of = partial(answer_cost, asked_model=question.model, prices=current_prices())
     if question.stream:
-        return stream_response(upstream.open_chat_stream(params), settings.keepalive_interval)
+        stream = upstream.open_chat_stream(params)
+        return stream_response(stream, settings.keepalive_interval, cost_of)
     answer = upstream.complete_chat(params)
     if question.format == "json":
         return jsonify(
@@ -43,6 +49,7 @@ def call_chatgpt() -> Response:
             model=answer.model,
             usage=answer.usage,
             finish_reason=answer.finish_reason,
+            cost=cost_of(answer.usage, answer.model),
         )
     return Response(answer.content, mimetype="text/plain")
 

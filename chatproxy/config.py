@@ -41,6 +41,8 @@ class Settings:
     model: str = DEFAULT_MODELS[0]
     models: tuple[str, ...] = DEFAULT_MODELS
     max_tokens: int = 4096
+    context_window: int = 8192
+    prices_file: Path | None = None
     max_input_chars: int = 16000
     max_body_bytes: int = 1024 * 1024
     timeout: float = 120.0
@@ -110,6 +112,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         model=model,
         models=models,
         max_tokens=env.number("CHATPROXY_MAX_TOKENS", int, 4096, low=1),
+        context_window=env.number("CHATPROXY_CONTEXT_WINDOW", int, 8192, low=256),
+        prices_file=env.path("CHATPROXY_PRICES_FILE"),
         max_input_chars=env.number("CHATPROXY_MAX_INPUT_CHARS", int, 16000, low=1),
         max_body_bytes=env.number("CHATPROXY_MAX_BODY_BYTES", int, 1024 * 1024, low=1024),
         timeout=env.number("CHATPROXY_TIMEOUT", float, 120.0, low=0.1),
@@ -195,9 +199,13 @@ class _Reader:
 
     def folder(self, name: str, default: Path) -> Path:
         """A folder path; a relative one is taken from the project's folder, not the cwd."""
+        return self.path(name) or default
+
+    def path(self, name: str) -> Path | None:
+        """A file or folder path, or None; a relative one is taken from the project's folder."""
         value = self.optional(name)
         if value is None:
-            return default
+            return None
         path = Path(value).expanduser()
         return path if path.is_absolute() else PROJECT_ROOT / path
 

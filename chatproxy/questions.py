@@ -4,6 +4,7 @@ Values come from the query string, a form or a JSON body (DESIGN.md, HTTP
 contract); all are checked here, before anything is sent upstream, and a bad
 one raises BadRequest (400) or Forbidden (403) naming the parameter. A
 `persona` (chatproxy.personas) puts its messages first and gives the default model.
+The messages are fitted into the model's context window (chatproxy.tokens).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, Forbidden
 from chatproxy.personas import Persona
+from chatproxy.tokens import context_window, fit_messages
 
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit for `stop`
 MAX_LISTED_PERSONAS = 20  # how many ids an unknown-persona error names
@@ -49,16 +51,21 @@ class Question:
 
         `messages`: the persona's messages, then `system` as one more system
         message, then the question as the user's. `max_tokens` is the
-        request's, or the owner's cap when none was asked for.
+        request's, or the owner's cap when none was asked for. Raises
+        BadRequest `context_length_exceeded` (param `input`) when the messages
+        and `max_tokens` do not fit in the model's context window
+        (`chatproxy.tokens.fit_messages`), so nothing is sent upstream.
         """
-        messages = [dict(message) for message in self.persona.messages] if self.persona else []
+        leading = [dict(message) for message in self.persona.messages] if self.persona else []
         if self.system:
-            messages.append({"role": "system", "content": self.system})
-        messages.append({"role": "user", "content": self.input})
+            leading.append({"role": "system", "content": self.system})
+        max_tokens = self.max_tokens or settings.max_tokens
+        window = context_window(self.model, settings.context_window)
+        question = {"role": "user", "content": self.input}
         return {
             "model": self.model,
-            "messages": messages,
-            "max_tokens": self.max_tokens or settings.max_tokens,
+            "messages": fit_messages(leading, [], question, self.model, max_tokens, window),
+            "max_tokens": max_tokens,
             **self.options,
         }
 

@@ -324,8 +324,8 @@ class Simulator:
         if early is not None:
             return early
         text = answers.compose_answer(messages, question, plan.answer, plan.words)
-        text, reason = wire.finish(text, body)
-        use = wire.usage(answers.prompt_tokens(messages), answers.count_tokens(text))
+        text, reason, completion = wire.finish(text, body)
+        use = wire.usage(answers.prompt_tokens(messages, model), completion)
         pieces = answers.split_pieces(text, plan.chunks)
         ident, created = f"chatcmpl-sim{uuid.uuid4().hex[:20]}", int(time.time())
         if stream:
@@ -350,18 +350,17 @@ class Simulator:
             return early
         choices: list[dict[str, Any]] = []
         pieces: list[tuple[int, str]] = []
+        completion = 0
         for index, text in enumerate(prompts):
             question = answers.parse_directive(text)[1]
             asked = [{"role": "user", "content": question}]
             answer = answers.compose_answer(asked, question, plan.answer, plan.words)
-            answer, reason = wire.finish(answer, body)
+            answer, reason, used = wire.finish(answer, body)
+            completion += used
             choice = {"text": answer, "index": index, "logprobs": None, "finish_reason": reason}
             choices.append(choice)
             pieces += [(index, p) for p in answers.split_pieces(answer, plan.chunks)]
-        use = wire.usage(
-            sum(answers.count_tokens(p) for p in prompts),
-            sum(answers.count_tokens(c["text"]) for c in choices),
-        )
+        use = wire.usage(sum(answers.count_tokens(p, model) for p in prompts), completion)
         ident, created = f"cmpl-sim{uuid.uuid4().hex[:20]}", int(time.time())
         if stream:
             options = body.get("stream_options") or {}

@@ -1,9 +1,10 @@
 """Canned answers and token arithmetic for the OpenAI-compatible simulator.
 
 Everything here is pure and deterministic, so a test can predict an answer, its
-token count and how a stream splits it. Token counting is an approximation, not
-tiktoken: one token per CJK character and one per run of other non-space
-characters, used identically for streamed and non-streamed answers.
+token count and how a stream splits it. Tokens are counted with tiktoken in the
+model's encoding (`chatproxy.tokens`), prompts by OpenAI's rule for chat
+messages, so the usage reported matches what the gateway counts. Streams are
+split by words: one per CJK character, one per run of other non-space characters.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import itertools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from chatproxy import tokens
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _CJK_RE = re.compile(f"[{_CJK}]")
@@ -37,17 +40,26 @@ def has_cjk(text: str) -> bool:
     return _CJK_RE.search(text) is not None
 
 
-def count_tokens(text: str) -> int:
-    """Approximate token count: CJK characters plus runs of other non-space characters."""
+def count_words(text: str) -> int:
+    """Words as the stream splitter sees them: CJK characters plus runs of other non-space ones."""
     return len(_TOKEN_RE.findall(text))
 
 
-def truncate_tokens(text: str, limit: int) -> tuple[str, bool]:
-    """Cut `text` after `limit` tokens; returns (text, whether it was cut)."""
-    for index, match in enumerate(_TOKEN_RE.finditer(text)):
-        if index == limit:
-            return text[: match.start()].rstrip(), True
-    return text, False
+def count_tokens(text: str, model: str) -> int:
+    """Tokens of `text` in `model`'s encoding (tiktoken)."""
+    return tokens.count_text(text, model)
+
+
+def truncate_tokens(text: str, limit: int, model: str) -> tuple[str, bool]:
+    """Cut `text` after `limit` tokens of `model`'s encoding; returns (text, whether it was cut).
+
+    A character split by the cut (a token may hold part of one) is left out.
+    """
+    encoding = tokens.encoding_for(model)
+    ids = encoding.encode_ordinary(text)
+    if len(ids) <= limit:
+        return text, False
+    return encoding.decode_bytes(ids[:limit]).decode("utf-8", "ignore"), True
 
 
 def split_pieces(text: str, chunks: int | None = None) -> list[str]:
@@ -92,9 +104,9 @@ def message_text(content: Any) -> str:
     return ""
 
 
-def prompt_tokens(messages: Sequence[dict[str, Any]]) -> int:
-    """Prompt tokens for a chat request, with OpenAI's few tokens of overhead per message."""
-    return 3 + sum(4 + count_tokens(message_text(m.get("content"))) for m in messages)
+def prompt_tokens(messages: Sequence[dict[str, Any]], model: str) -> int:
+    """Prompt tokens for a chat request, by OpenAI's rule for chat messages (`count_messages`)."""
+    return tokens.count_messages(messages, model)
 
 
 def parse_directive(text: str) -> tuple[dict[str, str], str]:

@@ -213,15 +213,22 @@ def check_request(body: dict[str, Any], chat: bool) -> str:
     return model
 
 
-def finish(text: str, body: dict[str, Any]) -> tuple[str, str]:
-    """Apply `stop`, then `max_completion_tokens` or `max_tokens`; returns (text, finish_reason)."""
+def finish(text: str, body: dict[str, Any]) -> tuple[str, str, int]:
+    """Apply `stop`, then `max_completion_tokens` or `max_tokens`.
+
+    Returns (text, finish_reason, completion tokens in the model's encoding);
+    a cut answer used exactly the limit, as OpenAI reports it.
+    """
     stop = body.get("stop")
     for marker in [stop] if isinstance(stop, str) else stop or []:
         if isinstance(marker, str) and marker and marker in text:
             text = text[: text.index(marker)]
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    text, cut = answers.truncate_tokens(text, limit) if limit else (text, False)
-    return text, "length" if cut else "stop"
+    model = body["model"]
+    limit = int(body.get("max_completion_tokens") or body.get("max_tokens") or 0)
+    text, cut = answers.truncate_tokens(text, limit, model) if limit else (text, False)
+    if cut:
+        return text, "length", limit
+    return text, "stop", answers.count_tokens(text, model)
 
 
 def usage(prompt: int, completion: int) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Server-sent events: chatproxy's own answer events, keep-alives and the response.
 
 Events (DESIGN.md): `event: delta` / `data: {"content": str}` for each piece,
-then `event: done` / `data: {"finish_reason", "usage", "model"}`, or
-`event: error` / `data: {"error": {...}}` in OpenAI's error shape. Format:
-the HTML Living Standard, "Server-sent events".
+then `event: done` / `data: {"finish_reason", "usage", "model", "cost"}` (`cost`
+in USD, or null), or `event: error` / `data: {"error": {...}}` in OpenAI's
+error shape. Format: the HTML Living Standard, "Server-sent events".
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ HEADERS = {
     "X-Accel-Buffering": "no",
 }
 _END = object()
+# (usage, model the upstream reported) -> cost in USD, or None without a price.
+CostOf = Callable[[dict[str, Any] | None, str | None], float | None]
 log = logging.getLogger(__name__)
 
 
@@ -36,14 +38,23 @@ def event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {payload}\n\n".encode()
 
 
-def answer_events(stream: ChatStream) -> Iterator[bytes]:
-    """The events of one streamed answer; a failure mid-stream becomes `event: error`."""
+def answer_events(stream: ChatStream, cost_of: CostOf) -> Iterator[bytes]:
+    """The events of one streamed answer; a failure mid-stream becomes `event: error`.
+
+    `cost_of(usage, model)` prices the finished answer for its `done` event.
+    """
     try:
         for content in stream:
             yield event("delta", {"content": content})
+        usage, model = stream.usage, stream.model
         yield event(
             "done",
-            {"finish_reason": stream.finish_reason, "usage": stream.usage, "model": stream.model},
+            {
+                "finish_reason": stream.finish_reason,
+                "usage": usage,
+                "model": model,
+                "cost": cost_of(usage, model),
+            },
         )
     except APIError as error:
         log.warning("stream ended early: %s", error.code)
@@ -86,7 +97,10 @@ def with_keepalive(
         on_close()
 
 
-def stream_response(stream: ChatStream, keepalive_interval: float) -> Response:
-    """A `text/event-stream` response carrying one answer, with keep-alives."""
-    body = with_keepalive(answer_events(stream), keepalive_interval, stream.close)
+def stream_response(stream: ChatStream, keepalive_interval: float, cost_of: CostOf) -> Response:
+    """A `text/event-stream` response carrying one answer, with keep-alives.
+
+    `cost_of(usage, model)` gives the answer's cost in USD, or None (see `answer_events`).
+    """
+    body = with_keepalive(answer_events(stream, cost_of), keepalive_interval, stream.close)
     return Response(body, mimetype="text/event-stream", headers=HEADERS)

@@ -1,4 +1,4 @@
-"""The application's per-process state: its settings, its personas and its upstream client."""
+"""The application's per-process state: settings, personas, prices and the upstream client."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ from flask import current_app
 
 from chatproxy.config import Settings
 from chatproxy.personas import Persona
+from chatproxy.tokens import Price
 from chatproxy.upstream import Upstream
 
 SETTINGS = "chatproxy.settings"
 PERSONAS = "chatproxy.personas"
 UPSTREAM = "chatproxy.upstream"
+PRICES = "chatproxy.prices"
 
 
 def current_settings() -> Settings:
@@ -21,6 +23,11 @@ def current_settings() -> Settings:
 def current_personas() -> dict[str, Persona]:
     """The personas loaded at start-up, `{id: Persona}` sorted by id (may be empty)."""
     return current_app.extensions[PERSONAS]
+
+
+def current_prices() -> dict[str, Price]:
+    """USD per 1M tokens by model: the built-in table with CHATPROXY_PRICES_FILE over it."""
+    return current_app.extensions[PRICES]
 
 
 def current_upstream() -> Upstream:

@@ -14,6 +14,8 @@ from chatproxy.config import ConfigError, load_server_settings, load_settings
         ("CHATPROXY_TIMEOUT", "abc"),
         ("CHATPROXY_TIMEOUT", "0"),
         ("CHATPROXY_MAX_TOKENS", "1.5"),
+        ("CHATPROXY_CONTEXT_WINDOW", "big"),
+        ("CHATPROXY_CONTEXT_WINDOW", "100"),
         ("CHATPROXY_MAX_RETRIES", "-1"),
         ("CHATPROXY_MAX_INPUT_CHARS", "lots"),
         ("OPENAI_BASE_URL", "api.openai.com/v1"),

@@ -173,6 +173,23 @@ def test_answer_grows_while_streaming(open_page: Callable[..., Page]) -> None:
     expect(page.locator("#stop")).to_be_disabled()
 
 
+def test_tokens_and_cost_per_answer_and_for_the_page(open_page: Callable[..., Page]) -> None:
+    page = open_page()
+    total = page.locator("#session-total")
+    expect(total).to_be_hidden()
+    first = ask(page, "hello")
+    wait_until(first, "done")
+    second = ask(page, "and again")
+    wait_until(second, "done")
+    usage = re.compile(r"^Tokens: \d+ in · \d+ out · \$0\.0000\d+$")
+    expect(first.locator(".answer-usage")).to_have_text(usage)
+    expect(second.locator(".answer-usage")).to_have_text(usage)
+    expect(total).to_be_visible()
+    expect(total).to_have_text(
+        re.compile(r"^This page: 2 answers · \d+ in · \d+ out · \$0\.000\d+$")
+    )
+
+
 def test_finished_answer_renders_markdown(open_page: Callable[..., Page]) -> None:
     page = open_page()
     answer = ask(page, "Show me some Markdown")

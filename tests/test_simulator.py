@@ -125,7 +125,7 @@ def test_non_stream_completion_has_openai_shape(client: openai.OpenAI) -> None:
     assert choice["logprobs"] is None and choice["finish_reason"] == "stop"
     usage = body["usage"]
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
-    assert usage["completion_tokens"] == answers.count_tokens(choice["message"]["content"])
+    assert usage["completion_tokens"] == answers.count_tokens(choice["message"]["content"], MODEL)
     assert "cached_tokens" in usage["prompt_tokens_details"]
     assert "reasoning_tokens" in usage["completion_tokens_details"]
 
@@ -185,7 +185,7 @@ def test_default_stream_splits_into_short_pieces(client: openai.OpenAI) -> None:
         c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content
     ]
     assert len(pieces) > 15
-    assert all(1 <= answers.count_tokens(piece) <= 4 for piece in pieces)
+    assert all(1 <= answers.count_words(piece) <= 4 for piece in pieces)
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -211,7 +211,15 @@ def test_max_tokens_cuts_the_answer_with_finish_reason_length(
             result.usage,
         )
     assert reason == "length"
-    assert usage.completion_tokens == answers.count_tokens(text) == 5
+    assert usage.completion_tokens == answers.count_tokens(text, MODEL) == 5
+
+
+@pytest.mark.parametrize("limit", range(1, 12))
+def test_a_cut_answer_never_ends_in_half_a_character(limit: int) -> None:
+    # Tokens may hold part of a CJK character or emoji; the cut leaves it out.
+    full = "谁赢了2022年世界杯? 🇦🇷 阿根廷"
+    text, cut = answers.truncate_tokens(full, limit, MODEL)
+    assert cut and full.startswith(text) and "\ufffd" not in text
 
 
 def test_max_completion_tokens_is_honoured_too(client: openai.OpenAI) -> None:
@@ -287,9 +295,9 @@ def test_world_cup_follow_ups_without_history_lack_context(
             ),
         ),
         ("answer=code", lambda t: "```python\n" in t and "```bash\n" in t),
-        ("answer=long", lambda t: t.count("\n\n") >= 15 and answers.count_tokens(t) > 800),
+        ("answer=long", lambda t: t.count("\n\n") >= 15 and answers.count_words(t) > 800),
         ("answer=chinese", lambda t: "模拟回答" in t),
-        ("words=500", lambda t: 450 <= answers.count_tokens(t) <= 550),
+        ("words=500", lambda t: 450 <= answers.count_words(t) <= 550),
     ],
 )
 def test_canned_answers(client: openai.OpenAI, directive: str, check: Any) -> None:
@@ -304,7 +312,7 @@ def test_echo_answers_the_question_without_the_directive(client: openai.OpenAI) 
 def test_legacy_completion_and_its_stream(client: openai.OpenAI) -> None:
     whole = client.completions.create(model=INSTRUCT, prompt="Say hi")
     assert whole.object == "text_completion" and whole.choices[0].finish_reason == "stop"
-    assert whole.usage.completion_tokens == answers.count_tokens(whole.choices[0].text)
+    assert whole.usage.completion_tokens == answers.count_tokens(whole.choices[0].text, INSTRUCT)
     chunks = list(client.completions.create(model=INSTRUCT, prompt="Say hi", stream=True))
     assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
     assert chunks[-1].choices[0].finish_reason == "stop"

@@ -28,6 +28,9 @@
     // it will hand out an id that requestBody() sends back with each question.
     conversationId: null,
     current: null, // the Turn being answered, if any
+    // Tokens and cost of the answers since the page was opened (per conversation
+    // once the server keeps conversations).
+    totals: { answers: 0, tokensIn: 0, tokensOut: 0, cost: 0, unpriced: 0 },
     // The model the reader picked; a persona's own model only stands in for it
     // while that persona is chosen.
     chosenModel: $("#model").val() || "",
@@ -42,6 +45,7 @@
   const $stop = $("#stop");
   const $charCount = $("#char-count");
   const $liveStatus = $("#live-status");
+  const $sessionTotal = $("#session-total");
   const turnTemplate = document.getElementById("turn-template");
 
   /* ---------- Markdown rendering ---------- */
@@ -203,9 +207,12 @@
     if (this.markdown === "") this.addNote("info", "The answer was empty.");
     if (info.usage) {
       const u = info.usage;
-      this.$usage.text(
-        "Tokens: " + u.prompt_tokens + " in · " + u.completion_tokens + " out · " + u.total_tokens + " total",
-      );
+      const cost = typeof info.cost === "number" ? info.cost : null;
+      let text = "Tokens: " + formatCount(u.prompt_tokens) + " in · " + formatCount(u.completion_tokens) + " out";
+      if (cost !== null) text += " · " + formatCost(cost);
+      this.$usage.text(text);
+      this.$usage.attr("title", cost === null ? "No price is known for this model." : "Cost in US dollars, from the usage the upstream reported.");
+      addToTotals(u, cost);
     }
     announce("Answer finished.");
   };
@@ -234,6 +241,35 @@
       () => flash($button, "Copy failed"),
     );
   };
+
+  /* ---------- Tokens and cost ---------- */
+
+  function formatCount(n) {
+    return typeof n === "number" ? n.toLocaleString("en-US") : "?";
+  }
+
+  // US dollars: cents from $0.10 up, else two significant digits ($0.000058).
+  function formatCost(usd) {
+    if (usd === 0) return "$0";
+    if (usd >= 0.1) return "$" + usd.toFixed(2);
+    if (usd < 0.000001) return "<$0.000001";
+    return "$" + usd.toPrecision(2).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
+  }
+
+  function addToTotals(usage, cost) {
+    const totals = state.totals;
+    totals.answers += 1;
+    totals.tokensIn += usage.prompt_tokens || 0;
+    totals.tokensOut += usage.completion_tokens || 0;
+    if (cost === null) totals.unpriced += 1;
+    else totals.cost += cost;
+    let text =
+      "This page: " + totals.answers + (totals.answers === 1 ? " answer" : " answers") +
+      " · " + formatCount(totals.tokensIn) + " in · " + formatCount(totals.tokensOut) + " out";
+    if (totals.unpriced < totals.answers) text += " · " + formatCost(totals.cost);
+    if (totals.unpriced) text += " (" + totals.unpriced + " without a price)";
+    $sessionTotal.text(text).prop("hidden", false);
+  }
 
   function flash($button, text) {
     $button.text(text);

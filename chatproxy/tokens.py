@@ -1,0 +1,386 @@
+"""Tokens and cost: counting with tiktoken, fitting a prompt in a model's window, prices.
+
+Counting follows OpenAI's published rule for chat messages (OpenAI cookbook,
+"How to count tokens with tiktoken", section 6): each message costs 3 tokens
+plus the tokens of its string values (role, content, name), a `name` 1 more,
+and 3 more prime the reply. Encodings: o200k_base for gpt-4o, gpt-4.1, gpt-4.5,
+gpt-5 and the o-series, and for models chatproxy does not know; cl100k_base
+for gpt-4 and gpt-3.5. Their BPE files ship in `tiktoken_cache/` (see its
+README), so counting works offline; tiktoken checks each file's SHA-256 when it
+loads it.
+
+tiktoken runs only near the limit: a byte-level BPE token covers at least one
+byte, so the UTF-8 length of the text plus the per-message overheads bounds
+the count from above, and a prompt whose bound fits is sent uncounted.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from chatproxy.config import ConfigError
+from chatproxy.errors import BadRequest
+
+if TYPE_CHECKING:
+    from tiktoken import Encoding
+
+T = TypeVar("T")
+Message = Mapping[str, Any]
+"""A chat message: `{"role": str, "content": str | [{"type": "text", "text": str}], "name"?}`."""
+
+CACHE_DIR = Path(__file__).resolve().parent / "tiktoken_cache"
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3  # <|start|>assistant<|message|>
+MAX_PRICES_FILE_BYTES = 1024 * 1024
+
+# gpt-4 names that use o200k_base, checked before the cl100k_base prefixes.
+_O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "chatgpt-4o")
+_CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35", "davinci-002", "babbage-002", "text-embedding")
+# A dated snapshot of a model: gpt-4o-mini-2024-07-18, gpt-4-0613.
+_SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
+
+# Context windows in tokens (prompt and answer together), from OpenAI's model
+# pages (https://platform.openai.com/docs/models). Dated snapshots take their
+# model's figure; other models take CHATPROXY_CONTEXT_WINDOW.
+CONTEXT_WINDOWS: dict[str, int] = {
+    "gpt-3.5-turbo": 16_385,
+    "gpt-4": 8_192,
+    "gpt-4-32k": 32_768,
+    "gpt-4-turbo": 128_000,
+    "gpt-4-turbo-preview": 128_000,
+    "gpt-4-1106-preview": 128_000,
+    "gpt-4-0125-preview": 128_000,
+    "gpt-4o": 128_000,
+    "gpt-4o-mini": 128_000,
+    "chatgpt-4o-latest": 128_000,
+    "gpt-4.1": 1_047_576,
+    "gpt-4.1-mini": 1_047_576,
+    "gpt-4.1-nano": 1_047_576,
+    "gpt-4.5-preview": 128_000,
+    "o1": 200_000,
+    "o1-mini": 128_000,
+    "o3": 200_000,
+    "o3-mini": 200_000,
+    "o4-mini": 200_000,
+    "gpt-5": 400_000,
+    "gpt-5-mini": 400_000,
+    "gpt-5-nano": 400_000,
+}
+
+
+@dataclass(frozen=True)
+class Price:
+    """USD per 1M tokens: `input` (prompt) and `output` (answer, reasoning included)."""
+
+    input: float
+    output: float
+
+
+# Standard-tier text prices, USD per 1M tokens, of OpenAI's pricing page
+# (https://developers.openai.com/api/docs/pricing, formerly
+# https://openai.com/api/pricing), taken 2026-11-21 from copies of it that
+# agree (the page itself could not be fetched here): check before relying on
+# them, and override with CHATPROXY_PRICES_FILE. Cached input is billed lower
+# upstream; these costs count every prompt token at the full price. Dated
+# snapshots take their model's price unless listed themselves.
+PRICES: dict[str, Price] = {
+    "gpt-4o-mini": Price(0.15, 0.60),
+    "gpt-4o": Price(2.50, 10.00),
+    "gpt-4o-2024-05-13": Price(5.00, 15.00),
+    "gpt-4.1": Price(2.00, 8.00),
+    "gpt-4.1-mini": Price(0.40, 1.60),
+    "gpt-4.1-nano": Price(0.10, 0.40),
+    "gpt-5": Price(1.25, 10.00),
+    "gpt-5-mini": Price(0.25, 2.00),
+    "gpt-5-nano": Price(0.05, 0.40),
+    "o1": Price(15.00, 60.00),
+    "o3": Price(2.00, 8.00),
+    "o3-mini": Price(1.10, 4.40),
+    "o4-mini": Price(1.10, 4.40),
+    "gpt-4-turbo": Price(10.00, 30.00),
+    "gpt-4": Price(30.00, 60.00),
+    "gpt-4-32k": Price(60.00, 120.00),
+    "gpt-3.5-turbo": Price(0.50, 1.50),
+}
+
+
+# ---------- Counting ----------
+
+
+def encoding_name(model: str) -> str:
+    """The tiktoken encoding of `model`: `o200k_base` or `cl100k_base` (see the module doc)."""
+    base = _base_model(model)
+    if base.startswith(_O200K_PREFIXES):
+        return "o200k_base"
+    if base.startswith(_CL100K_PREFIXES):
+        return "cl100k_base"
+    return "o200k_base"
+
+
+def encoding_for(model: str) -> Encoding:
+    """The tiktoken `Encoding` of `model`, loaded once per process from the shipped BPE files."""
+    return _encoding(encoding_name(model))
+
+
+@functools.cache
+def _encoding(name: str) -> Encoding:
+    # Set here, not at import: nothing is read until tokens are needed. An
+    # owner's own TIKTOKEN_CACHE_DIR wins.
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(CACHE_DIR))
+    import tiktoken
+
+    return tiktoken.get_encoding(name)
+
+
+def count_text(text: str, model: str) -> int:
+    """Tokens in `text` for `model`; special tokens' text (`<|endoftext|>`) counts as plain text."""
+    return len(encoding_for(model).encode_ordinary(text))
+
+
+def count_messages(messages: Sequence[Message], model: str) -> int:
+    """Prompt tokens of a chat request's `messages`, as OpenAI counts them (the cookbook's rule).
+
+    String values (role, content, name) and the text parts of a list
+    `content` are counted; other values (tool calls, images) are not.
+    """
+    encoding = encoding_for(model)
+    return REPLY_PRIMING + sum(_message_tokens(message, encoding) for message in messages)
+
+
+def token_bound(messages: Sequence[Message], *, quick: bool = False) -> int:
+    """An upper bound of `count_messages(messages, model)` for any model, without tiktoken.
+
+    A byte-level BPE token covers at least one byte of UTF-8, so each text's
+    byte length bounds its token count. With `quick`, a non-ASCII text counts
+    4 per character (UTF-8's longest) instead: looser, but nothing is encoded.
+    """
+    return REPLY_PRIMING + sum(_message_bound(message, quick) for message in messages)
+
+
+def _message_tokens(message: Message, encoding: Encoding) -> int:
+    tokens = TOKENS_PER_MESSAGE
+    for key, value in message.items():
+        text = _text_of(value)
+        if text:
+            tokens += len(encoding.encode_ordinary(text))
+        if key == "name":
+            tokens += TOKENS_PER_NAME
+    return tokens
+
+
+def _message_bound(message: Message, quick: bool) -> int:
+    tokens = TOKENS_PER_MESSAGE
+    for key, value in message.items():
+        text = _text_of(value)
+        if text.isascii():
+            tokens += len(text)
+        elif quick:
+            tokens += 4 * len(text)
+        else:
+            # Lone surrogates (possible in JSON) become U+FFFD in tiktoken: 3 bytes either way.
+            tokens += len(text.encode("utf-8", "surrogatepass"))
+        if key == "name":
+            tokens += TOKENS_PER_NAME
+    return tokens
+
+
+def _text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(
+            part["text"]
+            for part in value
+            if isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+# ---------- Fitting a prompt in the window ----------
+
+
+def context_window(model: str, default: int) -> int:
+    """The context window of `model` in tokens (CONTEXT_WINDOWS), or `default` if unknown."""
+    return _known(CONTEXT_WINDOWS, _base_model(model)) or default
+
+
+def fit_messages(
+    leading: Sequence[Message],
+    history: Sequence[Message],
+    question: Message,
+    model: str,
+    max_tokens: int,
+    window: int,
+) -> list[Message]:
+    """The messages to send: `leading`, as much of `history` as fits, then `question`.
+
+    `leading` (persona and system messages) and `question` are always kept;
+    `history` turns (a user message and the answers that follow it) are
+    dropped oldest first until the prompt plus `max_tokens` fits in `window`
+    tokens. Raises BadRequest `context_length_exceeded` (param `input`) when
+    even `leading`, `question` and `max_tokens` do not fit. tiktoken runs
+    only when the bound (`token_bound`) does not already fit.
+    """
+    messages = [*leading, *history, question]
+    room = window - max_tokens
+    if token_bound(messages, quick=True) <= room or token_bound(messages) <= room:
+        return messages
+    encoding = encoding_for(model)
+    fixed = REPLY_PRIMING + sum(_message_tokens(m, encoding) for m in (*leading, question))
+    if fixed + max_tokens > window:
+        along = " with its system and persona messages" if leading else ""
+        raise BadRequest(
+            f"The question is too long for {model}: it is {fixed:,} tokens{along}, and with "
+            f"max_tokens {max_tokens:,} that is more than the model's context window of "
+            f"{window:,} tokens. Shorten it, or ask for fewer max_tokens.",
+            param="input",
+            code="context_length_exceeded",
+        )
+    left = window - max_tokens - fixed
+    kept: list[list[Message]] = []
+    for turn in reversed(_turns(history)):
+        size = sum(_message_tokens(m, encoding) for m in turn)
+        if size > left:
+            break
+        left -= size
+        kept.append(turn)
+    return [*leading, *(message for turn in reversed(kept) for message in turn), question]
+
+
+def _turns(history: Sequence[Message]) -> list[list[Message]]:
+    """`history` cut before each user message, so a question and its answer stay together."""
+    turns: list[list[Message]] = []
+    for message in history:
+        if message.get("role") == "user" or not turns:
+            turns.append([])
+        turns[-1].append(message)
+    return turns
+
+
+def check_max_tokens(models: Sequence[str], max_tokens: int, default_window: int) -> None:
+    """Raise ConfigError if CHATPROXY_MAX_TOKENS leaves no room for a question in some window."""
+    for model in models:
+        window = context_window(model, default_window)
+        if max_tokens >= window:
+            where = (
+                "" if _known(CONTEXT_WINDOWS, _base_model(model)) else ", CHATPROXY_CONTEXT_WINDOW"
+            )
+            raise ConfigError(
+                f"CHATPROXY_MAX_TOKENS={max_tokens} leaves no room for a question in the context "
+                f"window of {model} ({window:,} tokens{where})"
+            )
+
+
+# ---------- Cost ----------
+
+
+def price_for(model: str | None, prices: Mapping[str, Price] = PRICES) -> Price | None:
+    """The price of `model` in `prices` (a dated snapshot takes its model's), or None."""
+    # `model` may come from the upstream's answer: anything JSON allows.
+    return _known(prices, model) if isinstance(model, str) and model else None
+
+
+def cost(
+    model: str | None, usage: Mapping[str, Any] | None, prices: Mapping[str, Price] = PRICES
+) -> float | None:
+    """What `usage` (`{"prompt_tokens", "completion_tokens", ...}`) of `model` cost, in USD.
+
+    None when the model has no price or the usage is missing.
+    """
+    price = price_for(model, prices)
+    if price is None or not isinstance(usage, Mapping):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not (isinstance(prompt, int) and isinstance(completion, int)) or min(prompt, completion) < 0:
+        return None
+    return round((prompt * price.input + completion * price.output) / 1_000_000, 10)
+
+
+def answer_cost(
+    usage: Mapping[str, Any] | None,
+    reported_model: str | None,
+    asked_model: str,
+    prices: Mapping[str, Price] = PRICES,
+) -> float | None:
+    """The cost of an answer: priced as the model the upstream reported, else the one asked for."""
+    found = cost(reported_model, usage, prices)
+    return found if found is not None else cost(asked_model, usage, prices)
+
+
+def load_prices(path: Path | None) -> dict[str, Price]:
+    """PRICES, with the prices of the JSON file `path` (CHATPROXY_PRICES_FILE) over them.
+
+    The file holds `{"model": {"input": X, "output": Y}}`, USD per 1M tokens.
+    Raises ConfigError with one line naming CHATPROXY_PRICES_FILE when the file
+    cannot be read or is malformed.
+    """
+    prices = dict(PRICES)
+    if path is None:
+        return prices
+    setting = f"CHATPROXY_PRICES_FILE={str(path)!r}"
+    example = '{"model": {"input": 0.15, "output": 0.6}}'
+    try:
+        raw = path.read_bytes()[: MAX_PRICES_FILE_BYTES + 1]
+    except OSError as exc:
+        raise ConfigError(f"{setting} cannot be read ({exc.strerror})") from None
+    if len(raw) > MAX_PRICES_FILE_BYTES:
+        raise ConfigError(f"{setting} is larger than {MAX_PRICES_FILE_BYTES} bytes")
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{setting} is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{setting} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{setting} must hold a JSON object like {example}")
+    for model, entry in data.items():
+        if not isinstance(entry, dict) or sorted(entry) != ["input", "output"]:
+            raise ConfigError(
+                f"{setting}: {model!r} must be an object with exactly input and output, "
+                f"like {example}"
+            )
+        for key in ("input", "output"):
+            value = entry[key]
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise ConfigError(
+                    f"{setting}: {model!r} {key} must be a number of USD per 1M tokens, "
+                    f"0 or more, not {value!r}"
+                )
+        prices[model] = Price(float(entry["input"]), float(entry["output"]))
+    return prices
+
+
+# ---------- Model names ----------
+
+
+def _base_model(model: str) -> str:
+    """`model`, or a fine-tuned model's base (`ft:gpt-4o-mini-2024-07-18:org::id`)."""
+    if model.startswith("ft:"):
+        return model[3:].split(":", 1)[0]
+    return model
+
+
+def _known(table: Mapping[str, T], model: str) -> T | None:
+    """`table[model]`, or the entry of the model a dated snapshot of it belongs to."""
+    found = table.get(model)
+    if found is None:
+        found = table.get(_SNAPSHOT.sub("", model))
+    return found
