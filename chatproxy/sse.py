@@ -18,7 +18,7 @@ from typing import Any
 from flask import Response
 
 from chatproxy.errors import APIError
-from chatproxy.upstream import ChatStream
+from chatproxy.upstream import ChatStream, StreamClosed
 
 KEEPALIVE = b": keep-alive\n\n"
 HEADERS = {
@@ -56,6 +56,8 @@ def answer_events(stream: ChatStream, cost_of: CostOf) -> Iterator[bytes]:
                 "cost": cost_of(usage, model),
             },
         )
+    except StreamClosed:
+        log.info("client went away mid-answer")
     except APIError as error:
         log.warning("stream ended early: %s", error.code)
         yield event("error", error.body())

@@ -230,6 +230,10 @@ class Upstream:
         return text.replace(key, "[redacted]") if key else text
 
 
+class StreamClosed(Exception):
+    """The stream was closed on our side mid-answer: the client went away."""
+
+
 class PoolShards(httpx2.BaseTransport):
     """Spreads upstream requests round-robin over POOL_SHARDS connection pools.
 
@@ -278,6 +282,7 @@ class ChatStream:
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self.model: str | None = None
+        self._closed = False
 
     def __iter__(self) -> Iterator[str]:
         done = False
@@ -321,21 +326,30 @@ class ChatStream:
         except httpx2.TimeoutException:
             raise self._upstream._timeout() from None
         except (httpx2.TransportError, httpx2.StreamError):
+            if self._closed:
+                raise StreamClosed from None
             raise UpstreamError(
                 "The upstream connection broke off mid-answer; the answer is incomplete.",
                 code="upstream_interrupted",
             ) from None
         finally:
-            self.close()
+            self._response.close()
         # Some servers omit [DONE]; a finish_reason still means the answer is whole.
         if not done and self.finish_reason is None:
+            if self._closed:
+                raise StreamClosed
             raise UpstreamError(
                 "The upstream ended the stream early; the answer is incomplete.",
                 code="upstream_interrupted",
             )
 
     def close(self) -> None:
-        """Release the upstream connection (safe to call more than once)."""
+        """Release the upstream connection (safe to call more than once).
+
+        Called from another thread mid-answer (the client went away), it makes
+        the iteration end with StreamClosed instead of an upstream error.
+        """
+        self._closed = True
         self._response.close()
 
 

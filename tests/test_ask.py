@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import httpx2
@@ -227,3 +228,29 @@ def test_upstream_connections_are_reused(api_server, simulator):
     # A new connection per answer would cost a TLS handshake each time upstream.
     assert len(simulator.requests) == 2 * POOL_SHARDS
     assert len(peers) <= POOL_SHARDS
+
+
+def test_client_leaving_mid_answer_stops_the_upstream_stream(api_server):
+    messages: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = messages.append  # type: ignore[method-assign]
+    logger = logging.getLogger("chatproxy")
+    logger.addHandler(handler)
+    try:
+        with httpx2.stream(
+            "GET",
+            f"{api_server.url}/callChatGPT",
+            params={"input": "long [[sim: chunks=50 delay=0.1]]", "stream": "1"},
+        ) as response:
+            for line in response.iter_lines():
+                if line == "event: delta":
+                    break  # the reader leaves after the first piece
+        deadline = time.monotonic() + 10
+        while not any("client went away" in r.getMessage() for r in messages):
+            assert time.monotonic() < deadline, [r.getMessage() for r in messages]
+            time.sleep(0.05)
+    finally:
+        logger.removeHandler(handler)
+
+    # Noticed as the client leaving, not reported as an upstream failure.
+    assert not any(r.levelno >= logging.WARNING for r in messages)
