@@ -10,7 +10,7 @@ process and the ratios to direct, next to the targets. A script that prints
 figures, not a test:
 
     .venv/bin/python bench/stream_bench.py [--concurrency 200,1000] [--duration 20]
-        [--workers 2] [--quick]
+        [--workers 2] [--gateway-route callChatGPT|v1] [--quick]
 
 See bench/README.md for what each figure means.
 """
@@ -68,6 +68,8 @@ TTFT_P50_MS = 300.0
 RSS_MB = 250.0
 ADDED_P50_MS = 1.5
 NOISE = 15.0  # % of a core used by other processes above which a run is flagged
+# The gateway's routes the load can go to (--gateway-route), as the report names them.
+ROUTES = {"callChatGPT": "GET /callChatGPT", "v1": "POST /v1/chat/completions"}
 
 
 # One target check: (where, what, figure, target, met).
@@ -356,8 +358,12 @@ def cpu_percent(before: dict[str, float], after: dict[str, float], wall: float) 
 # --- load generator ----------------------------------------------------------------------
 
 
-def stream_targets(found: Servers) -> tuple[Target, Target]:
-    """The direct and gateway stream requests: the same question, as the gateway would send it."""
+def stream_targets(found: Servers, route: str) -> tuple[Target, Target]:
+    """The direct and gateway stream requests: the same question, as the gateway would send it.
+
+    `route` is the gateway's: `callChatGPT` (chatproxy's own events) or `v1` (the
+    OpenAI-compatible pass-through, sent the very body that goes direct).
+    """
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": QUESTION}],
@@ -383,13 +389,23 @@ def stream_targets(found: Servers) -> tuple[Target, Target]:
         end_marker=b"event: done",
         error_marker=b"event: error",
     )
+    if route == "v1":
+        gateway = v1_target(direct, found)
     return direct, gateway
 
 
-def instant_targets(found: Servers) -> tuple[Target, Target, Target]:
+def v1_target(direct: Target, found: Servers) -> Target:
+    """`direct`'s request sent to the gateway's `POST /v1/chat/completions` instead."""
+    url = f"{found.gateway_url}/v1/chat/completions"
+    headers = {"Content-Type": "application/json"}
+    return Target("gateway", "POST", url, headers, direct.body, direct.end_marker, b'"error":')
+
+
+def instant_targets(found: Servers, route: str) -> tuple[Target, Target, Target]:
     """Direct and gateway non-streamed requests (the simulator answers at once), and the floor.
 
     The floor is `GET /healthz`: gunicorn and Flask without the upstream call.
+    `route` is the gateway's, as for `stream_targets`.
     """
     question = QUESTION + INSTANT
     body = {
@@ -415,6 +431,8 @@ def instant_targets(found: Servers) -> tuple[Target, Target, Target]:
         end_marker=b"Simulated answer",
         error_marker=b'"error":',
     )
+    if route == "v1":
+        gateway = v1_target(direct, found)
     floor = Target("floor", "GET", f"{found.gateway_url}/healthz", {}, None, b"ok", b'"error":')
     return direct, gateway, floor
 
@@ -547,14 +565,14 @@ async def request_once(client: aiohttp.ClientSession, target: Target) -> tuple[f
     return time.perf_counter() - started, ok
 
 
-async def added_latency(found: Servers, count: int) -> LatencyRun:
+async def added_latency(found: Servers, count: int, route: str) -> LatencyRun:
     """`count` sequential non-streamed requests to each target, interleaved, one at a time.
 
     Interleaving makes a change in the machine's background load touch all
     targets alike. A short warm-up is left out. Each target has its own
     keep-alive connection.
     """
-    targets = instant_targets(found)
+    targets = instant_targets(found, route)
     run = LatencyRun()
     if count <= 0:
         return run
@@ -706,7 +724,7 @@ def report_streams(
     return checks
 
 
-def report_latency(run: LatencyRun) -> list[Check]:
+def report_latency(run: LatencyRun, route: str) -> list[Check]:
     """The non-streamed figures and their target line (none when skipped)."""
     if not run.latencies:
         return []
@@ -719,7 +737,7 @@ def report_latency(run: LatencyRun) -> list[Check]:
     )
     labels = {
         "direct": "direct (POST /v1/chat/completions)",
-        "gateway": "gateway (GET /callChatGPT)",
+        "gateway": f"gateway ({ROUTES[route]})",
         "floor": "floor (gateway GET /healthz)",
     }
     for name, label in labels.items():
@@ -763,6 +781,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--warmup", type=float, default=3.0, help="seconds before measuring, per run")
     add("--workers", type=int, default=2, help="gunicorn worker processes")
     add("--requests", type=int, default=2000, help="non-streamed requests per target (0: skip)")
+    add("--gateway-route", choices=ROUTES, default="callChatGPT", help="the gateway's route")
     add("--quick", action="store_true", help="smoke run: 50 streams, 5 s, 200 requests")
     args = parser.parse_args(argv)
     if args.quick:
@@ -779,8 +798,8 @@ async def bench(args: argparse.Namespace, found: Servers) -> list[Check]:
     """
     if args.requests > 0:
         print(f"  non-streamed, {args.requests} requests each ...", flush=True)
-    latency = await added_latency(found, args.requests)
-    direct, gateway = stream_targets(found)
+    latency = await added_latency(found, args.requests, args.gateway_route)
+    direct, gateway = stream_targets(found, args.gateway_route)
     pairs = []
     for level in args.levels:
         runs = []
@@ -790,7 +809,7 @@ async def bench(args: argparse.Namespace, found: Servers) -> list[Check]:
             await asyncio.sleep(1)  # let closing connections settle between runs
         pairs.append((runs[0], runs[1]))
     checks = report_streams(pairs, args.warmup, args.duration)
-    checks += report_latency(latency)
+    checks += report_latency(latency, args.gateway_route)
     report_checks(checks)
     return checks
 
@@ -822,6 +841,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with servers(args.workers) as found:
             print(f"simulator {found.simulator_url}, gateway {found.gateway_url}")
+            print(f"gateway route: {ROUTES[args.gateway_route]}")
             print(f"server logs: {found.logs}")
             with asyncio.Runner(loop_factory=loop_factory) as runner:
                 runner.run(bench(args, found))

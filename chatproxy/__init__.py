@@ -26,7 +26,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     malformed; or naming the file, as `personas/ID.json: <fault>`, when a
     persona is malformed.
     """
-    from chatproxy import api, ask, health, page
+    from chatproxy import api, ask, health, page, v1
     from chatproxy.errors import register_error_handlers
     from chatproxy.headers import register_security_headers
     from chatproxy.personas import load_personas
@@ -79,6 +79,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(ask.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(v1.bp)
     _configure_logging()
     _log_start(settings, personas)
     return app

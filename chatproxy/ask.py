@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from chatproxy.errors import BadRequest
+from chatproxy.passthrough import read_body
 from chatproxy.questions import parse_question
 from chatproxy.sse import stream_response
 from chatproxy.state import current_personas, current_prices, current_settings, current_upstream
@@ -62,10 +62,7 @@ def request_values() -> dict[str, Any]:
     if request.method != "POST":
         return values
     if request.is_json:
-        body = request.get_json(silent=True)
-        if not isinstance(body, dict):
-            raise BadRequest("The body must be a JSON object.", code="invalid_json")
-        values.update(body)
+        values.update(read_body(request.get_data()))
     else:
         for name, items in request.form.lists():
             values[name] = items if name == "stop" and len(items) > 1 else items[0]

@@ -138,6 +138,15 @@ _HTTP_ERRORS: dict[int, type[APIError]] = {
 }
 
 
+def error_detail(body: object) -> dict[str, Any]:
+    """The `error` object of an OpenAI error body, or {} (the SDK may give either level)."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return inner
+    return {}
+
+
 def error_response(error: APIError) -> Response:
     """Turn `error` into a JSON response with its status and headers."""
     response = jsonify(error.body())

@@ -16,6 +16,7 @@ from typing import Any
 
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, Forbidden
+from chatproxy.passthrough import limit_field
 from chatproxy.personas import Persona
 from chatproxy.tokens import context_window, fit_messages
 
@@ -51,7 +52,8 @@ class Question:
 
         `messages`: the persona's messages, then `system` as one more system
         message, then the question as the user's. `max_tokens` is the
-        request's, or the owner's cap when none was asked for. Raises
+        request's, or the owner's cap when none was asked for (sent as
+        `max_completion_tokens` to OpenAI's reasoning models, which refuse `max_tokens`). Raises
         BadRequest `context_length_exceeded` (param `input`) when the messages
         and `max_tokens` do not fit in the model's context window
         (`chatproxy.tokens.fit_messages`), so nothing is sent upstream.
@@ -65,7 +67,7 @@ class Question:
         return {
             "model": self.model,
             "messages": fit_messages(leading, [], question, self.model, max_tokens, window),
-            "max_tokens": max_tokens,
+            limit_field(self.model): max_tokens,
             **self.options,
         }
 

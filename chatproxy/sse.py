@@ -1,9 +1,11 @@
-"""Server-sent events: chatproxy's own answer events, keep-alives and the response.
+"""Server-sent events: chatproxy's own answer events, passed-through streams, keep-alives.
 
-Events (DESIGN.md): `event: delta` / `data: {"content": str}` for each piece,
+Our events (DESIGN.md): `event: delta` / `data: {"content": str}` for each piece,
 then `event: done` / `data: {"finish_reason", "usage", "model", "cost"}` (`cost`
 in USD, or null), or `event: error` / `data: {"error": {...}}` in OpenAI's
-error shape. Format: the HTML Living Standard, "Server-sent events".
+error shape. `/v1` streams are the upstream's own events (OpenAI's chunks and
+`data: [DONE]`), ended by a `data: {"error": {...}}` event if they break.
+Format: the HTML Living Standard, "Server-sent events".
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from flask import Response
 
 from chatproxy.errors import APIError
-from chatproxy.upstream import ChatStream, StreamClosed
+from chatproxy.streams import ChatStream, RawStream, StreamClosed, UpstreamStream
 
 KEEPALIVE = b": keep-alive\n\n"
 HEADERS = {
@@ -43,7 +45,8 @@ def answer_events(stream: ChatStream, cost_of: CostOf) -> Iterator[bytes]:
 
     `cost_of(usage, model)` prices the finished answer for its `done` event.
     """
-    try:
+
+    def pieces() -> Iterator[bytes]:
         for content in stream:
             yield event("delta", {"content": content})
         usage, model = stream.usage, stream.model
@@ -56,11 +59,39 @@ def answer_events(stream: ChatStream, cost_of: CostOf) -> Iterator[bytes]:
                 "cost": cost_of(usage, model),
             },
         )
+
+    return _ending_on_failure(pieces(), stream, lambda error: event("error", error.body()))
+
+
+def passthrough_events(stream: RawStream) -> Iterator[bytes]:
+    """The upstream's events as they came; a failure mid-stream ends them with one error event.
+
+    The error event is `data: {"error": {...}}` in OpenAI's shape, with no
+    `[DONE]` after it: the openai SDK raises APIError on it.
+    """
+    return _ending_on_failure(iter(stream), stream, openai_error_event)
+
+
+def openai_error_event(error: APIError) -> bytes:
+    """`data: {"error": {...}}` and a blank line: an error as OpenAI puts it in a stream."""
+    payload = json.dumps(error.body(), ensure_ascii=False, separators=(",", ":"))
+    return f"data: {payload}\n\n".encode()
+
+
+def _ending_on_failure(
+    events: Iterator[bytes], stream: UpstreamStream, error_event: Callable[[APIError], bytes]
+) -> Iterator[bytes]:
+    """Pass `events` on; an upstream failure becomes `error_event(error)`, a client gone is logged.
+
+    The stream is closed at the end, however it ends.
+    """
+    try:
+        yield from events
     except StreamClosed:
         log.info("client went away mid-answer")
     except APIError as error:
         log.warning("stream ended early: %s", error.code)
-        yield event("error", error.body())
+        yield error_event(error)
     finally:
         stream.close()
 
@@ -105,4 +136,10 @@ def stream_response(stream: ChatStream, keepalive_interval: float, cost_of: Cost
     `cost_of(usage, model)` gives the answer's cost in USD, or None (see `answer_events`).
     """
     body = with_keepalive(answer_events(stream, cost_of), keepalive_interval, stream.close)
+    return Response(body, mimetype="text/event-stream", headers=HEADERS)
+
+
+def passthrough_response(stream: RawStream, keepalive_interval: float) -> Response:
+    """A `text/event-stream` response passing the upstream's stream on, with keep-alives."""
+    body = with_keepalive(passthrough_events(stream), keepalive_interval, stream.close)
     return Response(body, mimetype="text/event-stream", headers=HEADERS)

@@ -8,9 +8,13 @@ Retry-After, timeout → 504, connection failure → 502, context too long → 4
 Requests go through the SDK's low-level `client.post(..., cast_to=httpx2.Response)`
 with the body left unread, as `with_streaming_response` does, but without the
 SDK's per-call conversion of the params (about 0.3 ms) that a gateway passing
-checked params on does not need. Streams are read as raw SSE lines and only
-the fields we need are parsed: the SDK's typed chunk objects cost about 110 µs
-each, raw lines about 8 µs.
+checked params on does not need. Streams are read as raw SSE (`chatproxy.streams`)
+and only the fields we need are parsed: the SDK's typed chunk objects cost about
+110 µs each, raw lines about 8 µs.
+
+The host and path of every call come from settings (OPENAI_BASE_URL) and the
+constants here, never from a client's request: the pass-through (`post_raw`)
+may call RAW_PATHS only.
 """
 
 from __future__ import annotations
@@ -21,7 +25,6 @@ import logging
 import select
 import sys
 import types
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +41,9 @@ from chatproxy.errors import (
     UpstreamError,
     UpstreamNotConfigured,
     UpstreamTimeout,
+    error_detail,
 )
+from chatproxy.streams import ChatStream, RawStream
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +57,10 @@ POOL_SHARDS = 8
 # Makes the SDK return the raw response with its body unread (the header is
 # the SDK's own, set by `with_streaming_response`).
 UNREAD_BODY: openai.RequestOptions = {"headers": {RAW_RESPONSE_HEADER: "stream"}}
+CHAT_PATH = "/chat/completions"
+COMPLETIONS_PATH = "/completions"  # legacy
+# The upstream paths (under OPENAI_BASE_URL) a pass-through request may call.
+RAW_PATHS = (CHAT_PATH, COMPLETIONS_PATH)
 
 
 @dataclass
@@ -64,6 +73,14 @@ class ChatAnswer:
     usage: dict[str, Any] | None
 
 
+@dataclass
+class RawAnswer:
+    """A whole answer passed through: the upstream's JSON `body` bytes as they came, its `usage`."""
+
+    body: bytes
+    usage: dict[str, Any] | None
+
+
 class Upstream:
     """The process's OpenAI client, built from settings."""
 
@@ -71,6 +88,8 @@ class Upstream:
         self.settings = settings
         self.client: openai.OpenAI | None = None
         key = settings.upstream_key
+        # Looked for in passed-through answers, which must never carry it.
+        self.key_bytes = key.encode() if key else b""
         if key is None:
             return
         http_client = openai.DefaultHttpxClient(
@@ -100,23 +119,7 @@ class Upstream:
         `params` are the request's body fields (`model`, `messages`, ...).
         Raises APIError subclasses, never an SDK or network exception.
         """
-        response = self._post(params)
-        try:
-            completion = json.loads(response.read())
-        except httpx2.TimeoutException:
-            raise self._timeout() from None
-        except (httpx2.TransportError, httpx2.StreamError):
-            raise UpstreamError(
-                "The upstream connection broke off before the answer was complete.",
-                code="upstream_interrupted",
-            ) from None
-        except ValueError:
-            raise UpstreamError(
-                "The upstream answered with something that is not JSON.",
-                code="upstream_malformed",
-            ) from None
-        finally:
-            response.close()
+        _, completion = self._read_json(self._post(CHAT_PATH, params))
         try:
             choice = completion["choices"][0]
             return ChatAnswer(
@@ -131,6 +134,24 @@ class Upstream:
                 code="upstream_malformed",
             ) from None
 
+    def complete_raw(self, path: str, body: dict[str, Any]) -> RawAnswer:
+        """One whole answer to pass through: `POST path` (one of RAW_PATHS) with `body` as is.
+
+        The answer's bytes are kept as they came (never re-serialised, never
+        with the upstream key); they must be a JSON object, else UpstreamError
+        `upstream_malformed`. Raises APIError subclasses, as `post_raw` does.
+        """
+        content, answer = self._read_json(self.post_raw(path, body))
+        if not isinstance(answer, dict):
+            raise UpstreamError(
+                "The upstream answered with something that is not a JSON object.",
+                code="upstream_malformed",
+            )
+        if self.key_bytes and self.key_bytes in content:
+            content = content.replace(self.key_bytes, b"[redacted]")
+        usage = answer.get("usage")
+        return RawAnswer(content, usage if isinstance(usage, dict) else None)
+
     def open_chat_stream(self, params: dict[str, Any]) -> ChatStream:
         """Start a streamed chat completion; the request is sent before this returns.
 
@@ -139,20 +160,61 @@ class Upstream:
         Usage is asked for with `stream_options.include_usage`.
         """
         params = {**params, "stream": True, "stream_options": {"include_usage": True}}
-        return ChatStream(self._post(params), self)
+        return ChatStream(self._post(CHAT_PATH, params), self)
 
-    def _post(self, params: dict[str, Any]) -> httpx2.Response:
-        """`POST /chat/completions` through the SDK (its retries, headers, errors).
+    def open_raw_stream(self, path: str, body: dict[str, Any]) -> RawStream:
+        """Start a stream to pass through: `POST path` (one of RAW_PATHS) with `body` as is.
+
+        `body` asks for the stream itself (`"stream": true`). Errors before
+        the first byte raise here, as for `open_chat_stream`.
+        """
+        return RawStream(self.post_raw(path, body), self)
+
+    def post_raw(self, path: str, body: dict[str, Any]) -> httpx2.Response:
+        """`POST path` under the configured base URL, `body` sent as given; the body unread.
+
+        `path` must be one of RAW_PATHS (ValueError otherwise), so nothing in a
+        client's request picks the host or the path; no header of the client's
+        is sent (the SDK sends chatproxy's key and its own headers). The caller
+        closes the response. Raises APIError subclasses (see `_map_error`).
+        """
+        if path not in RAW_PATHS:
+            raise ValueError(f"not an upstream path chatproxy passes requests to: {path!r}")
+        return self._post(path, body)
+
+    def _post(self, path: str, body: dict[str, Any]) -> httpx2.Response:
+        """`POST path` through the SDK (its retries, headers, errors).
 
         Returns the response with its body unread; the caller closes it.
         """
         client = self._require_client()
         try:
-            return client.post(
-                "/chat/completions", body=params, cast_to=httpx2.Response, options=UNREAD_BODY
-            )
+            return client.post(path, body=body, cast_to=httpx2.Response, options=UNREAD_BODY)
         except openai.APIError as exc:
             raise self._map_error(exc) from None
+
+    def _read_json(self, response: httpx2.Response) -> tuple[bytes, Any]:
+        """Read a whole JSON answer: (its bytes, its value); closes the response.
+
+        Raises UpstreamTimeout, or UpstreamError when the body breaks off or is not JSON.
+        """
+        try:
+            content = response.read()
+            return content, json.loads(content)
+        except httpx2.TimeoutException:
+            raise self.timeout_error() from None
+        except (httpx2.TransportError, httpx2.StreamError):
+            raise UpstreamError(
+                "The upstream connection broke off before the answer was complete.",
+                code="upstream_interrupted",
+            ) from None
+        except ValueError:
+            raise UpstreamError(
+                "The upstream answered with something that is not JSON.",
+                code="upstream_malformed",
+            ) from None
+        finally:
+            response.close()
 
     def _require_client(self) -> openai.OpenAI:
         if self.client is None:
@@ -162,7 +224,8 @@ class Upstream:
             )
         return self.client
 
-    def _timeout(self) -> UpstreamTimeout:
+    def timeout_error(self) -> UpstreamTimeout:
+        """The error for an upstream that did not answer within CHATPROXY_TIMEOUT."""
         return UpstreamTimeout(
             f"The upstream did not answer within {self.settings.timeout:g} s (CHATPROXY_TIMEOUT)."
         )
@@ -171,7 +234,7 @@ class Upstream:
         """Translate an SDK exception into the error a client of chatproxy should see."""
         if isinstance(exc, openai.APITimeoutError):
             log.warning("upstream timeout")
-            return self._timeout()
+            return self.timeout_error()
         if isinstance(exc, openai.APIConnectionError):
             log.warning("upstream unreachable: %s", type(exc.__cause__).__name__)
             return UpstreamError(
@@ -181,7 +244,7 @@ class Upstream:
         if not isinstance(exc, openai.APIStatusError):
             return UpstreamError("The upstream's answer could not be read.")
         status = exc.status_code
-        detail = _error_detail(exc.body)
+        detail = error_detail(exc.body)
         code = detail.get("code")
         log.warning("upstream answered %s%s", status, f" ({code})" if code else "")
         if status == 401:
@@ -214,7 +277,7 @@ class Upstream:
             )
         if status in (400, 422):
             return BadRequest(
-                self._scrub(str(detail.get("message") or "The upstream refused the request.")),
+                self.scrub(str(detail.get("message") or "The upstream refused the request.")),
                 param=detail.get("param"),
                 code=code or "upstream_invalid_request",
             )
@@ -225,13 +288,10 @@ class Upstream:
             )
         return UpstreamError(f"The upstream failed (HTTP {status}).", code="upstream_error")
 
-    def _scrub(self, text: str) -> str:
+    def scrub(self, text: str) -> str:
+        """`text` with the upstream key, should it be there, replaced by `[redacted]`."""
         key = self.settings.upstream_key
         return text.replace(key, "[redacted]") if key else text
-
-
-class StreamClosed(Exception):
-    """The stream was closed on our side mid-answer: the client went away."""
 
 
 class PoolShards(httpx2.BaseTransport):
@@ -263,103 +323,6 @@ class PoolShards(httpx2.BaseTransport):
         """Close every pool's connections."""
         for pool in self._pools:
             pool.close()
-
-
-class ChatStream:
-    """An open streamed chat completion: iterate for content pieces, then read the result.
-
-    Iterating yields each non-empty `delta.content` of choice 0 as a `str`;
-    afterwards `finish_reason`, `usage` and `model` hold what the upstream
-    reported. A stream that breaks (connection reset, a chunk that is not JSON,
-    an error event, an end without `[DONE]`) raises UpstreamError or
-    UpstreamTimeout from the iteration. Chunk format: OpenAI API reference,
-    "The chat completion chunk object".
-    """
-
-    def __init__(self, response: httpx2.Response, upstream: Upstream) -> None:
-        self._response = response
-        self._upstream = upstream
-        self.finish_reason: str | None = None
-        self.usage: dict[str, Any] | None = None
-        self.model: str | None = None
-        self._closed = False
-
-    def __iter__(self) -> Iterator[str]:
-        done = False
-        try:
-            for line in self._response.iter_lines():
-                if done or not line.startswith("data:"):
-                    continue  # blank separators, comments, `event:` lines
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    # Read on to the end of the body (it ends right after [DONE]):
-                    # only a response read to its end gives its connection back to the pool.
-                    done = True
-                    continue
-                try:
-                    chunk = json.loads(data)
-                    choices = chunk.get("choices") or ()
-                except (ValueError, AttributeError):
-                    raise UpstreamError(
-                        "The upstream sent a malformed chunk; the answer is incomplete.",
-                        code="upstream_malformed_chunk",
-                    ) from None
-                if chunk.get("error"):
-                    message = _error_detail(chunk).get("message") or "unknown error"
-                    raise UpstreamError(
-                        "The upstream reported an error mid-answer: "
-                        + self._upstream._scrub(str(message)),
-                        code="upstream_stream_error",
-                    )
-                if self.model is None:
-                    self.model = chunk.get("model")
-                for choice in choices:
-                    if choice.get("index", 0) != 0:
-                        continue
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        yield content
-                    if choice.get("finish_reason"):
-                        self.finish_reason = choice["finish_reason"]
-                if chunk.get("usage"):
-                    self.usage = chunk["usage"]
-        except httpx2.TimeoutException:
-            raise self._upstream._timeout() from None
-        except (httpx2.TransportError, httpx2.StreamError):
-            if self._closed:
-                raise StreamClosed from None
-            raise UpstreamError(
-                "The upstream connection broke off mid-answer; the answer is incomplete.",
-                code="upstream_interrupted",
-            ) from None
-        finally:
-            self._response.close()
-        # Some servers omit [DONE]; a finish_reason still means the answer is whole.
-        if not done and self.finish_reason is None:
-            if self._closed:
-                raise StreamClosed
-            raise UpstreamError(
-                "The upstream ended the stream early; the answer is incomplete.",
-                code="upstream_interrupted",
-            )
-
-    def close(self) -> None:
-        """Release the upstream connection (safe to call more than once).
-
-        Called from another thread mid-answer (the client went away), it makes
-        the iteration end with StreamClosed instead of an upstream error.
-        """
-        self._closed = True
-        self._response.close()
-
-
-def _error_detail(body: object) -> dict[str, Any]:
-    """The `error` object of an OpenAI error body, or {} (the SDK may give either level)."""
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict):
-            return inner
-    return {}
 
 
 def _retry_after(response: httpx2.Response) -> int:

@@ -254,3 +254,15 @@ def test_client_leaving_mid_answer_stops_the_upstream_stream(api_server):
 
     # Noticed as the client leaving, not reported as an upstream failure.
     assert not any(r.levelno >= logging.WARNING for r in messages)
+
+
+def test_reasoning_models_get_max_completion_tokens(make_server_with, simulator):
+    server = make_server_with(CHATPROXY_MODELS="gpt-4o-mini,o4-mini")
+    simulator.reset()
+
+    response = httpx2.get(f"{server.url}/callChatGPT", params={"input": "hi", "model": "o4-mini"})
+
+    sent = simulator.requests[-1]["json"]
+    assert response.status_code == 200
+    assert sent["max_completion_tokens"] == 4096
+    assert "max_tokens" not in sent  # OpenAI refuses it for reasoning models

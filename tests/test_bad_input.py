@@ -69,7 +69,7 @@ def test_bad_input_never_opens_a_stream(api_server, stream):
 
 
 def test_body_that_is_not_a_json_object(api_server):
-    for body in (b"{not json", b"[1, 2]"):
+    for body in (b"{not json", b"[1, 2]", b"[" * 100_000 + b"]" * 100_000):
         response = httpx2.post(
             f"{api_server.url}/callChatGPT",
             content=body,

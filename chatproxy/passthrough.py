@@ -1,0 +1,180 @@
+"""The OpenAI-compatible pass-through: a request body checked against the owner's policy.
+
+Bodies are those of the OpenAI API reference (https://platform.openai.com/docs/api-reference),
+"Create chat completion" (`POST /v1/chat/completions`) and "Create completion"
+(`POST /v1/completions`, legacy); model objects are those of "Models". chatproxy
+checks what its owner decides (the model, CHATPROXY_MODELS; the answer's length,
+CHATPROXY_MAX_TOKENS) and what it needs to route the call (`stream`, and for
+chat `messages`); every other field goes upstream as the client sent it,
+unknown ones too, and the upstream judges them. A bad body raises BadRequest
+(400) or Forbidden (403) naming the field, before anything is sent upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from chatproxy.config import Settings
+from chatproxy.errors import BadRequest, Forbidden, NotFound
+from chatproxy.upstream import CHAT_PATH, COMPLETIONS_PATH
+
+# OpenAI's default `max_tokens` for legacy completions, sent when none is given.
+COMPLETIONS_DEFAULT_MAX_TOKENS = 16
+LIMITS = ("max_tokens", "max_completion_tokens")
+# Reasoning models (o1, o3, o4-mini, gpt-5, ...) refuse `max_tokens` and take
+# `max_completion_tokens`; a provider prefix such as `openai/` may come first.
+_REASONING = re.compile(r"(?:[\w.-]+/)?(?:o\d+|gpt-5)(?:[-.]|$)")
+
+
+@dataclass(frozen=True)
+class PassThrough:
+    """A checked request, ready to send.
+
+    `path`: the upstream path (one of `upstream.RAW_PATHS`); `body`: what to
+    send there; `stream`: whether the answer comes as SSE events.
+    """
+
+    path: str
+    body: dict[str, Any]
+    stream: bool
+
+
+def read_body(data: bytes) -> dict[str, Any]:
+    """The request body as a JSON object; BadRequest (400, `invalid_json`) for anything else.
+
+    NaN and Infinity are refused: they are not JSON, and no upstream takes them.
+    """
+    try:
+        body = json.loads(data, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        body = None
+    if not isinstance(body, dict):
+        raise BadRequest(
+            "The request body must be a JSON object (see the OpenAI API reference).",
+            code="invalid_json",
+        )
+    return body
+
+
+def check_chat(body: dict[str, Any], settings: Settings) -> PassThrough:
+    """Check a chat completion request; returns what to send to `/chat/completions`.
+
+    `model`: a string (400), one of CHATPROXY_MODELS (403 `model_not_allowed`);
+    `messages`: a non-empty list (400); `max_tokens`, `max_completion_tokens`:
+    if given, integers from 1 to CHATPROXY_MAX_TOKENS (400 naming the field);
+    `stream`: true, false or null (400). With neither limit given, the cap
+    is added as `max_tokens`, or as `max_completion_tokens` for a reasoning
+    model (they refuse `max_tokens`). Nothing else is looked at or changed.
+    """
+    model = _model(body, settings)
+    messages = body.get("messages")
+    if messages is None:
+        raise BadRequest(
+            "Missing required parameter 'messages'.",
+            param="messages",
+            code="missing_required_parameter",
+        )
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest(
+            "'messages' must be a non-empty list of messages.", param="messages", code="empty_array"
+        )
+    given = [_limit(body, name, settings.max_tokens) for name in LIMITS]
+    if not any(given):
+        body = {**body, limit_field(model): settings.max_tokens}
+    return PassThrough(CHAT_PATH, body, _stream(body))
+
+
+def check_completion(body: dict[str, Any], settings: Settings) -> PassThrough:
+    """Check a legacy completion request; returns what to send to `/completions`.
+
+    `model` and `stream` as for chat; `max_tokens`, if given, from 1 to
+    CHATPROXY_MAX_TOKENS (400). Without it, OpenAI's default of 16 (or the
+    cap, if lower) is sent, so that a server with a larger default stays
+    within the cap. Nothing else (`prompt`, `suffix`, `echo`, ...) is looked at.
+    """
+    _model(body, settings)
+    if _limit(body, "max_tokens", settings.max_tokens) is None:
+        body = {**body, "max_tokens": min(COMPLETIONS_DEFAULT_MAX_TOKENS, settings.max_tokens)}
+    return PassThrough(COMPLETIONS_PATH, body, _stream(body))
+
+
+def limit_field(model: str) -> str:
+    """The body field that caps the length of `model`'s answers.
+
+    `max_tokens`, which every OpenAI-compatible server knows, or
+    `max_completion_tokens` for OpenAI's reasoning models, which refuse `max_tokens`.
+    """
+    return "max_completion_tokens" if _REASONING.match(model) else "max_tokens"
+
+
+def model_object(model: str) -> dict[str, Any]:
+    """One entry of `GET /v1/models`: `{"id", "object": "model", "created", "owned_by"}`.
+
+    `created` is 0 and `owned_by` "chatproxy": the list comes from
+    CHATPROXY_MODELS, not from the upstream, which is not asked.
+    """
+    return {"id": model, "object": "model", "created": 0, "owned_by": "chatproxy"}
+
+
+def allowed_model(model: str, settings: Settings) -> dict[str, Any]:
+    """The model object of `model`; NotFound (404 `model_not_found`) unless it is allowed."""
+    if model not in settings.models:
+        raise NotFound(
+            f"The model {model!r} does not exist or is not available here.",
+            param="model",
+            code="model_not_found",
+        )
+    return model_object(model)
+
+
+def _model(body: dict[str, Any], settings: Settings) -> str:
+    model = body.get("model")
+    if model is None:
+        raise BadRequest(
+            "Missing required parameter 'model'.", param="model", code="missing_required_parameter"
+        )
+    if not isinstance(model, str):
+        raise BadRequest("'model' must be a string.", param="model", code="invalid_type")
+    if model not in settings.models:
+        raise Forbidden(
+            f"The model {model!r} is not allowed here. Allowed: {', '.join(settings.models)}.",
+            param="model",
+            code="model_not_allowed",
+        )
+    return model
+
+
+def _limit(body: dict[str, Any], name: str, cap: int) -> int | None:
+    """`body[name]` if given (null counts as not given): an integer from 1 to `cap`."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{name!r} must be an integer.", param=name, code="invalid_type")
+    if value < 1:
+        raise BadRequest(
+            f"{name!r} must be at least 1.", param=name, code="integer_below_min_value"
+        )
+    if value > cap:
+        raise BadRequest(
+            f"{name!r} is {value}; the limit here is {cap} (CHATPROXY_MAX_TOKENS).",
+            param=name,
+            code="above_max_tokens",
+        )
+    return value
+
+
+def _stream(body: dict[str, Any]) -> bool:
+    value = body.get("stream")
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BadRequest("'stream' must be true or false.", param="stream", code="invalid_type")
+    return value
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not JSON")

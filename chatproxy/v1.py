@@ -1,0 +1,77 @@
+"""`/v1/...`: the OpenAI-compatible API, so any OpenAI client can use chatproxy as its base URL.
+
+Requests are checked against the owner's policy (`chatproxy.passthrough`) and
+passed to the upstream set in settings; answers come back as the upstream sent
+them. The client's `Authorization` header is not used (CHATPROXY_AUTH=open)
+and never sent on: the upstream gets chatproxy's own key.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, jsonify, request
+
+from chatproxy.passthrough import (
+    PassThrough,
+    allowed_model,
+    check_chat,
+    check_completion,
+    model_object,
+    read_body,
+)
+from chatproxy.sse import passthrough_response
+from chatproxy.state import current_settings, current_upstream
+
+bp = Blueprint("v1", __name__, url_prefix="/v1")
+
+
+@bp.post("/chat/completions")
+def chat_completions() -> Response:
+    """Create a chat completion, streamed or not (OpenAI API reference, "Chat").
+
+    Body: OpenAI's, passed on untouched but for the cap (see `check_chat`).
+    Answers the upstream's `chat.completion` JSON as it came, or with
+    `"stream": true` its `chat.completion.chunk` events up to `data: [DONE]`.
+    Errors in OpenAI's shape: 400, 403 `model_not_allowed`, 413, and the
+    upstream's (`Upstream._map_error`).
+    """
+    return forward(check_chat(read_body(request.get_data()), current_settings()))
+
+
+@bp.post("/completions")
+def completions() -> Response:
+    """Create a legacy completion, streamed or not (OpenAI API reference, "Completions").
+
+    As `/v1/chat/completions`, with `check_completion`'s checks.
+    """
+    return forward(check_completion(read_body(request.get_data()), current_settings()))
+
+
+@bp.get("/models")
+def models() -> Response:
+    """The models a client may use (CHATPROXY_MODELS), in the owner's order.
+
+    `{"object": "list", "data": [{"id", "object": "model", "created", "owned_by"}]}`;
+    the upstream is not asked.
+    """
+    data = [model_object(model) for model in current_settings().models]
+    return jsonify(object="list", data=data)
+
+
+@bp.get("/models/<path:model>")
+def model(model: str) -> Response:
+    """One allowed model's object; 404 `model_not_found` for any other."""
+    return jsonify(allowed_model(model, current_settings()))
+
+
+def forward(call: PassThrough) -> Response:
+    """Send a checked request upstream; answer with what came back, streamed or whole.
+
+    A stream is opened before the response starts, so an upstream failure
+    before its first byte is answered with its own status.
+    """
+    upstream = current_upstream()
+    if call.stream:
+        stream = upstream.open_raw_stream(call.path, call.body)
+        return passthrough_response(stream, current_settings().keepalive_interval)
+    answer = upstream.complete_raw(call.path, call.body)
+    return Response(answer.body, content_type="application/json")
