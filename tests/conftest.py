@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -204,3 +205,23 @@ def make_server_with(make_app: Callable[..., Flask]) -> Iterator[Callable[..., L
     yield start
     for context in reversed(stack):
         context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def chatproxy_log() -> Iterator[list[logging.LogRecord]]:
+    """The `chatproxy` logger's records during the test (it does not propagate to caplog)."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("chatproxy")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def wait_for_record(records: list[logging.LogRecord], text: str, timeout: float = 10.0) -> None:
+    """Wait until a record containing `text` arrives (it may come from a server thread)."""
+    deadline = time.monotonic() + timeout
+    while not any(text in record.getMessage() for record in records):
+        assert time.monotonic() < deadline, [record.getMessage() for record in records]
+        time.sleep(0.05)

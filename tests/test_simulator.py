@@ -341,12 +341,12 @@ def test_models_list(client: openai.OpenAI) -> None:
 
 
 def test_wrong_key_is_rejected_as_openai_does(simulator: Simulator) -> None:
-    wrong = "sk-wrong-key-abcdefghijklmnopqrstuvwxyz"
+    wrong = "sk-test-wrong-key-abcdefghijklmnopqrstuvwxyz"
     bad = openai.OpenAI(api_key=wrong, base_url=simulator.base_url, max_retries=0)
     with pytest.raises(openai.AuthenticationError) as caught:
         bad.chat.completions.create(model=MODEL, messages=ask("Hi"))
     assert caught.value.code == "invalid_api_key" and caught.value.type == "invalid_request_error"
-    assert "Incorrect API key provided: sk-wrong*" in caught.value.message
+    assert "Incorrect API key provided: sk-test-*" in caught.value.message
     assert wrong not in caught.value.message and wrong[-4:] in caught.value.message
 
 
