@@ -282,8 +282,13 @@ class Upstream:
                 code=code or "upstream_invalid_request",
             )
         if status == 404:
+            # OpenAI's 404 names the model it lacks; a wrong OPENAI_BASE_URL gives no message.
+            said = detail.get("message")
             return UpstreamError(
-                "The upstream answered 404: check OPENAI_BASE_URL and that the model exists there.",
+                f"The upstream answered 404: {self.scrub(str(said))}"
+                if said
+                else "The upstream answered 404: check OPENAI_BASE_URL and that the model "
+                "exists there.",
                 code="upstream_not_found",
             )
         return UpstreamError(f"The upstream failed (HTTP {status}).", code="upstream_error")

@@ -7,6 +7,7 @@ import socket
 import httpx2
 import pytest
 
+from tests.conftest import UPSTREAM_KEY
 from tests.test_ask import read_events
 from tests.test_bad_input import assert_openai_error
 
@@ -136,3 +137,21 @@ def test_questions_go_through_the_configured_proxy(make_server_with, scheme):
 
     error = assert_openai_error(response, 502, None)
     assert error["code"] == "upstream_unreachable"
+
+
+def test_upstream_404_passes_its_reason_on(make_server_with, simulator):
+    # A chat model on the legacy endpoint: the upstream says what is wrong.
+    server = make_server_with(CHATPROXY_MODELS="gpt-4o-mini,gpt-3.5-turbo-instruct")
+    body = {"model": "gpt-4o-mini", "prompt": "hi"}
+    direct = httpx2.post(
+        f"{simulator.base_url}/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {UPSTREAM_KEY}"},
+    )
+
+    response = httpx2.post(f"{server.url}/v1/completions", json=body, timeout=30)
+
+    error = assert_openai_error(response, 502, None)
+    assert direct.status_code == 404
+    assert error["code"] == "upstream_not_found"
+    assert direct.json()["error"]["message"] in error["message"]
