@@ -6,11 +6,12 @@ A wrong value raises `ConfigError` with a single line that names the variable.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 T = TypeVar("T")
@@ -144,6 +145,34 @@ def load_server_settings(environ: Mapping[str, str]) -> ServerSettings:
         access_log=env.optional("ACCESS_LOG"),
         error_log=env.text("ERROR_LOG", "-"),
     )
+
+
+def read_json_file(
+    path: Path,
+    max_bytes: int,
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
+) -> Any:
+    """The JSON value in the file `path`: UTF-8 text (a BOM is allowed), at most `max_bytes`.
+
+    Raises ConfigError whose message is a phrase without the file's name
+    ("is not valid JSON: ... (line 3, column 5)"), for the caller to prefix
+    with the file or the setting that names it.
+    """
+    try:
+        with path.open("rb") as file:
+            raw = file.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot be read ({exc.strerror})") from None
+    if len(raw) > max_bytes:
+        raise ConfigError(f"is larger than {max_bytes} bytes")
+    try:
+        return json.loads(raw.decode("utf-8-sig"), object_pairs_hook=object_pairs_hook)
+    except UnicodeDecodeError:
+        raise ConfigError("is not UTF-8 text") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
 
 
 def _is_http_url(value: str) -> bool:

@@ -15,14 +15,13 @@ The persona's id is the file's name without `.json`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatproxy.config import ConfigError
+from chatproxy.config import ConfigError, read_json_file
 
 ROLES = ("system", "user", "assistant")
 KEYS = ("name", "description", "model", "messages")
@@ -79,19 +78,9 @@ def _read(path: Path, models: Sequence[str] | None) -> Persona:
             "the file name must be 1 to 64 letters, digits, '-' or '_' (it is the persona's id)"
         )
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise _Fault(f"cannot be read ({exc.strerror})") from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise _Fault(f"is {len(raw)} bytes; the limit is {MAX_FILE_BYTES}")
-    try:
-        data = json.loads(raw.decode("utf-8-sig"), object_pairs_hook=_no_duplicate_keys)
-    except UnicodeDecodeError:
-        raise _Fault("is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise _Fault(
-            f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
+        data = read_json_file(path, MAX_FILE_BYTES, object_pairs_hook=_no_duplicate_keys)
+    except ConfigError as fault:
+        raise _Fault(str(fault)) from None
     if not isinstance(data, dict):
         raise _Fault(f"must be a JSON object, not {_json_type(data)}")
     unknown = [key for key in data if key not in KEYS]

@@ -17,7 +17,6 @@ the count from above, and a prompt whose bound fits is sent uncounted.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import re
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from chatproxy.config import ConfigError
+from chatproxy.config import ConfigError, read_json_file
 from chatproxy.errors import BadRequest
 
 if TYPE_CHECKING:
@@ -331,19 +330,9 @@ def load_prices(path: Path | None) -> dict[str, Price]:
     setting = f"CHATPROXY_PRICES_FILE={str(path)!r}"
     example = '{"model": {"input": 0.15, "output": 0.6}}'
     try:
-        raw = path.read_bytes()[: MAX_PRICES_FILE_BYTES + 1]
-    except OSError as exc:
-        raise ConfigError(f"{setting} cannot be read ({exc.strerror})") from None
-    if len(raw) > MAX_PRICES_FILE_BYTES:
-        raise ConfigError(f"{setting} is larger than {MAX_PRICES_FILE_BYTES} bytes")
-    try:
-        data = json.loads(raw.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"{setting} is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{setting} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
+        data = read_json_file(path, MAX_PRICES_FILE_BYTES)
+    except ConfigError as fault:
+        raise ConfigError(f"{setting} {fault}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{setting} must hold a JSON object like {example}")
     for model, entry in data.items():

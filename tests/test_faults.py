@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx2
 import pytest
 
 from tests.conftest import UPSTREAM_KEY
+from tests.servers import free_port
 from tests.test_ask import read_events
 from tests.test_bad_input import assert_openai_error
 
@@ -108,9 +107,7 @@ def test_wrong_upstream_key_names_the_setting(make_server_with):
 
 
 def test_unreachable_upstream(make_server_with):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
+    closed_port = free_port()
     server = make_server_with(OPENAI_BASE_URL=f"http://127.0.0.1:{closed_port}/v1")
 
     response = ask(server, "hi")
@@ -128,9 +125,7 @@ def error_param(code: str) -> str | None:
 def test_questions_go_through_the_configured_proxy(make_server_with, scheme):
     # The proxy is a closed port: the upstream itself is up, so a 502 shows
     # that the request went to the proxy, as OPENAI_PROXY asks.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed_port = probe.getsockname()[1]
+    closed_port = free_port()
     server = make_server_with(OPENAI_PROXY=f"{scheme}://127.0.0.1:{closed_port}")
 
     response = ask(server, "hi")
