@@ -27,8 +27,12 @@ run: install
 	fi; \
 	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
 
+# The suite runs twice: on SQLite (the default store), then on PostgreSQL.
+TEST_POSTGRESQL ?= postgresql://postgres@127.0.0.1:5432/test
+
 test: install-dev
 	$(BIN)/pytest
+	TEST_DATABASE_URL=$(TEST_POSTGRESQL) $(BIN)/pytest
 
 lint: install-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -67,6 +67,26 @@ _simulator = None
 
 
 def on_starting(server):
+    """Bring the database to the newest schema; start the simulator when it is the upstream."""
+    _upgrade_database(server)
+    _start_simulator(server)
+
+
+def _upgrade_database(server):
+    """Apply the migrations in migrations/ (Alembic) once, before any worker starts."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from chatproxy.store import upgrade_database
+
+    try:
+        upgrade_database(os.environ)
+    except SQLAlchemyError as error:
+        # The driver's message names the host and database, never the password.
+        reason = getattr(error, "orig", None) or error
+        sys.exit(f"chatproxy: the database (DATABASE_URL) cannot be migrated: {reason}")
+
+
+def _start_simulator(server):
     """Start the built-in simulator when chosen and no OPENAI_BASE_URL points at one."""
     global _simulator
     if not _app.simulator_in_use or _app.openai_base_url:

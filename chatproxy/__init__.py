@@ -26,11 +26,12 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     malformed; or naming the file, as `personas/ID.json: <fault>`, when a
     persona is malformed.
     """
-    from chatproxy import api, ask, health, page, v1
+    from chatproxy import api, ask, cli, conversations_api, health, page, v1
     from chatproxy.errors import register_error_handlers
     from chatproxy.headers import register_security_headers
     from chatproxy.personas import load_personas
     from chatproxy.state import PERSONAS, PRICES, SETTINGS, UPSTREAM
+    from chatproxy.store import INSTANCE_DIR, init_store
     from chatproxy.tokens import check_max_tokens, load_prices
     from chatproxy.upstream import Upstream
 
@@ -44,6 +45,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         __name__,
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),
+        instance_path=str(INSTANCE_DIR),
     )
     if not settings.upstream_key and not app.debug:
         raise ConfigError(
@@ -64,6 +66,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.extensions[PERSONAS] = personas
     app.extensions[PRICES] = prices
     app.extensions[UPSTREAM] = Upstream(settings)
+    init_store(app, settings.database_url)
     if settings.cors_origins:
         from flask_cors import CORS
 
@@ -71,7 +74,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
             app,
             resources={r"/callChatGPT": {}, r"/api/*": {}, r"/v1/*": {}},
             origins=list(settings.cors_origins),
-            expose_headers=["Retry-After"],
+            expose_headers=["Retry-After", "X-Conversation-Id"],
         )
     register_error_handlers(app)
     register_security_headers(app)
@@ -79,7 +82,9 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(ask.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(conversations_api.bp)
     app.register_blueprint(v1.bp)
+    cli.register_commands(app)
     _configure_logging()
     _log_start(settings, personas)
     return app

@@ -5,12 +5,30 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
+from chatproxy.conversations import (
+    Outcome,
+    Turn,
+    defaults_from,
+    fail_turn,
+    find_conversation,
+    finish_turn,
+    parse_conversation_id,
+    start_turn,
+)
+from chatproxy.errors import APIError
 from chatproxy.passthrough import read_body
-from chatproxy.questions import parse_question
+from chatproxy.questions import Question, parse_question
 from chatproxy.sse import stream_response
-from chatproxy.state import current_personas, current_prices, current_settings, current_upstream
+from chatproxy.state import (
+    current_owner,
+    current_personas,
+    current_prices,
+    current_settings,
+    current_upstream,
+)
+from chatproxy.store import db
 from chatproxy.tokens import answer_cost
 
 bp = Blueprint("ask", __name__)
@@ -23,26 +41,71 @@ def call_chatgpt() -> Response:
     Parameters (query string, form or JSON body): `input` (required), `model`,
     `persona` (an id from `/api/personas`), `system`, `temperature`, `top_p`,
     `max_tokens`, `presence_penalty`, `frequency_penalty`, `stop`, `stream`,
-    `format`.
+    `format`, `conversation_id` (also as the `X-Conversation-Id` header: go on
+    with that conversation, its persona and model unless others are named).
+    The question is stored before the upstream is called, with a new
+    conversation when none is named; `X-Conversation-Id` in the response names
+    it.
     Answers `text/plain` (the answer only) by default; JSON
-    `{"answer", "model", "usage", "finish_reason", "cost"}` (`cost` in USD, null
-    for a model without a price) with `Accept: application/json` or
-    `format=json`; SSE events (see `chatproxy.sse`) with `stream=1` or
+    `{"answer", "model", "usage", "finish_reason", "cost", "conversation_id",
+    "message_id"}` (`cost` in USD, null for a model without a price) with
+    `Accept: application/json` or `format=json`; SSE events (see `chatproxy.sse`) with `stream=1` or
     `Accept: text/event-stream`. Errors: 400 (`context_length_exceeded` when
-    the question does not fit the model's window), 403, 413, 429, 502, 503,
-    504 in OpenAI's error shape.
+    the question does not fit the model's window), 403, 404
+    (`conversation_not_found`), 413, 429, 502, 503, 504 in OpenAI's error shape.
     """
     settings = current_settings()
-    question = parse_question(
-        request_values(), settings, wants=wanted_format(), personas=current_personas()
+    personas = current_personas()
+    values = request_values()
+    conversation_id = parse_conversation_id(
+        values.get("conversation_id") or request.headers.get("X-Conversation-Id")
     )
+    owner = current_owner()
+    conversation = (
+        find_conversation(db.session, conversation_id, owner) if conversation_id else None
+    )
+    question = parse_question(
+        {**defaults_from(conversation, settings, personas), **values},
+        settings,
+        wants=wanted_format(),
+        personas=personas,
+    )
+    turn = start_turn(db.engine, question, settings, conversation, owner)
+    return answer_turn(turn, question)
+
+
+def answer_turn(turn: Turn, question: Question) -> Response:
+    """Call the upstream for a stored question and answer in the format `question` asked for.
+
+    The answer is stored as it ends (see `chatproxy.conversations.finish_turn`);
+    an upstream failure before the answer starts marks the question `error` and
+    raises its APIError. Every response, errors included, carries the
+    conversation's id in `X-Conversation-Id`.
+    """
+    g.conversation_id = turn.conversation_id
     upstream = current_upstream()
-    params = question.chat_params(settings)
+    engine = db.engine
     cost_of = partial(answer_cost, asked_model=question.model, prices=current_prices())
+    try:
+        if question.stream:
+            stream = upstream.open_chat_stream(turn.params)
+        else:
+            answer = upstream.complete_chat(turn.params)
+    except APIError as error:
+        fail_turn(engine, turn, error)
+        raise
     if question.stream:
-        stream = upstream.open_chat_stream(params)
-        return stream_response(stream, settings.keepalive_interval, cost_of)
-    answer = upstream.complete_chat(params)
+
+        def on_end(content: str, error: APIError | None, closed: bool) -> dict[str, Any]:
+            outcome = Outcome(
+                content, stream.model, stream.finish_reason, stream.usage, error, closed
+            )
+            answer_id = finish_turn(engine, turn, outcome)
+            return {"conversation_id": turn.conversation_id, "message_id": answer_id}
+
+        return stream_response(stream, current_settings().keepalive_interval, cost_of, on_end)
+    outcome = Outcome(answer.content, answer.model, answer.finish_reason, answer.usage)
+    answer_id = finish_turn(engine, turn, outcome)
     if question.format == "json":
         return jsonify(
             answer=answer.content,
@@ -50,8 +113,19 @@ def call_chatgpt() -> Response:
             usage=answer.usage,
             finish_reason=answer.finish_reason,
             cost=cost_of(answer.usage, answer.model),
+            conversation_id=turn.conversation_id,
+            message_id=answer_id,
         )
     return Response(answer.content, mimetype="text/plain")
+
+
+@bp.after_app_request
+def add_conversation_id(response: Response) -> Response:
+    """Tell the client which conversation its question went to (`X-Conversation-Id`)."""
+    conversation_id = g.get("conversation_id")
+    if conversation_id:
+        response.headers["X-Conversation-Id"] = conversation_id
+    return response
 
 
 def request_values() -> dict[str, Any]:

@@ -21,6 +21,9 @@ SIMULATOR_KEY = "sk-sim-local"
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1")
 
+DEFAULT_DATABASE_URL = "sqlite:///chatproxy.db"
+"""A SQLite file in the instance folder (`instance/chatproxy.db`)."""
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 """The project's folder: `.env` and the default `personas/` live here."""
 
@@ -54,6 +57,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     auth: str = "open"
     personas_dir: Path = PROJECT_ROOT / "personas"
+    database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
 
     @property
     def simulator_in_use(self) -> bool:
@@ -125,6 +129,28 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         cors_origins=origins,
         auth=env.choice("CHATPROXY_AUTH", ("open",), "open"),
         personas_dir=env.folder("CHATPROXY_PERSONAS_DIR", PROJECT_ROOT / "personas"),
+        database_url=database_url(env.text("DATABASE_URL", DEFAULT_DATABASE_URL)),
+    )
+
+
+def database_url(value: str) -> str:
+    """DATABASE_URL as SQLAlchemy takes it: SQLite, or PostgreSQL through psycopg 3.
+
+    `postgres://` and `postgresql://` (as hosting services write them) become
+    `postgresql+psycopg://`; a relative SQLite path is taken from the instance
+    folder. Raises ConfigError for other databases (the error hides the password).
+    """
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        raise ConfigError(
+            "DATABASE_URL must look like sqlite:///chatproxy.db or postgresql://user@host/db"
+        )
+    if scheme in ("postgres", "postgresql", "postgresql+psycopg"):
+        return "postgresql+psycopg://" + rest
+    if scheme == "sqlite":
+        return value
+    raise ConfigError(
+        f"DATABASE_URL must start with sqlite:// or postgresql://, got {scheme + '://'!r}"
     )
 
 

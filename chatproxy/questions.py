@@ -10,7 +10,7 @@ The messages are fitted into the model's context window (chatproxy.tokens).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, Forbidden
 from chatproxy.passthrough import limit_field
 from chatproxy.personas import Persona
-from chatproxy.tokens import context_window, fit_messages
+from chatproxy.tokens import Message, context_window, fit_messages
 
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit for `stop`
 MAX_LISTED_PERSONAS = 20  # how many ids an unknown-persona error names
@@ -47,11 +47,20 @@ class Question:
     stream: bool = False
     format: str = "text"
 
-    def chat_params(self, settings: Settings) -> dict[str, Any]:
+    def chat_params(
+        self,
+        settings: Settings,
+        *,
+        extra_leading: Sequence[Message] = (),
+        history: Sequence[Message] = (),
+    ) -> dict[str, Any]:
         """The body of `POST /chat/completions` (OpenAI API reference) for this question.
 
-        `messages`: the persona's messages, then `system` as one more system
-        message, then the question as the user's. `max_tokens` is the
+        `messages`: the persona's messages, then `extra_leading` (a
+        conversation's system messages; when given, they stand for `system`),
+        else `system` as one more system message, then as much of `history`
+        (earlier questions and answers) as fits, oldest dropped first, then the
+        question as the user's. `max_tokens` is the
         request's, or the owner's cap when none was asked for (sent as
         `max_completion_tokens` to OpenAI's reasoning models, which refuse `max_tokens`). Raises
         BadRequest `context_length_exceeded` (param `input`) when the messages
@@ -59,14 +68,16 @@ class Question:
         (`chatproxy.tokens.fit_messages`), so nothing is sent upstream.
         """
         leading = [dict(message) for message in self.persona.messages] if self.persona else []
-        if self.system:
+        if extra_leading:
+            leading.extend(dict(message) for message in extra_leading)
+        elif self.system:
             leading.append({"role": "system", "content": self.system})
         max_tokens = self.max_tokens or settings.max_tokens
         window = context_window(self.model, settings.context_window)
         question = {"role": "user", "content": self.input}
         return {
             "model": self.model,
-            "messages": fit_messages(leading, [], question, self.model, max_tokens, window),
+            "messages": fit_messages(leading, history, question, self.model, max_tokens, window),
             limit_field(self.model): max_tokens,
             **self.options,
         }

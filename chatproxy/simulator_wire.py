@@ -22,6 +22,8 @@ CHAT_MODELS = (
     "gpt-4.1",
     "gpt-3.5-turbo",
     "o4-mini",
+    # A model as an OpenAI-compatible server (Ollama) names it, unknown to chatproxy's tables.
+    "llama3.1:8b",
 )
 COMPLETION_MODELS = ("gpt-3.5-turbo-instruct", "davinci-002", "babbage-002")
 MODELS = CHAT_MODELS + COMPLETION_MODELS

@@ -14,7 +14,7 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from flask import Response
@@ -31,6 +31,8 @@ HEADERS = {
 _END = object()
 # (usage, model the upstream reported) -> cost in USD, or None without a price.
 CostOf = Callable[[dict[str, Any] | None, str | None], float | None]
+# (content so far, upstream error or None, client went away) -> fields for the done event.
+OnEnd = Callable[[str, APIError | None, bool], dict[str, Any]]
 log = logging.getLogger(__name__)
 
 
@@ -40,27 +42,47 @@ def event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {payload}\n\n".encode()
 
 
-def answer_events(stream: ChatStream, cost_of: CostOf) -> Iterator[bytes]:
+def answer_events(
+    stream: ChatStream, cost_of: CostOf, on_end: OnEnd | None = None
+) -> Iterator[bytes]:
     """The events of one streamed answer; a failure mid-stream becomes `event: error`.
 
     `cost_of(usage, model)` prices the finished answer for its `done` event.
+    `on_end(content, error, closed)` runs once the answer ends, however it
+    ends: `content` is all the text that arrived, `error` the upstream's
+    failure or None, `closed` True when the client went away; after a whole
+    answer, the fields it returns are added to the `done` event.
     """
-
-    def pieces() -> Iterator[bytes]:
+    pieces: list[str] = []
+    try:
         for content in stream:
+            pieces.append(content)
             yield event("delta", {"content": content})
-        usage, model = stream.usage, stream.model
-        yield event(
-            "done",
-            {
-                "finish_reason": stream.finish_reason,
-                "usage": usage,
-                "model": model,
-                "cost": cost_of(usage, model),
-            },
-        )
-
-    return _ending_on_failure(pieces(), stream, lambda error: event("error", error.body()))
+    except StreamClosed:
+        log.info("client went away mid-answer")
+        if on_end is not None:
+            on_end("".join(pieces), None, True)
+        return
+    except APIError as error:
+        log.warning("stream ended early: %s", error.code)
+        if on_end is not None:
+            on_end("".join(pieces), error, False)
+        yield event("error", error.body())
+        return
+    finally:
+        stream.close()
+    extra = on_end("".join(pieces), None, False) if on_end is not None else {}
+    usage, model = stream.usage, stream.model
+    yield event(
+        "done",
+        {
+            "finish_reason": stream.finish_reason,
+            "usage": usage,
+            "model": model,
+            "cost": cost_of(usage, model),
+            **extra,
+        },
+    )
 
 
 def passthrough_events(stream: RawStream) -> Iterator[bytes]:
@@ -130,13 +152,21 @@ def with_keepalive(
         on_close()
 
 
-def stream_response(stream: ChatStream, keepalive_interval: float, cost_of: CostOf) -> Response:
+def stream_response(
+    stream: ChatStream,
+    keepalive_interval: float,
+    cost_of: CostOf,
+    on_end: OnEnd | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     """A `text/event-stream` response carrying one answer, with keep-alives.
 
-    `cost_of(usage, model)` gives the answer's cost in USD, or None (see `answer_events`).
+    `cost_of(usage, model)` gives the answer's cost in USD, or None;
+    `on_end` stores how the answer ended (see `answer_events`).
     """
-    body = with_keepalive(answer_events(stream, cost_of), keepalive_interval, stream.close)
-    return Response(body, mimetype="text/event-stream", headers=HEADERS)
+    events = answer_events(stream, cost_of, on_end)
+    body = with_keepalive(events, keepalive_interval, stream.close)
+    return Response(body, mimetype="text/event-stream", headers={**HEADERS, **(headers or {})})
 
 
 def passthrough_response(stream: RawStream, keepalive_interval: float) -> Response:

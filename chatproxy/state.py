@@ -33,3 +33,11 @@ def current_prices() -> dict[str, Price]:
 def current_upstream() -> Upstream:
     """The current process's upstream client (one per process)."""
     return current_app.extensions[UPSTREAM]
+
+
+def current_owner() -> str | None:
+    """Whose conversations the current request sees and makes.
+
+    None, everyone's, while CHATPROXY_AUTH is `open` (the only mode so far).
+    """
+    return None

@@ -21,10 +21,16 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from chatproxy import create_app
+from chatproxy.config import database_url as database_url_setting
 from chatproxy.simulator import Simulator
+from chatproxy.store import upgrade_database
 
 UPSTREAM_KEY = "sk-sim-test-upstream-key-0123456789"
 IN_CI = os.environ.get("CI") == "true"
+# The suite runs on SQLite unless TEST_DATABASE_URL names a PostgreSQL database
+# (`make test` runs it on both); its tables go into a schema made afresh.
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "")
+TEST_SCHEMA = "chatproxy_test"
 
 
 def need(what: str, install: str) -> None:
@@ -124,13 +130,46 @@ def simulator() -> Iterator[Simulator]:
 
 
 @pytest.fixture(scope="session")
-def app_env(simulator: Simulator) -> dict[str, str]:
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An empty database brought to the newest schema by the migrations, for the whole session.
+
+    SQLite in a temporary folder, or with TEST_DATABASE_URL a schema of its
+    own in that PostgreSQL database, dropped and made again.
+    """
+    if TEST_DATABASE_URL:
+        url = _fresh_postgresql_schema(TEST_DATABASE_URL, TEST_SCHEMA)
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('store') / 'chatproxy.db'}"
+    upgrade_database({"DATABASE_URL": url})
+    return url
+
+
+def _fresh_postgresql_schema(server_url: str, schema: str) -> str:
+    """`server_url` with its search_path set to `schema`, which is made empty first."""
+    import sqlalchemy
+
+    url = database_url_setting(server_url)
+    try:
+        engine = sqlalchemy.create_engine(url)
+        with engine.begin() as connection:
+            connection.exec_driver_sql(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+        engine.dispose()
+    except sqlalchemy.exc.OperationalError as error:
+        need(f"PostgreSQL at TEST_DATABASE_URL ({error.orig})", "start PostgreSQL or unset it")
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(scope="session")
+def app_env(simulator: Simulator, database_url: str) -> dict[str, str]:
     """Settings of an app whose upstream is the simulator, as a real OpenAI-compatible server."""
     return {
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "OPENAI_BASE_URL": simulator.base_url,
         "CHATPROXY_MAX_RETRIES": "0",
         "CHATPROXY_TIMEOUT": "10",
+        "DATABASE_URL": database_url,
     }
 
 

@@ -144,12 +144,18 @@ class Launcher:
     """Starts gunicorn servers and remembers them, their logs and the upstream key each had."""
 
     log_dir: Path
+    database_url: str
     started: list[tuple[Gunicorn, str | None]] = field(default_factory=list)
 
     def __call__(self, name: str, *, ready: bool = True, **settings: str) -> Gunicorn:
-        """Start gunicorn with `server_env(**settings)` (BIND is chosen here)."""
+        """Start gunicorn with `server_env(**settings)` (BIND is chosen here).
+
+        DATABASE_URL is the launcher's unless `settings` name another.
+        """
         port = free_port()
-        env = server_env(BIND=f"127.0.0.1:{port}", **settings)
+        env = server_env(
+            BIND=f"127.0.0.1:{port}", **{"DATABASE_URL": self.database_url, **settings}
+        )
         log_path = self.log_dir / f"{name}.stderr"
         out_path = self.log_dir / f"{name}.stdout"
         with open(log_path, "wb") as stderr, open(out_path, "wb") as stdout:

@@ -86,9 +86,9 @@ def test_simulator_mode_needs_a_simulator_url():
         create_app({"CHATPROXY_UPSTREAM": "simulator"})
 
 
-def test_debug_start_without_key_answers_503(monkeypatch):
+def test_debug_start_without_key_answers_503(monkeypatch, database_url):
     monkeypatch.setenv("FLASK_DEBUG", "1")
-    app = create_app({})
+    app = create_app({"DATABASE_URL": database_url})
 
     response = app.test_client().get("/callChatGPT?input=hi")
     ready = app.test_client().get("/readyz")

@@ -8,11 +8,9 @@ mode, where gunicorn starts its own.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
 
@@ -30,14 +28,15 @@ from tests.servers import (
     free_port,
     upstream_settings,
 )
+from tests.sse_events import Event, EventReader, read_events
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+def launcher(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Launcher]:
     """Every gunicorn this module starts; all are stopped when the module ends."""
-    launch = Launcher(tmp_path_factory.mktemp("gunicorn"))
+    launch = Launcher(tmp_path_factory.mktemp("gunicorn"), database_url)
     yield launch
     launch.stop_all()
 
@@ -61,38 +60,6 @@ def gunicorn(launcher: Launcher, simulator: Simulator) -> Gunicorn:
 def client(gunicorn: Gunicorn) -> Iterator[httpx2.Client]:
     with httpx2.Client(base_url=gunicorn.url, timeout=30) as client:
         yield client
-
-
-@dataclass
-class Event:
-    """One SSE event as it arrived: its name, its JSON data, and `time.monotonic()` then."""
-
-    name: str
-    data: Any
-    at: float
-
-
-class EventReader:
-    """Turns the lines of an SSE stream into Events as they arrive (chatproxy.sse's format)."""
-
-    def __init__(self) -> None:
-        self.name = "message"
-
-    def feed(self, line: str) -> Event | None:
-        """The event a `data:` line completes, else None."""
-        if line.startswith("event:"):
-            self.name = line.removeprefix("event:").strip()
-        elif line.startswith("data:"):
-            return Event(self.name, json.loads(line.removeprefix("data:")), time.monotonic())
-        elif not line:
-            self.name = "message"
-        return None
-
-
-def read_events(response: httpx2.Response) -> list[Event]:
-    """The events of an SSE response, each stamped with its arrival time."""
-    reader = EventReader()
-    return [event for line in response.iter_lines() if (event := reader.feed(line))]
 
 
 async def stream_answer(
@@ -236,7 +203,7 @@ def test_one_worker_holds_a_hundred_slow_streams(launch: Launcher) -> None:
     async def ask_all() -> list[tuple[list[Event], float | None, float]]:
         async with concurrent_client(server.url, count) as client:
             await client.get("/callChatGPT", params={"input": "warm up"})  # first-use imports
-            questions = [f"question {i} [[sim: chunks=5 delay=0.2]]" for i in range(count)]
+            questions = [f"question {i} [[sim: chunks=5 delay=0.4]]" for i in range(count)]
             return await asyncio.gather(*(stream_answer(client, q) for q in questions))
 
     results = asyncio.run(ask_all())

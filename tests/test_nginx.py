@@ -45,9 +45,9 @@ def site_for_test(gunicorn_address: str, port: int, folder: Path) -> str:
 
 @pytest.fixture(scope="module")
 def upstream_gunicorn(
-    tmp_path_factory: pytest.TempPathFactory, simulator: Simulator
+    tmp_path_factory: pytest.TempPathFactory, simulator: Simulator, database_url: str
 ) -> Iterator[Gunicorn]:
-    launcher = Launcher(tmp_path_factory.mktemp("gunicorn-behind-nginx"))
+    launcher = Launcher(tmp_path_factory.mktemp("gunicorn-behind-nginx"), database_url)
     try:
         yield launcher("behind-nginx", **upstream_settings(simulator, WORKERS="1"))
     finally:

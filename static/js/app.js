@@ -5,6 +5,12 @@
  * its answer is shown while it arrives. The OpenAI key stays on the server;
  * this page only ever talks to chatproxy.
  *
+ * The server keeps conversations: the first question of a new one gets an id
+ * (the X-Conversation-Id response header), which the page then sends back with
+ * each question, keeps in the URL (#c=<id>) and in localStorage, and uses to
+ * load the conversation again after a reload. The list of conversations is
+ * sidebar.js's; the texts are i18n.js's.
+ *
  * jQuery handles the DOM and events. The stream itself uses plain fetch,
  * because $.ajax only hands over a response once it is complete, and
  * EventSource cannot send a POST with a JSON body.
@@ -15,6 +21,12 @@
 (function ($) {
   "use strict";
 
+  document.documentElement.classList.remove("no-js");
+
+  const i18n = window.chatproxyI18n;
+  const t = i18n.t;
+  const api = window.chatproxyApi;
+
   // Everything the server tells the page comes through data- attributes, so the
   // page needs no inline script (a strict Content-Security-Policy holds).
   const body = document.body;
@@ -22,15 +34,15 @@
     askUrl: body.getAttribute("data-ask-url"),
     maxInputChars: parseInt(body.getAttribute("data-max-input-chars"), 10) || 0,
   };
+  const conversations = new api.Conversations(body.getAttribute("data-conversations-url"));
+  const STORAGE_KEY = "chatproxy.conversation"; // the conversation open last
 
   const state = {
-    // Questions are independent for now. When the server keeps conversations,
-    // it will hand out an id that requestBody() sends back with each question.
-    conversationId: null,
+    conversationId: null, // the open conversation; null until the server made one
+    // Bumped whenever another conversation is shown: answers and loads that
+    // arrive for an older one are dropped.
+    view: 0,
     current: null, // the Turn being answered, if any
-    // Tokens and cost of the answers since the page was opened (per conversation
-    // once the server keeps conversations).
-    totals: { answers: 0, tokensIn: 0, tokensOut: 0, cost: 0, unpriced: 0 },
     // The model the reader picked; a persona's own model only stands in for it
     // while that persona is chosen.
     chosenModel: $("#model").val() || "",
@@ -46,7 +58,16 @@
   const $charCount = $("#char-count");
   const $liveStatus = $("#live-status");
   const $sessionTotal = $("#session-total");
+  const $conversationBar = $("#conversation-bar");
+  const $conversationTitle = $("#conversation-title");
   const turnTemplate = document.getElementById("turn-template");
+  const emptyState = document.getElementById("empty-state").cloneNode(true);
+
+  // Shows an i18n text in an element; an empty key empties it.
+  function show($element, key, params) {
+    if (key) i18n.set($element, key, params);
+    else $element.removeAttr("data-i18n data-i18n-params").text("");
+  }
 
   /* ---------- Markdown rendering ---------- */
 
@@ -127,6 +148,7 @@
     this.markdown = ""; // raw answer as received: what Copy copies
     this.finished = false;
     this.frame = 0;
+    this.view = state.view;
     this.controller = new AbortController();
 
     this.$el = $(turnTemplate.content.firstElementChild.cloneNode(true));
@@ -136,16 +158,27 @@
     this.$notes = this.$el.find(".answer-notes");
     this.$usage = this.$el.find(".answer-usage");
     this.$copy = this.$el.find(".copy-button");
+    this.$retry = this.$el.find(".retry-button");
+    this.$regenerate = this.$el.find(".regenerate-button");
 
     this.$el.find(".question-text").text(question);
     this.$el.find(".answer-model").text(model || "");
     this.$el.find(".answer-persona").text(persona ? persona.name : "");
+    i18n.translate(this.$el[0]);
     this.$copy.on("click", this.copy.bind(this));
+    this.$retry.on("click", () => regenerate(this));
+    this.$regenerate.on("click", () => regenerate(this));
   }
+
+  // The server keeps this question (it answered with the conversation's id):
+  // Retry and Regenerate may act on it.
+  Turn.prototype.markStored = function () {
+    this.$el.attr("data-stored", "true");
+  };
 
   Turn.prototype.append = function (text) {
     if (!text || this.finished) return;
-    if (this.markdown === "") this.setState("streaming", "Answering…");
+    if (this.markdown === "") this.setState("streaming", "answer.answering");
     this.markdown += text;
     this.scheduleRender();
   };
@@ -170,13 +203,18 @@
     highlightCode(this.$body[0], final);
   };
 
+  // `status` is an i18n key, or "" for none.
   Turn.prototype.setState = function (name, status) {
     this.$answer.attr("data-state", name);
-    this.$status.text(status);
+    show(this.$status, status);
   };
 
+  // `text` is an i18n text {key, params}, or a key.
   Turn.prototype.addNote = function (kind, text) {
-    $("<p>", { class: "note note-" + kind, text: text }).appendTo(this.$notes);
+    if (typeof text === "string") text = { key: text };
+    const $note = $("<p>", { class: "note note-" + kind });
+    show($note, text.key, text.params);
+    $note.appendTo(this.$notes);
   };
 
   // Ends the turn whichever way it ended: done, stopped or failed.
@@ -199,46 +237,86 @@
   Turn.prototype.showDone = function (info) {
     if (!this.finish("done", "")) return;
     if (info.model) this.$el.find(".answer-model").text(info.model);
-    if (info.finish_reason === "length") {
-      this.addNote("warning", "Answer cut off (max_tokens).");
-    } else if (info.finish_reason && info.finish_reason !== "stop") {
-      this.addNote("warning", "Answer ended early: " + info.finish_reason + ".");
+    this.showFinishReason(info.finish_reason);
+    if (this.markdown === "") this.addNote("info", "note.empty");
+    if (info.usage) this.showUsage(info.usage, info.cost);
+    announce(t("status.finished"));
+  };
+
+  Turn.prototype.showFinishReason = function (reason) {
+    if (reason === "length") {
+      this.addNote("warning", "note.cutOff");
+    } else if (reason && reason !== "stop") {
+      this.addNote("warning", { key: "note.endedEarly", params: { reason: reason } });
     }
-    if (this.markdown === "") this.addNote("info", "The answer was empty.");
-    if (info.usage) {
-      const u = info.usage;
-      const cost = typeof info.cost === "number" ? info.cost : null;
-      let text = "Tokens: " + formatCount(u.prompt_tokens) + " in · " + formatCount(u.completion_tokens) + " out";
-      if (cost !== null) text += " · " + formatCost(cost);
-      this.$usage.text(text);
-      this.$usage.attr("title", cost === null ? "No price is known for this model." : "Cost in US dollars, from the usage the upstream reported.");
-      addToTotals(u, cost);
-    }
-    announce("Answer finished.");
+  };
+
+  // "Tokens: 8 in · 95 out · $0.000058"; a model without a price has no cost.
+  Turn.prototype.showUsage = function (usage, cost) {
+    const priced = typeof cost === "number";
+    const params = { in: formatCount(usage.prompt_tokens), out: formatCount(usage.completion_tokens) };
+    if (priced) params.cost = formatCost(cost);
+    show(this.$usage, priced ? "answer.usageCost" : "answer.usage", params);
+    i18n.setAttribute(this.$usage, "title", priced ? "answer.usage.priced" : "answer.usage.unpriced");
   };
 
   Turn.prototype.stop = function () {
     keepFollowing(() => {
-      if (!this.finish("stopped", "Stopped")) return;
-      this.addNote("info", this.markdown ? "Stopped: the answer above is partial." : "Stopped before any answer arrived.");
-      announce("Stopped.");
+      if (!this.finish("stopped", "answer.stopped")) return;
+      this.addNote("info", this.markdown ? "note.stoppedPartial" : "note.stoppedEmpty");
+      announce(t("status.stopped"));
     });
   };
 
-  // Keeps whatever part of the answer already arrived and says what went wrong under it.
+  // Keeps whatever part of the answer already arrived and says what went wrong
+  // under it. `message` is an i18n text {key, params}.
   Turn.prototype.fail = function (message) {
     keepFollowing(() => {
-      if (!this.finish("error", "Error")) return;
+      if (!this.finish("error", "answer.error")) return;
       this.addNote("error", message);
-      announce(message);
+      announce(t(message.key, message.params));
     });
   };
+
+  // Shows a question and its answer as the server keeps them (`answer` may
+  // be null: the question failed, or its answer never came).
+  Turn.prototype.restore = function (question, answer) {
+    this.markStored();
+    if (answer) {
+      this.markdown = answer.content || "";
+      if (answer.model) this.$el.find(".answer-model").text(answer.model);
+      if (answer.status === "interrupted") {
+        this.finish("stopped", "answer.interrupted");
+        this.addNote("info", this.markdown ? "note.interruptedPartial" : "note.interruptedEmpty");
+      } else if (answer.status === "error") {
+        this.finish("error", "answer.error");
+        this.addNote("error", storedError(answer));
+      } else {
+        this.finish("done", "");
+        this.showFinishReason(answer.finish_reason);
+        if (this.markdown === "") this.addNote("info", "note.empty");
+      }
+      if (answer.usage) this.showUsage(answer.usage, answer.cost);
+    } else if (question.status === "error") {
+      this.finish("error", "answer.error");
+      this.addNote("error", storedError(question));
+    } else {
+      this.finish("stopped", "");
+      this.addNote("info", "note.unanswered");
+    }
+  };
+
+  // The error the server kept with a message: its own words, in its language.
+  function storedError(message) {
+    const text = (message.error && message.error.message) || t("error.unknown");
+    return { key: "raw", params: { text: text } };
+  }
 
   Turn.prototype.copy = function () {
     const $button = this.$copy;
     copyText(this.markdown).then(
-      () => flash($button, "Copied"),
-      () => flash($button, "Copy failed"),
+      () => flash($button, "answer.copied"),
+      () => flash($button, "answer.copyFailed"),
     );
   };
 
@@ -256,25 +334,47 @@
     return "$" + usd.toPrecision(2).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
   }
 
-  function addToTotals(usage, cost) {
-    const totals = state.totals;
-    totals.answers += 1;
-    totals.tokensIn += usage.prompt_tokens || 0;
-    totals.tokensOut += usage.completion_tokens || 0;
-    if (cost === null) totals.unpriced += 1;
-    else totals.cost += cost;
-    let text =
-      "This page: " + totals.answers + (totals.answers === 1 ? " answer" : " answers") +
-      " · " + formatCount(totals.tokensIn) + " in · " + formatCount(totals.tokensOut) + " out";
-    if (totals.unpriced < totals.answers) text += " · " + formatCost(totals.cost);
-    if (totals.unpriced) text += " (" + totals.unpriced + " without a price)";
-    $sessionTotal.text(text).prop("hidden", false);
+  // The open conversation's tokens and cost, as the server counts them.
+  function showTotals(conversation) {
+    const answers = (conversation && conversation.messages || []).filter(
+      (message) => message.role === "assistant" && message.usage,
+    );
+    if (!answers.length) {
+      show($sessionTotal, "");
+      $sessionTotal.prop("hidden", true);
+      return;
+    }
+    const unpriced = answers.filter((message) => typeof message.cost !== "number").length;
+    const usage = conversation.usage || sumUsage(answers);
+    const cost = typeof conversation.cost === "number"
+      ? conversation.cost
+      : answers.reduce((sum, message) => sum + (message.cost || 0), 0);
+    const params = {
+      answers: { key: "totals.answers", params: { count: answers.length } },
+      in: formatCount(usage.prompt_tokens),
+      out: formatCount(usage.completion_tokens),
+      cost: formatCost(cost),
+      unpriced: unpriced,
+    };
+    const key = unpriced === answers.length ? "totals.line" : unpriced ? "totals.linePartlyPriced" : "totals.lineCost";
+    show($sessionTotal, key, params);
+    $sessionTotal.prop("hidden", false);
   }
 
-  function flash($button, text) {
-    $button.text(text);
+  function sumUsage(messages) {
+    return messages.reduce(
+      (sum, message) => ({
+        prompt_tokens: sum.prompt_tokens + (message.usage.prompt_tokens || 0),
+        completion_tokens: sum.completion_tokens + (message.usage.completion_tokens || 0),
+      }),
+      { prompt_tokens: 0, completion_tokens: 0 },
+    );
+  }
+
+  function flash($button, key) {
+    $button.text(t(key));
     clearTimeout($button.data("timer"));
-    $button.data("timer", setTimeout(() => $button.text("Copy"), 1500));
+    $button.data("timer", setTimeout(() => $button.text(t("answer.copy")), 1500));
   }
 
   // navigator.clipboard exists only on https and localhost; plain-http
@@ -362,10 +462,11 @@
     if (name === "delta") {
       turn.append(payload.content || "");
     } else if (name === "done") {
+      if (payload.conversation_id) adoptConversation(turn, payload.conversation_id);
       turn.done(payload);
     } else if (name === "error") {
-      const message = (payload.error && payload.error.message) || "unknown error";
-      turn.fail("The answer was interrupted. " + message);
+      const message = (payload.error && payload.error.message) || t("error.unknown");
+      turn.fail({ key: "error.interrupted", params: { detail: message } });
     }
   }
 
@@ -374,7 +475,8 @@
   function requestBody(turn) {
     const request = { input: turn.question, stream: true };
     if (turn.model) request.model = turn.model;
-    if (turn.persona) request.persona = turn.persona.id;
+    // "" is "No persona": a conversation otherwise goes on with the persona it had.
+    if (turn.persona || $persona.length) request.persona = turn.persona ? turn.persona.id : "";
     if (state.conversationId) request.conversation_id = state.conversationId;
     return request;
   }
@@ -383,24 +485,32 @@
     return error && error.name === "AbortError";
   }
 
-  async function streamAnswer(turn) {
+  // Streams an answer into `turn`: a question (POST `url` with `payload`) or
+  // a regenerated answer; both answer with the same events.
+  async function streamAnswer(turn, url, payload) {
     let response;
     try {
-      response = await fetch(config.askUrl, {
+      response = await fetch(url, {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-        body: JSON.stringify(requestBody(turn)),
+        body: JSON.stringify(payload),
         signal: turn.controller.signal,
       });
     } catch (error) {
       if (isAbort(error)) turn.stop();
-      else turn.fail("chatproxy could not be reached. Check the connection and try again.");
+      else turn.fail({ key: "error.unreachable" });
       return;
     }
+
+    // Sent once the server has kept the question, also with an error after that.
+    const id = response.headers.get("X-Conversation-Id");
+    if (id) adoptConversation(turn, id);
 
     try {
       if (!response.ok) {
         turn.fail(await httpErrorMessage(response, turn));
+        // Deleted meanwhile (another tab?): the next question starts a new conversation.
+        if (response.status === 404 && turn.view === state.view) setConversation(null, "replace");
         return;
       }
       const type = response.headers.get("Content-Type") || "";
@@ -420,11 +530,11 @@
       parser.end();
     } catch (error) {
       if (isAbort(error)) turn.stop();
-      else turn.fail("The connection to chatproxy was lost before the answer was complete.");
+      else turn.fail({ key: "error.connectionLost" });
       return;
     }
     // A stream that closes without "done" or "error" was cut somewhere on the way.
-    turn.fail("The answer ended early: the stream closed before it was complete.");
+    turn.fail({ key: "error.streamClosed" });
   }
 
   // A proxy in between may ignore the stream request and answer in one piece:
@@ -442,6 +552,7 @@
   }
 
   // Error bodies have OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+  // Returns what to tell the reader, as an i18n text {key, params}.
   async function httpErrorMessage(response, turn) {
     let error = {};
     try {
@@ -451,29 +562,33 @@
       if (isAbort(e)) throw e;
       // not JSON, e.g. an HTML error page from a proxy in between
     }
-    const detail = error.message ? " " + error.message : "";
+    const detail = error.message || "";
+    const raw = (text) => ({ key: "raw", params: { text: text } });
     switch (response.status) {
       case 400:
-        return error.message || "The question was not accepted.";
+        return detail ? raw(detail) : { key: "error.notAccepted" };
       case 401:
-        return "An access key is needed to ask questions here." + detail;
+        return { key: "error.needKey", params: { detail: detail } };
       case 403:
-        return error.message || 'The model "' + (turn.model || "default") + '" is not allowed here.';
+        return detail ? raw(detail) : { key: "error.modelNotAllowed", params: { model: turn.model || "default" } };
+      case 404:
+        return { key: "error.conversationGone" };
       case 413:
-        return "The question is too long" +
-          (config.maxInputChars ? " (at most " + config.maxInputChars + " characters)." : ".");
+        return config.maxInputChars
+          ? { key: "error.tooLongMax", params: { max: config.maxInputChars } }
+          : { key: "error.tooLong" };
       case 429: {
         const seconds = retryAfterSeconds(response.headers.get("Retry-After"));
-        return seconds ? "Rate limited, try again in " + seconds + " s." : "Rate limited, try again in a moment.";
+        return seconds ? { key: "error.rateLimitedIn", params: { seconds: seconds } } : { key: "error.rateLimited" };
       }
       case 502:
-        return "The upstream (OpenAI) could not be reached or failed." + detail;
+        return { key: "error.upstream", params: { detail: detail } };
       case 503:
-        return "chatproxy is not configured to reach OpenAI yet." + detail;
+        return { key: "error.notConfigured", params: { detail: detail } };
       case 504:
-        return "The upstream (OpenAI) timed out. Try again, or ask for a shorter answer.";
+        return { key: "error.timeout" };
       default:
-        return "chatproxy answered with an error (HTTP " + response.status + ")." + detail;
+        return { key: "error.http", params: { status: response.status, detail: detail } };
     }
   }
 
@@ -483,6 +598,209 @@
     if (/^\s*\d+\s*$/.test(header)) return Math.max(1, parseInt(header, 10));
     const when = Date.parse(header);
     return isNaN(when) ? 0 : Math.max(1, Math.ceil((when - Date.now()) / 1000));
+  }
+
+  /* ---------- Conversations ---------- */
+
+  function conversationFromHash() {
+    const match = /^#c=(.+)$/.exec(window.location.hash);
+    if (!match) return null;
+    try {
+      return decodeURIComponent(match[1]);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // Puts the open conversation in the URL: "push" makes a history entry (Back
+  // returns to the one before), "replace" does not.
+  function navigate(id, mode) {
+    if (conversationFromHash() === id) return;
+    const url = window.location.pathname + window.location.search + (id ? "#c=" + encodeURIComponent(id) : "");
+    if (mode === "push") history.pushState(null, "", url);
+    else history.replaceState(null, "", url);
+  }
+
+  function remember(id) {
+    try {
+      if (id) window.localStorage.setItem(STORAGE_KEY, id);
+      else window.localStorage.removeItem(STORAGE_KEY);
+    } catch (e) {
+      // storage may be off: the URL still holds the conversation
+    }
+  }
+
+  function remembered() {
+    try {
+      return window.localStorage.getItem(STORAGE_KEY);
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // Makes `id` the open conversation, without loading it (what the page
+  // shows is already that conversation, or about to be).
+  function setConversation(id, mode) {
+    state.conversationId = id;
+    remember(id);
+    if (mode) navigate(id, mode);
+    sidebar.setCurrent(id);
+    if (!id) showConversationBar(null);
+  }
+
+  // The server named the conversation an answer belongs to: the first answer
+  // of a new conversation tells the page its id.
+  function adoptConversation(turn, id) {
+    turn.markStored();
+    if (turn.view !== state.view || state.conversationId === id) return;
+    setConversation(id, "replace");
+    sidebar.refresh(); // it is on the list now, titled after its first question
+  }
+
+  // Stops an answer still coming for the conversation being left.
+  function abandonCurrent() {
+    if (!state.current) return;
+    state.current.controller.abort();
+    setBusy(null);
+  }
+
+  function clearTranscript() {
+    $transcript.empty();
+  }
+
+  // The empty page of a new conversation; `noteKey` says why, if it is not the reader's choice.
+  function showEmptyState(noteKey) {
+    const element = emptyState.cloneNode(true);
+    const $note = $(element).find("#empty-note");
+    if (noteKey) i18n.set($note, noteKey);
+    $note.prop("hidden", !noteKey);
+    i18n.translate(element);
+    $transcript.empty().append(element);
+  }
+
+  // `mode`: how to record it in the history ("push", "replace", or null: already there).
+  function startNewConversation(mode, noteKey) {
+    abandonCurrent();
+    state.view += 1;
+    setConversation(null, mode);
+    showEmptyState(noteKey);
+    showTotals(null);
+    announce(t("status.new"));
+    $question.trigger("focus");
+  }
+
+  async function openConversation(id, mode) {
+    abandonCurrent();
+    const view = ++state.view;
+    setConversation(id, mode);
+    clearTranscript();
+    showTotals(null);
+    showConversationBar(null);
+    const $loading = $("<p>", { class: "transcript-note" });
+    i18n.set($loading, "conversation.loading");
+    $transcript.append($loading);
+    let conversation;
+    try {
+      conversation = await conversations.get(id);
+    } catch (error) {
+      if (view !== state.view) return;
+      if (error.status === 404) {
+        startNewConversation("replace", "conversation.missing");
+        sidebar.refresh();
+      } else {
+        showLoadError(id, error);
+      }
+      return;
+    }
+    if (view !== state.view) return;
+    showConversation(conversation);
+    announce(t("status.loaded"));
+  }
+
+  function showLoadError(id, error) {
+    const $note = $("<div>", { class: "transcript-note note note-error" });
+    const $text = $("<span>");
+    i18n.set($text, "conversation.failed", { detail: api.describe(error) });
+    const $again = $("<button>", { type: "button", class: "button button-small" });
+    i18n.set($again, "conversation.retryLoad");
+    $again.on("click", () => openConversation(id, null));
+    $transcript.empty().append($note.append($text, " ", $again));
+  }
+
+  // Draws a whole conversation as the server keeps it (after a load or an import).
+  function showConversation(conversation) {
+    state.view += 1;
+    setConversation(conversation.id, conversation.id === conversationFromHash() ? null : "push");
+    clearTranscript();
+    const messages = (conversation.messages || []).filter((message) => message.role !== "system");
+    messages.forEach((message, index) => {
+      if (message.role !== "user") return; // an answer is drawn with its question
+      const next = messages[index + 1];
+      const answer = next && next.role === "assistant" ? next : null;
+      const turn = new Turn(message.content, (answer && answer.model) || message.model || "", null);
+      turn.restore(message, answer);
+      $transcript.append(turn.$el);
+    });
+    if (!$transcript.children().length) showEmptyState(null);
+    applyPickers(conversation);
+    showConversationDetails(conversation);
+    scrollToBottom();
+    $question.trigger("focus");
+  }
+
+  // What the server says about the open conversation now: title, totals,
+  // which answer can be regenerated.
+  function showConversationDetails(conversation) {
+    showConversationBar(conversation);
+    showTotals(conversation);
+    showTurnActions(conversation);
+  }
+
+  function showConversationBar(conversation) {
+    if (!conversation) {
+      $conversationBar.prop("hidden", true);
+      return;
+    }
+    if (conversation.title) $conversationTitle.removeAttr("data-i18n").text(conversation.title);
+    else i18n.set($conversationTitle, "item.untitled");
+    $("#export-md").attr("href", conversations.exportUrl(conversation.id, "md"));
+    $("#export-json").attr("href", conversations.exportUrl(conversation.id, "json"));
+    $conversationBar.prop("hidden", false);
+  }
+
+  // The conversation's persona and model become the pickers' choice, so a
+  // question asked in it goes on the same way.
+  function applyPickers(conversation) {
+    const offered = ($select, value) => value && $select.find("option").filter((i, o) => o.value === value).length;
+    if ($persona.length) $persona.val(offered($persona, conversation.persona) ? conversation.persona : "");
+    if (offered($model, conversation.model)) state.chosenModel = conversation.model;
+    applyPersonaModel();
+  }
+
+  // Regenerate on the last answer, or Retry on the last question when it has
+  // none: the server can answer its conversation's last question again.
+  function showTurnActions(conversation) {
+    $transcript.find(".turn-action").prop("hidden", true);
+    const messages = (conversation.messages || []).filter((message) => message.role !== "system");
+    const last = messages[messages.length - 1];
+    const $turn = $transcript.children(".turn[data-stored]").last();
+    if (!last || !$turn.length) return;
+    $turn.find(last.role === "assistant" ? ".regenerate-button" : ".retry-button").prop("hidden", false);
+  }
+
+  // After an answer: the server's totals and title, and the list in its new order.
+  async function refreshConversation() {
+    const view = state.view;
+    const id = state.conversationId;
+    sidebar.refresh();
+    if (!id) return;
+    let conversation;
+    try {
+      conversation = await conversations.get(id);
+    } catch (error) {
+      return; // keep what is shown; the next answer tries again
+    }
+    if (view === state.view && id === state.conversationId) showConversationDetails(conversation);
   }
 
   /* ---------- Page behaviour ---------- */
@@ -512,6 +830,7 @@
     state.current = turn;
     $send.prop("disabled", !!turn);
     $stop.prop("disabled", !turn);
+    $transcript.find(".turn-action").prop("disabled", !!turn);
   }
 
   function updateCharCount() {
@@ -536,15 +855,45 @@
     $model.val(offered ? model : state.chosenModel);
   }
 
+  // Streams `turn`'s answer from `url`, then (`after()`, if given) asks the
+  // server what changed.
+  function answer(turn, url, payload, after) {
+    setBusy(turn);
+    $transcript.find(".turn-action").prop("hidden", true);
+    $transcript.find(".note-transient").remove();
+    announce(t("status.sent"));
+    streamAnswer(turn, url, payload).finally(() => {
+      if (state.current === turn) setBusy(null);
+      if (turn.view !== state.view) return;
+      if (after) after();
+      refreshConversation();
+    });
+  }
+
   function ask(question, model, persona) {
     const turn = new Turn(question, model, persona);
     $("#empty-state").remove();
     $transcript.append(turn.$el);
     scrollToBottom();
-    setBusy(turn);
-    announce("Question sent, waiting for the answer.");
-    streamAnswer(turn).finally(() => {
-      if (state.current === turn) setBusy(null);
+    answer(turn, config.askUrl, requestBody(turn));
+  }
+
+  // Retry (a failed question) and Regenerate (the last answer) both ask the
+  // server to answer the conversation's last question again; the new answer
+  // takes the old one's place.
+  function regenerate(old) {
+    if (state.current || !state.conversationId) return;
+    const turn = new Turn(old.question, old.$el.find(".answer-model").text(), old.persona);
+    turn.markStored();
+    // The DOM's own replaceWith: jQuery's would drop the old turn's handlers.
+    old.$el[0].replaceWith(turn.$el[0]);
+    answer(turn, conversations.regenerateUrl(state.conversationId), { stream: true }, () => {
+      // Nothing new arrived: the server keeps the old answer, and so does the
+      // page, with the reason under it until the next question.
+      if (turn.markdown === "" && old.markdown !== "" && turn.$el[0].isConnected) {
+        turn.$el[0].replaceWith(old.$el[0]);
+        old.$notes.append(turn.$notes.children().addClass("note-transient"));
+      }
     });
   }
 
@@ -574,9 +923,12 @@
     $form.trigger("submit");
   });
 
-  // Escape stops the answer without reaching for the mouse.
+  // Escape closes the conversation drawer, else stops the answer without
+  // reaching for the mouse.
   $(document).on("keydown", function (event) {
-    if (event.key === "Escape" && state.current) state.current.controller.abort();
+    if (event.key !== "Escape") return;
+    if (sidebar.closeDrawer(true)) return;
+    if (state.current) state.current.controller.abort();
   });
 
   $question.on("input", updateCharCount);
@@ -591,7 +943,62 @@
     if (state.current) state.current.controller.abort();
   });
 
+  /* ---------- Languages ---------- */
+
+  function showLanguage(language) {
+    $(".language-option").each(function () {
+      this.setAttribute("aria-pressed", String(this.getAttribute("data-language") === language));
+    });
+  }
+
+  $(".language-option").on("click", function () {
+    const language = this.getAttribute("data-language");
+    if (language === i18n.language()) return;
+    i18n.setLanguage(language, true);
+    announce(t("status.language"));
+  });
+
+  i18n.onChange(showLanguage);
+
+  /* ---------- Start ---------- */
+
+  const sidebar = new window.ChatproxySidebar({
+    conversations: conversations,
+    onSelect: (id) => {
+      if (id !== state.conversationId) openConversation(id, "push");
+    },
+    onNew: () => {
+      if (state.conversationId || state.current) startNewConversation("push");
+      else $question.trigger("focus");
+    },
+    onRenamed: (summary) => {
+      if (summary.id === state.conversationId) showConversationBar(summary);
+    },
+    onDeleted: (id) => {
+      if (id === state.conversationId) startNewConversation("replace");
+    },
+    onImported: (conversation) => {
+      abandonCurrent();
+      showConversation(conversation);
+    },
+  });
+
+  // Back and Forward (and a hand-edited #c=) move between conversations.
+  function followLocation() {
+    const id = conversationFromHash();
+    if (id === state.conversationId) return;
+    if (id) openConversation(id, null);
+    else startNewConversation(null);
+  }
+
+  window.addEventListener("popstate", followLocation);
+  window.addEventListener("hashchange", followLocation);
+
+  i18n.setLanguage(i18n.language(), false); // translates the page, sets <html lang>
   updateCharCount();
   applyPersonaModel(); // a browser may restore the persona picked before a reload
+  sidebar.refresh();
+  const initial = conversationFromHash() || remembered();
+  if (initial) openConversation(initial, "replace");
   $question.trigger("focus");
 })(jQuery);

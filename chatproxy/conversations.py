@@ -1,0 +1,376 @@
+"""Conversations that remember: a question is stored, answered with its history, the answer kept.
+
+A turn goes: the question is checked and fitted with the conversation's
+history into the model's window (`start_turn`, which raises before anything is
+stored if it does not fit), then committed with its conversation, then the
+upstream is called; the answer is stored by `finish_turn` (status `ok`, or
+`interrupted` with what arrived) or the question is marked `error` by
+`fail_turn`. Regenerate answers a conversation's last question again and
+replaces the last answer only once a new one exists.
+
+An answer is stored on a connection of its own (`engine.begin()`), so that a
+stream's end can be stored from the helper thread that reads it, after the
+request is gone.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, CursorResult, Engine, bindparam, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, scoped_session
+
+from chatproxy.config import Settings
+from chatproxy.errors import APIError, BadRequest, NotFound
+from chatproxy.models import TITLE_LENGTH, Conversation, Message, new_id, utcnow
+from chatproxy.personas import Persona
+from chatproxy.questions import Question
+
+TITLE_CHARS = 60  # a title taken from the first question keeps this many characters
+CONVERSATION_ID = re.compile(r"[0-9a-f]{32}")
+log = logging.getLogger(__name__)
+CONVERSATIONS = Conversation.__table__
+MESSAGES = Message.__table__
+# Built once: the columns come from each execution's parameters (`key` is the row's id),
+# which spares rebuilding and re-keying a statement for every question.
+_INSERT_CONVERSATION = CONVERSATIONS.insert()
+_UPDATE_CONVERSATION = CONVERSATIONS.update().where(CONVERSATIONS.c.id == bindparam("key"))
+_INSERT_MESSAGE = MESSAGES.insert()
+_UPDATE_MESSAGE = MESSAGES.update().where(MESSAGES.c.id == bindparam("key"))
+# A session: Flask-SQLAlchemy's `db.session` in a request, or one of our own.
+AnySession = Session | scoped_session[Any]
+
+
+@dataclass
+class Turn:
+    """A question stored and about to be answered: what to send upstream, where the answer goes.
+
+    `again` marks a question asked again (Retry, Regenerate); `replaces` are
+    the ids of the answer it replaces once a new one is stored.
+    """
+
+    conversation_id: str
+    question_id: int
+    model: str
+    params: dict[str, Any]
+    again: bool = False
+    replaces: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """How an answer ended: its text so far and what the upstream reported.
+
+    `error` is the upstream failure, if any; `closed` is True when the client
+    went away (Stop, a closed tab). An answer with text that did not finish
+    is stored as `interrupted`.
+    """
+
+    content: str
+    model: str | None = None
+    finish_reason: str | None = None
+    usage: Mapping[str, Any] | None = None
+    error: APIError | None = None
+    closed: bool = False
+
+
+def parse_conversation_id(value: object) -> str | None:
+    """A `conversation_id` parameter checked: 32 hex digits, or None when absent.
+
+    Raises BadRequest (param `conversation_id`) for anything else.
+    """
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not CONVERSATION_ID.fullmatch(value.strip().lower()):
+        raise BadRequest(
+            "'conversation_id' must be the id of a conversation (32 hex digits), "
+            "as returned in X-Conversation-Id.",
+            param="conversation_id",
+            code="invalid_conversation_id",
+        )
+    return value.strip().lower()
+
+
+def find_conversation(session: AnySession, conversation_id: str, owner: str | None) -> Conversation:
+    """The conversation `conversation_id` of `owner`; raises NotFound `conversation_not_found`."""
+    conversation = session.get(Conversation, conversation_id)
+    if conversation is None or conversation.owner != owner:
+        raise NotFound(
+            f"No conversation {conversation_id!r} here.",
+            param="conversation_id",
+            code="conversation_not_found",
+        )
+    return conversation
+
+
+def defaults_from(
+    conversation: Conversation | None, settings: Settings, personas: Mapping[str, Persona]
+) -> dict[str, str]:
+    """The `persona` and `model` a question in `conversation` takes when it names none.
+
+    Those no longer configured are left out (the defaults then apply).
+    """
+    if conversation is None:
+        return {}
+    defaults: dict[str, str] = {}
+    if conversation.persona and conversation.persona in personas:
+        defaults["persona"] = conversation.persona
+    if conversation.model in settings.models:
+        defaults["model"] = conversation.model
+    return defaults
+
+
+def start_turn(
+    engine: Engine,
+    question: Question,
+    settings: Settings,
+    conversation: Conversation | None,
+    owner: str | None,
+) -> Turn:
+    """Store `question` in `conversation` (a new one when None) and return the turn to answer.
+
+    The upstream body holds the persona's messages, the conversation's system
+    messages and `question.system`, the earlier turns that fit (oldest dropped
+    first) and the question. Raises BadRequest `context_length_exceeded`
+    before anything is stored when the question does not fit. Commits on a
+    connection of its own, whatever the caller's session holds.
+    """
+    history = _history(conversation.messages) if conversation is not None else _History()
+    if question.system:
+        history.system.append({"role": "system", "content": question.system})
+    params = question.chat_params(settings, extra_leading=history.system, history=history.turns)
+    now = utcnow()
+    # Core statements on a connection of our own, not the ORM's unit of work: this
+    # runs for every question, and the ORM would take several times as long.
+    with engine.begin() as connection:
+        if conversation is None:
+            conversation_id = new_id()
+            connection.execute(
+                _INSERT_CONVERSATION,
+                {
+                    "id": conversation_id,
+                    "title": title_from(question.input),
+                    "persona": question.persona.id if question.persona else None,
+                    "model": question.model,
+                    "owner": owner,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+        else:
+            conversation_id = conversation.id
+            # The question's persona and model are the conversation's unless it named
+            # others (`defaults_from`); `persona=` empty leaves the persona.
+            connection.execute(
+                _UPDATE_CONVERSATION,
+                {
+                    "key": conversation_id,
+                    "model": question.model,
+                    "persona": question.persona.id if question.persona else None,
+                    "updated_at": now,
+                },
+            )
+        if question.system:
+            connection.execute(
+                _INSERT_MESSAGE,
+                {"conversation_id": conversation_id, "role": "system", "content": question.system},
+            )
+        asked = connection.execute(
+            _INSERT_MESSAGE,
+            {
+                "conversation_id": conversation_id,
+                "role": "user",
+                "content": question.input,
+                "model": question.model,
+                "created_at": now,
+            },
+        )
+    return Turn(conversation_id, _inserted_id(asked), question.model, params)
+
+
+def last_question(conversation: Conversation) -> Message:
+    """The conversation's last question; raises BadRequest `nothing_to_regenerate` if none."""
+    for message in reversed(conversation.messages):
+        if message.role == "user":
+            return message
+    raise BadRequest(
+        "This conversation has no question to answer again.", code="nothing_to_regenerate"
+    )
+
+
+def start_regenerate(
+    session: AnySession,
+    conversation: Conversation,
+    question: Question,
+    settings: Settings,
+) -> Turn:
+    """The turn that answers `conversation`'s last question again (Retry, Regenerate).
+
+    `question` is that question, with the model, persona and options to ask
+    it with now. The answers after it are replaced only when a new answer is
+    stored (`finish_turn`). Raises BadRequest `nothing_to_regenerate` when the
+    conversation has no question, `context_length_exceeded` when it no longer
+    fits. Commits.
+    """
+    messages = conversation.messages
+    last = last_question(conversation)
+    position = messages.index(last)
+    history = _history(messages[:position])
+    params = question.chat_params(settings, extra_leading=history.system, history=history.turns)
+    turn = Turn(
+        conversation.id,
+        last.id,
+        question.model,
+        params,
+        again=True,
+        replaces=[m.id for m in messages[position + 1 :]],
+    )
+    conversation.model = question.model
+    conversation.updated_at = utcnow()
+    session.commit()
+    return turn
+
+
+def finish_turn(engine: Engine, turn: Turn, outcome: Outcome) -> int | None:
+    """Store how `turn` ended; returns the stored answer's id, or None when none was stored.
+
+    An answer with text is stored (`ok`, or `interrupted` when it did not
+    finish), replacing `turn.replaces`; without text, the question is marked
+    `error` with the upstream's error (a regenerate keeps the answer it was
+    to replace, and its question stays as it was). A database failure is
+    logged, not raised: the client already has the answer.
+    """
+    try:
+        with engine.begin() as connection:
+            return _store_outcome(connection, turn, outcome)
+    except SQLAlchemyError:
+        log.exception("could not store the answer of conversation %s", turn.conversation_id)
+        return None
+
+
+def _store_outcome(connection: Connection, turn: Turn, outcome: Outcome) -> int | None:
+    now = utcnow()
+    finished = outcome.error is None and not outcome.closed
+    if not outcome.content and not finished:
+        if outcome.closed and outcome.error is None:
+            return None  # the client left before any answer: the question waits for Retry
+        if not turn.replaces:
+            error = outcome.error
+            connection.execute(
+                _UPDATE_MESSAGE,
+                {
+                    "key": turn.question_id,
+                    "status": "error",
+                    "error_code": error.code if error else None,
+                    "error_message": error.message if error else None,
+                },
+            )
+        return None
+    if turn.again:
+        if turn.replaces:
+            connection.execute(MESSAGES.delete().where(MESSAGES.c.id.in_(turn.replaces)))
+        connection.execute(
+            _UPDATE_MESSAGE,
+            {"key": turn.question_id, "status": "ok", "error_code": None, "error_message": None},
+        )
+    usage = outcome.usage or {}
+    error = outcome.error
+    answer = connection.execute(
+        _INSERT_MESSAGE,
+        {
+            "conversation_id": turn.conversation_id,
+            "role": "assistant",
+            "content": outcome.content,
+            "model": outcome.model or turn.model,
+            "prompt_tokens": _count(usage.get("prompt_tokens")),
+            "completion_tokens": _count(usage.get("completion_tokens")),
+            "finish_reason": outcome.finish_reason,
+            "status": "ok" if finished else "interrupted",
+            "error_code": error.code if error else None,
+            "error_message": error.message if error else None,
+            "created_at": now,
+        },
+    )
+    return _inserted_id(answer)
+
+
+def _inserted_id(result: CursorResult[Any]) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
+def fail_turn(engine: Engine, turn: Turn, error: APIError) -> None:
+    """Mark `turn`'s question `error` (the upstream failed before answering); see finish_turn."""
+    finish_turn(engine, turn, Outcome(content="", error=error))
+
+
+def title_from(text: str) -> str:
+    """A conversation's title from its first question: one line, at most TITLE_CHARS characters."""
+    words = " ".join(text.split())
+    if len(words) <= TITLE_CHARS:
+        return words
+    return words[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def clean_title(value: object) -> str:
+    """A new title as given by a client, checked; raises BadRequest (param `title`)."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest("'title' must be a non-empty string.", param="title")
+    title = " ".join(value.split())
+    if len(title) > TITLE_LENGTH:
+        raise BadRequest(
+            f"'title' is {len(title)} characters long; the limit is {TITLE_LENGTH}.",
+            param="title",
+            code="string_above_max_length",
+        )
+    return title
+
+
+@dataclass
+class _History:
+    system: list[dict[str, str]] = field(default_factory=list)
+    turns: list[dict[str, str]] = field(default_factory=list)
+
+
+def _history(messages: Sequence[Message]) -> _History:
+    """What the upstream is sent of earlier `messages`.
+
+    System messages always; a question only with the answer that follows it
+    (one that failed or was never answered is left out), and that answer,
+    whole or interrupted.
+    """
+    history = _History()
+    pending: Message | None = None
+    for message in messages:
+        if message.role == "system":
+            history.system.append({"role": "system", "content": message.content})
+        elif message.role == "user":
+            pending = message if message.status == "ok" else None
+        elif pending is not None:
+            history.turns.append({"role": "user", "content": pending.content})
+            history.turns.append({"role": "assistant", "content": message.content})
+            pending = None
+    return history
+
+
+def _count(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def list_conversations(
+    session: AnySession, owner: str | None, search: str | None, limit: int
+) -> list[Conversation]:
+    """`owner`'s conversations, most recently updated first, titles containing `search` if given."""
+    mine = Conversation.owner.is_(None) if owner is None else Conversation.owner == owner
+    query = select(Conversation).where(mine)
+    if search:
+        escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(Conversation.title.ilike(f"%{escaped}%", escape="\\"))
+    query = query.order_by(Conversation.updated_at.desc(), Conversation.id).limit(limit)
+    return list(session.scalars(query))

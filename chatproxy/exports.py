@@ -1,0 +1,173 @@
+"""A conversation as Markdown or JSON, and a JSON export read back in.
+
+Markdown follows the `history/*.md` files people keep from terminal chats: a
+`# title`, then a `## role` heading and the text for each message. JSON holds
+OpenAI's `messages` list (`{"role", "content"}` items, ready to send to
+`/v1/chat/completions`) and, beside it, `metadata`: the conversation's title,
+persona, model and times, and per message (same order) its status, model,
+finish_reason, tokens and time.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from chatproxy.conversations import title_from
+from chatproxy.errors import BadRequest
+from chatproxy.models import ROLES, STATUSES, TITLE_LENGTH, Conversation, Message, utcnow
+
+FORMAT = "chatproxy.conversation"
+MAX_IMPORTED_MESSAGES = 2000
+_FILENAME_UNSAFE = re.compile(r"[^\w\-. ]+")
+
+
+def to_markdown(conversation: Conversation) -> str:
+    """The conversation as Markdown: `# title`, then `## role` and the content per message.
+
+    An answer cut short or a question that failed says so in an italic line.
+    """
+    lines = [f"# {conversation.title}", ""]
+    about = [f"model {conversation.model}"]
+    if conversation.persona:
+        about.append(f"persona {conversation.persona}")
+    about.append(f"started {as_utc(conversation.created_at):%Y-%m-%d %H:%M} UTC")
+    lines += ["_" + " · ".join(about) + "_", ""]
+    for message in conversation.messages:
+        lines += [f"## {message.role}", "", message.content.rstrip(), ""]
+        if message.status == "interrupted":
+            lines += ["_(interrupted: the answer was cut short)_", ""]
+        elif message.status == "error":
+            lines += [f"_(error: {message.error_message or 'the upstream failed'})_", ""]
+    return "\n".join(lines)
+
+
+def to_json(conversation: Conversation) -> dict[str, Any]:
+    """The conversation as `{"object", "messages": [...], "metadata": {...}}` (module doc)."""
+    return {
+        "object": FORMAT,
+        "messages": [{"role": m.role, "content": m.content} for m in conversation.messages],
+        "metadata": {
+            "id": conversation.id,
+            "title": conversation.title,
+            "persona": conversation.persona,
+            "model": conversation.model,
+            "created_at": iso(conversation.created_at),
+            "updated_at": iso(conversation.updated_at),
+            "messages": [
+                {
+                    "status": m.status,
+                    "model": m.model,
+                    "finish_reason": m.finish_reason,
+                    "prompt_tokens": m.prompt_tokens,
+                    "completion_tokens": m.completion_tokens,
+                    "error": {"code": m.error_code, "message": m.error_message}
+                    if m.status == "error"
+                    else None,
+                    "created_at": iso(m.created_at),
+                }
+                for m in conversation.messages
+            ],
+        },
+    }
+
+
+def filename(conversation: Conversation, extension: str) -> str:
+    """A download's file name from the title's first words, like `谁赢了2022年世界杯.md`."""
+    stem = _FILENAME_UNSAFE.sub("", conversation.title).strip()[:60] or "conversation"
+    return f"{stem}.{extension}"
+
+
+def from_json(data: Any, *, default_model: str, owner: str | None) -> Conversation:
+    """A new conversation from an export (`to_json`) or any `{"messages": [...]}` object.
+
+    `messages` items need `role` (system, user or assistant) and a string
+    `content`; `metadata` is optional, and where it is missing the title
+    comes from the first question and the model is `default_model`. Raises
+    BadRequest naming the faulty field. Nothing is stored here.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
+        raise BadRequest(
+            'An import must be a JSON object with a "messages" list.', param="messages"
+        )
+    items = data["messages"]
+    if not items or len(items) > MAX_IMPORTED_MESSAGES:
+        raise BadRequest(
+            f'"messages" must hold 1 to {MAX_IMPORTED_MESSAGES} messages.', param="messages"
+        )
+    metadata: dict[str, Any] = data["metadata"] if isinstance(data.get("metadata"), dict) else {}
+    details = metadata.get("messages")
+    if not isinstance(details, list) or len(details) != len(items):
+        details = [{}] * len(items)
+    messages = [
+        _message(i, item, detail)
+        for i, (item, detail) in enumerate(zip(items, details, strict=True))
+    ]
+    first_question = next((m.content for m in messages if m.role == "user"), "")
+    title = _string(metadata, "title", TITLE_LENGTH) or title_from(first_question or "Imported")
+    now = utcnow()
+    return Conversation(
+        title=" ".join(title.split()),
+        persona=_string(metadata, "persona", 100),
+        model=_string(metadata, "model", 200) or default_model,
+        owner=owner,
+        created_at=_time(metadata.get("created_at")) or now,
+        updated_at=now,
+        messages=messages,
+    )
+
+
+def _message(index: int, item: Any, detail: Any) -> Message:
+    where = f"messages[{index}]"
+    if not isinstance(item, dict) or item.get("role") not in ROLES:
+        raise BadRequest(f"{where} must have a role: {', '.join(ROLES)}.", param="messages")
+    content = item.get("content")
+    if not isinstance(content, str):
+        raise BadRequest(f"{where}.content must be a string.", param="messages")
+    detail = detail if isinstance(detail, dict) else {}
+    status = detail.get("status") if detail.get("status") in STATUSES else "ok"
+    error = detail.get("error") if isinstance(detail.get("error"), dict) else {}
+    return Message(
+        role=item["role"],
+        content=content,
+        model=_string(detail, "model", 200),
+        prompt_tokens=_tokens(detail.get("prompt_tokens")),
+        completion_tokens=_tokens(detail.get("completion_tokens")),
+        finish_reason=_string(detail, "finish_reason", 40),
+        status=status,
+        error_code=_string(error, "code", 64) if status == "error" else None,
+        error_message=_string(error, "message", 2000) if status == "error" else None,
+        created_at=_time(detail.get("created_at")) or utcnow(),
+    )
+
+
+def _string(data: dict[str, Any], key: str, limit: int) -> str | None:
+    value = data.get(key)
+    return value[:limit] if isinstance(value, str) and value.strip() else None
+
+
+def _tokens(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+def iso(moment: datetime) -> str:
+    """`moment` as ISO 8601 in UTC, like `2026-11-21T02:30:16Z`."""
+    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def as_utc(moment: datetime) -> datetime:
+    """`moment` in UTC; a naive one (SQLite hands times back without a zone) is taken as UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)

@@ -1,0 +1,90 @@
+"""The conversation store: SQLAlchemy through Flask-SQLAlchemy, migrations through Flask-Migrate.
+
+SQLite by default (`instance/chatproxy.db`, WAL journal, foreign keys on), or
+PostgreSQL through psycopg 3 when DATABASE_URL says so (psycopg waits
+cooperatively under gevent by itself, from 3.1.14 on). The schema lives in
+`migrations/` (Alembic); `upgrade_database` brings a database to the newest
+revision and runs when gunicorn starts (gunicorn.conf.py) or by
+`flask --app app db upgrade`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_migrate import Migrate
+from flask_migrate import upgrade as _alembic_upgrade
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase
+
+from chatproxy.config import PROJECT_ROOT, load_settings
+
+MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+INSTANCE_DIR = PROJECT_ROOT / "instance"
+# Seconds a SQLite writer waits for another process's write to end before
+# "database is locked"; writes here last a millisecond or so.
+SQLITE_BUSY_TIMEOUT = 10
+
+
+class Base(DeclarativeBase):
+    """The models' base class."""
+
+
+db = SQLAlchemy(model_class=Base)
+migrate = Migrate(directory=str(MIGRATIONS_DIR), render_as_batch=True)
+
+
+def init_store(app: Flask, database_url: str) -> None:
+    """Bind the store to `app`: the database at `database_url` and `flask db` commands.
+
+    Nothing connects until the first query.
+    """
+    app.config["SQLALCHEMY_DATABASE_URI"] = database_url
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = engine_options(database_url)
+    if database_url.startswith("sqlite"):
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+    db.init_app(app)
+    migrate.init_app(app, db)
+
+
+def engine_options(database_url: str) -> dict[str, Any]:
+    """SQLAlchemy engine options for the database at `database_url`."""
+    if database_url.startswith("sqlite"):
+        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+    # Streams hold no connection while they wait on the upstream, so a small
+    # pool serves many answers; pre-ping survives a database restart.
+    return {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True, "pool_recycle": 1800}
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Every SQLite connection: WAL (readers do not wait for writers), foreign keys on."""
+    if type(dbapi_connection).__module__ != "sqlite3":
+        return
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; no fsync per commit
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def upgrade_database(environ: Mapping[str, str]) -> None:
+    """Bring the database of DATABASE_URL in `environ` to the newest schema (Alembic upgrade).
+
+    Needs only DATABASE_URL, not a configured upstream. Raises ConfigError for a
+    wrong setting; a database that cannot be reached raises SQLAlchemy's
+    OperationalError.
+    """
+    from chatproxy import models  # noqa: F401  (the tables Alembic compares against)
+
+    settings = load_settings(environ)
+    app = Flask("chatproxy", instance_path=str(INSTANCE_DIR))
+    init_store(app, settings.database_url)
+    with app.app_context():
+        _alembic_upgrade(directory=str(MIGRATIONS_DIR))
+        db.engine.dispose()

@@ -1,0 +1,137 @@
+"""`flask chat` and `flask conversations` driven through a pseudo-terminal (pexpect).
+
+The terminal client uses the session's store and the simulator; what it stores
+shows up in the page's API of a server on the same store.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+
+from chatproxy.simulator import Simulator
+from tests.conftest import LiveServer
+from tests.servers import ROOT, server_env, upstream_settings
+
+pexpect = pytest.importorskip("pexpect", reason="pexpect is missing: make install-dev")
+
+FLASK = [sys.executable, "-m", "flask", "--app", "app"]
+TIMEOUT = 30  # seconds for one answer to appear in the terminal
+
+
+@pytest.fixture
+def cli_env(simulator: Simulator, database_url: str) -> dict[str, str]:
+    return server_env(**upstream_settings(simulator), DATABASE_URL=database_url, NO_COLOR="1")
+
+
+@pytest.fixture
+def terminal(cli_env: dict[str, str]) -> Iterator[pexpect.spawn]:
+    """`flask chat` in a pseudo-terminal; killed after the test if still running."""
+    child = pexpect.spawn(
+        FLASK[0],
+        [*FLASK[1:], "chat"],
+        cwd=str(ROOT),
+        env=cli_env,
+        encoding="utf-8",
+        timeout=TIMEOUT,
+        dimensions=(40, 200),
+    )
+    child.expect_exact("You: ")
+    yield child
+    if child.isalive():
+        child.terminate(force=True)
+
+
+def ask(child: pexpect.spawn, text: str) -> str:
+    """Type `text` and Enter at the prompt; the answer, printed up to the next prompt."""
+    child.sendline(text)
+    child.expect_exact("AI: ")
+    child.expect_exact("You: ")
+    return child.before
+
+
+def test_two_turns_with_context_then_结束_and_the_page_has_it(
+    terminal: pexpect.spawn, api_server: LiveServer, simulator: Simulator
+) -> None:
+    simulator.reset()
+    first = ask(terminal, "谁赢了2022年世界杯?")
+    assert "阿根廷" in first
+    second = ask(terminal, "在哪里举办的?")
+    assert "卡塔尔" in second  # only answerable with the first turn sent along
+    assert len(simulator.requests[-1]["json"]["messages"]) == 3
+
+    terminal.sendline("结束")
+    terminal.expect(r"Saved as conversation ([0-9a-f]{32})")
+    conversation_id = terminal.match.group(1)
+    terminal.expect(pexpect.EOF)
+    terminal.close()
+    assert terminal.exitstatus == 0
+
+    listed = httpx2.get(f"{api_server.url}/api/conversations", params={"limit": 5}).json()
+    assert conversation_id in [c["id"] for c in listed["data"]]
+    stored = httpx2.get(f"{api_server.url}/api/conversations/{conversation_id}").json()
+    assert [m["content"] for m in stored["messages"] if m["role"] == "user"] == [
+        "谁赢了2022年世界杯?",
+        "在哪里举办的?",
+    ]
+    assert "卡塔尔" in stored["messages"][3]["content"]
+
+
+def test_multi_line_question_and_exit(terminal: pexpect.spawn, simulator: Simulator) -> None:
+    terminal.sendline('"""')
+    terminal.sendline("first line [[sim: answer=echo]]")
+    terminal.sendline("second line")
+    terminal.sendline('"""')
+    terminal.expect_exact("AI: ")
+    terminal.expect_exact("You: ")
+    assert simulator.requests[-1]["json"]["messages"][-1]["content"] == (
+        "first line [[sim: answer=echo]]\nsecond line"
+    )
+    terminal.sendline("exit")
+    terminal.expect(pexpect.EOF)
+
+
+def test_going_on_with_a_conversation_and_exporting_it(
+    cli_env: dict[str, str], api_server: LiveServer, simulator: Simulator
+) -> None:
+    made = httpx2.get(f"{api_server.url}/callChatGPT", params={"input": "谁赢了2022年世界杯?"})
+    conversation_id = made.headers["X-Conversation-Id"]
+    child = pexpect.spawn(
+        FLASK[0],
+        [*FLASK[1:], "chat", "--conversation", conversation_id],
+        cwd=str(ROOT),
+        env=cli_env,
+        encoding="utf-8",
+        timeout=TIMEOUT,
+    )
+    try:
+        child.expect_exact("You: ")
+        assert "7个球" in ask(child, "梅西打进了多少个球?")
+        child.sendline("quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.terminate(force=True)
+
+    listing = run_flask(cli_env, "conversations", "list", "--limit", "5")
+    assert re.search(rf"^{conversation_id} .* 4  谁赢了2022年世界杯\?$", listing, re.MULTILINE)
+    markdown = run_flask(cli_env, "conversations", "export", conversation_id)
+    assert markdown.startswith("# 谁赢了2022年世界杯?")
+    assert "7个球" in markdown
+    exported = json.loads(
+        run_flask(cli_env, "conversations", "export", conversation_id, "--format", "json")
+    )
+    assert [m["role"] for m in exported["messages"]] == ["user", "assistant"] * 2
+
+
+def run_flask(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [*FLASK, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
