@@ -70,6 +70,13 @@ def on_starting(server):
     """Bring the database to the newest schema; start the simulator when it is the upstream."""
     _upgrade_database(server)
     _start_simulator(server)
+    if _server.workers > 1 and not _app.redis_url and (_app.auth == "keys" or _app.ip_rpm):
+        server.log.warning(
+            "WORKERS=%d and no REDIS_URL: each worker counts rate limits and token quotas "
+            "on its own, so a key may use up to %d times its limits; set REDIS_URL",
+            _server.workers,
+            _server.workers,
+        )
 
 
 def _upgrade_database(server):
@@ -89,9 +96,9 @@ def _upgrade_database(server):
 def _start_simulator(server):
     """Start the built-in simulator when chosen and no OPENAI_BASE_URL points at one."""
     global _simulator
-    if not _app.simulator_in_use or _app.openai_base_url:
+    if not _app.simulator_in_use or os.environ.get("OPENAI_BASE_URL"):
         return
-    port = os.environ.get("SIMULATOR_PORT", "8001")
+    port = os.environ.get("SIMULATOR_PORT") or "8001"
     command = [sys.executable, "-m", "chatproxy.simulator", "--port", port]
     _simulator = subprocess.Popen(
         [*command, "--no-record", "--exit-with-parent"],

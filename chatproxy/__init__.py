@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,9 +28,11 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     persona is malformed.
     """
     from chatproxy import api, ask, cli, conversations_api, health, page, v1
+    from chatproxy.access import register_access_check
     from chatproxy.errors import register_error_handlers
     from chatproxy.headers import register_security_headers
     from chatproxy.personas import load_personas
+    from chatproxy.quotas import init_limits
     from chatproxy.state import PERSONAS, PRICES, SETTINGS, UPSTREAM
     from chatproxy.store import INSTANCE_DIR, init_store
     from chatproxy.tokens import check_max_tokens, load_prices
@@ -52,11 +55,6 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
             "OPENAI_API_KEY is not set: set it, or set CHATPROXY_UPSTREAM=simulator "
             "to answer from the built-in simulator"
         )
-    if settings.simulator_in_use and not settings.openai_base_url:
-        raise ConfigError(
-            "CHATPROXY_UPSTREAM=simulator needs OPENAI_BASE_URL pointing at a running simulator "
-            "(python -m chatproxy.simulator --port 8001); gunicorn -c gunicorn.conf.py starts one"
-        )
     personas = load_personas(settings.personas_dir, settings.models)
     check_max_tokens(settings.models, settings.max_tokens, settings.context_window)
     prices = load_prices(settings.prices_file)
@@ -78,12 +76,14 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         )
     register_error_handlers(app)
     register_security_headers(app)
+    api_blueprints = [ask.bp, api.bp, conversations_api.bp, v1.bp]
+    # Before Flask-Limiter's own check: the caller decides which limits apply.
+    register_access_check(app, settings, {bp.name for bp in api_blueprints})
+    init_limits(app, settings, api_blueprints)
     app.register_blueprint(page.bp)
-    app.register_blueprint(ask.bp)
     app.register_blueprint(health.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(conversations_api.bp)
-    app.register_blueprint(v1.bp)
+    for blueprint in api_blueprints:
+        app.register_blueprint(blueprint)
     cli.register_commands(app)
     _configure_logging()
     _log_start(settings, personas)
@@ -105,10 +105,28 @@ def _configure_logging() -> None:
             log.addHandler(handler)
             log.setLevel(logging.INFO)
         log.propagate = False
+    # The development server logs each request line, query string and all.
+    werkzeug_log = logging.getLogger("werkzeug")
+    if not any(isinstance(f, _HideAccessKeys) for f in werkzeug_log.filters):
+        werkzeug_log.addFilter(_HideAccessKeys())
     # The SDK's and HTTP client's debug logs carry request details that have no
     # place in a production log.
     for name in ("openai", "httpx2", "httpcore2", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _HideAccessKeys(logging.Filter):
+    """Blank out `key=...` (an access key in a URL) in log records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "key=" in message:
+            record.msg = _KEY_IN_URL.sub(r"\1[hidden]", message)
+            record.args = None
+        return True
+
+
+_KEY_IN_URL = re.compile(r"([?&]key=)[^&\s\"]+")
 
 
 def _log_start(settings: Settings, personas: Mapping[str, object]) -> None:
@@ -122,3 +140,5 @@ def _log_start(settings: Settings, personas: Mapping[str, object]) -> None:
             "CHATPROXY_AUTH=open: anyone who can reach this service can ask questions "
             "on the upstream key"
         )
+    else:
+        log.info("CHATPROXY_AUTH=keys: questions need an access key (flask keys create)")

@@ -20,10 +20,12 @@ from chatproxy.conversations import (
 from chatproxy.errors import APIError
 from chatproxy.passthrough import read_body
 from chatproxy.questions import Question, parse_question
+from chatproxy.quotas import usage_recorder
 from chatproxy.sse import stream_response
 from chatproxy.state import (
     current_owner,
     current_personas,
+    current_policy,
     current_prices,
     current_settings,
     current_upstream,
@@ -54,7 +56,7 @@ def call_chatgpt() -> Response:
     the question does not fit the model's window), 403, 404
     (`conversation_not_found`), 413, 429, 502, 503, 504 in OpenAI's error shape.
     """
-    settings = current_settings()
+    settings = current_policy()
     personas = current_personas()
     values = request_values()
     conversation_id = parse_conversation_id(
@@ -83,8 +85,12 @@ def answer_turn(turn: Turn, question: Question) -> Response:
     conversation's id in `X-Conversation-Id`.
     """
     g.conversation_id = turn.conversation_id
+    # No connection is held while the upstream answers (that may take minutes);
+    # the answer is stored on a connection of its own.
+    db.session.close()
     upstream = current_upstream()
     engine = db.engine
+    record_usage = usage_recorder()
     cost_of = partial(answer_cost, asked_model=question.model, prices=current_prices())
     try:
         if question.stream:
@@ -93,6 +99,7 @@ def answer_turn(turn: Turn, question: Question) -> Response:
             answer = upstream.complete_chat(turn.params)
     except APIError as error:
         fail_turn(engine, turn, error)
+        record_usage(question.model, None, None)
         raise
     if question.stream:
 
@@ -101,11 +108,13 @@ def answer_turn(turn: Turn, question: Question) -> Response:
                 content, stream.model, stream.finish_reason, stream.usage, error, closed
             )
             answer_id = finish_turn(engine, turn, outcome)
+            record_usage(question.model, stream.usage, cost_of(stream.usage, stream.model))
             return {"conversation_id": turn.conversation_id, "message_id": answer_id}
 
         return stream_response(stream, current_settings().keepalive_interval, cost_of, on_end)
     outcome = Outcome(answer.content, answer.model, answer.finish_reason, answer.usage)
     answer_id = finish_turn(engine, turn, outcome)
+    record_usage(question.model, answer.usage, cost_of(answer.usage, answer.model))
     if question.format == "json":
         return jsonify(
             answer=answer.content,

@@ -1,4 +1,4 @@
-"""Terminal commands: `flask chat` and `flask conversations list|export`.
+"""Terminal commands: `flask chat`, `flask conversations list|export`, `flask keys`, `flask usage`.
 
 They use the same store, personas and upstream as the service, with the
 settings of `.env` and the environment (`flask --app app chat`).
@@ -6,13 +6,17 @@ settings of `.env` and the environment (`flask --app app chat`).
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
+from datetime import UTC, datetime
 
 import click
 from flask import Flask
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
+from sqlalchemy import select
 
+from chatproxy.access import issue_key, revoke_key
 from chatproxy.conversations import (
     Outcome,
     Turn,
@@ -20,13 +24,12 @@ from chatproxy.conversations import (
     fail_turn,
     find_conversation,
     finish_turn,
-    list_conversations,
     parse_conversation_id,
     start_turn,
 )
 from chatproxy.errors import APIError
 from chatproxy.exports import iso, to_json, to_markdown
-from chatproxy.models import Conversation
+from chatproxy.models import AccessKey, Conversation, UsageDay
 from chatproxy.questions import parse_question
 from chatproxy.state import current_personas, current_settings, current_upstream
 from chatproxy.store import db
@@ -37,19 +40,26 @@ EXIT_WORDS = ("exit", "quit", "结束")
 BLOCK = '"""'
 
 conversations_cli = AppGroup("conversations", help="List and export stored conversations.")
+keys_cli = AppGroup("keys", help="Access keys of chatproxy: create, list, revoke.")
 
 
 def register_commands(app: Flask) -> None:
-    """Add `flask chat` and `flask conversations ...` to `app`'s command line."""
+    """Add `flask chat`, `flask conversations ...`, `flask keys ...` and `flask usage`."""
     app.cli.add_command(chat)
     app.cli.add_command(conversations_cli)
+    app.cli.add_command(keys_cli)
+    app.cli.add_command(usage_command)
 
 
 @click.command("chat")
+@with_appcontext
 @click.option("--persona", help="A persona's id (see personas/).")
 @click.option("--model", help="A model of CHATPROXY_MODELS.")
 @click.option("--conversation", "conversation_id", help="Go on with this conversation's id.")
-def chat(persona: str | None, model: str | None, conversation_id: str | None) -> None:
+@click.option("--key", "owner", help="As the access key of this name (its conversations).")
+def chat(
+    persona: str | None, model: str | None, conversation_id: str | None, owner: str | None
+) -> None:
     """Chat in the terminal; the conversation is stored like those of the page.
 
     Enter sends. A line ending in a backslash goes on on the next line; a
@@ -59,7 +69,7 @@ def chat(persona: str | None, model: str | None, conversation_id: str | None) ->
     settings = current_settings()
     personas = current_personas()
     upstream = current_upstream()
-    conversation = _conversation(conversation_id)
+    conversation = _conversation(conversation_id, owner)
     options = {"persona": persona, "model": model}
     defaults = defaults_from(conversation, settings, personas)
     shown = {**defaults, **{k: v for k, v in options.items() if v}}
@@ -80,7 +90,7 @@ def chat(persona: str | None, model: str | None, conversation_id: str | None) ->
         values = {k: v for k, v in values.items() if v}
         try:
             question = parse_question(values, settings, wants="text", personas=personas)
-            turn = start_turn(db.engine, question, settings, conversation, None)
+            turn = start_turn(db.engine, question, settings, conversation, owner)
         except APIError as error:
             click.echo(click.style(f"Error: {error.message}", fg="red"), err=True)
             continue
@@ -94,10 +104,10 @@ def chat(persona: str | None, model: str | None, conversation_id: str | None) ->
         )
 
 
-def _conversation(conversation_id: str | None) -> Conversation | None:
+def _conversation(conversation_id: str | None, owner: str | None = None) -> Conversation | None:
     try:
         checked = parse_conversation_id(conversation_id)
-        return find_conversation(db.session, checked, None) if checked else None
+        return find_conversation(db.session, checked, owner) if checked else None
     except APIError as error:
         raise click.BadParameter(error.message, param_hint="--conversation") from None
 
@@ -170,13 +180,22 @@ def _answer(turn: Turn, upstream: Upstream) -> None:
 
 @conversations_cli.command("list")
 @click.option("--search", help="Only titles containing this text.")
+@click.option("--key", "owner", help="Only those of the access key of this name.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
-def list_command(search: str | None, limit: int) -> None:
-    """The stored conversations, most recent first: id, last update (UTC), messages, title."""
-    for conversation in list_conversations(db.session, None, search, limit):
+def list_command(search: str | None, owner: str | None, limit: int) -> None:
+    """The stored conversations, newest first: id, last update (UTC), messages, key, title.
+
+    Everyone's, unless --key names one key's.
+    """
+    query = select(Conversation).order_by(Conversation.updated_at.desc()).limit(limit)
+    if owner is not None:
+        query = query.where(Conversation.owner == owner)
+    if search:
+        query = query.where(Conversation.title.contains(search, autoescape=True))
+    for conversation in db.session.scalars(query):
         click.echo(
             f"{conversation.id}  {iso(conversation.updated_at)}  "
-            f"{len(conversation.messages):>4}  {conversation.title}"
+            f"{len(conversation.messages):>4}  {conversation.owner or '-'}  {conversation.title}"
         )
 
 
@@ -186,11 +205,115 @@ def list_command(search: str | None, limit: int) -> None:
     "--format", "kind", type=click.Choice(["md", "json"]), default="md", show_default=True
 )
 def export_command(conversation_id: str, kind: str) -> None:
-    """Print a conversation as Markdown or JSON (the shapes of the page's downloads)."""
-    conversation = _conversation(conversation_id)
+    """Print a conversation (anyone's) as Markdown or JSON, the shapes of the page's downloads."""
+    conversation = db.session.get(Conversation, conversation_id.strip().lower())
     if conversation is None:
-        raise click.BadParameter("give a conversation id", param_hint="CONVERSATION_ID")
+        raise click.BadParameter("no such conversation", param_hint="CONVERSATION_ID")
     if kind == "json":
         click.echo(json.dumps(to_json(conversation), ensure_ascii=False, indent=2))
     else:
         click.echo(to_markdown(conversation))
+
+
+@keys_cli.command("create")
+@click.option("--name", required=True, help="Who or what the key is for (unique).")
+@click.option("--rpm", type=click.IntRange(1), help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(1), help="Tokens per minute.")
+@click.option("--tokens-per-day", type=click.IntRange(1), help="Tokens per UTC day.")
+@click.option("--usd-per-day", type=click.FloatRange(0, min_open=True), help="USD per UTC day.")
+@click.option("--models", help="Comma-separated models the key may use (default: all).")
+@click.option("--expires", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M"]), help="UTC.")
+def keys_create(
+    name: str,
+    rpm: int | None,
+    tpm: int | None,
+    tokens_per_day: int | None,
+    usd_per_day: float | None,
+    models: str | None,
+    expires: datetime | None,
+) -> None:
+    """Make an access key and print it, once: it is stored only as a hash."""
+    allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
+    unknown = [m for m in allowed or () if m not in current_settings().models]
+    if unknown:
+        raise click.BadParameter(
+            f"not in CHATPROXY_MODELS: {', '.join(unknown)}", param_hint="--models"
+        )
+    try:
+        key = issue_key(
+            name,
+            rpm=rpm,
+            tpm=tpm,
+            tokens_per_day=tokens_per_day,
+            usd_per_day=usd_per_day,
+            models=allowed,
+            expires_at=expires.replace(tzinfo=UTC) if expires else None,
+        )
+    except APIError as error:
+        raise click.BadParameter(error.message, param_hint="--name") from None
+    click.echo(key)
+    click.echo(f"Key {name!r} made. Keep it now: it cannot be shown again.", err=True)
+
+
+@keys_cli.command("list")
+def keys_list() -> None:
+    """Every key: name, prefix, limits, models, expiry, last use, and whether revoked."""
+    click.echo("name\tprefix\trpm\ttpm\ttokens/day\tUSD/day\tmodels\texpires\tlast used\tstate")
+    for key in db.session.scalars(select(AccessKey).order_by(AccessKey.name)):
+        fields = [
+            key.name,
+            key.prefix + "...",
+            key.rpm,
+            key.tpm,
+            key.tokens_per_day,
+            key.usd_per_day,
+            key.models or "all",
+            iso(key.expires_at) if key.expires_at else "never",
+            iso(key.last_used_at) if key.last_used_at else "never",
+            "revoked" if key.revoked_at else "active",
+        ]
+        click.echo("\t".join("-" if f is None else str(f) for f in fields))
+
+
+@keys_cli.command("revoke")
+@click.argument("name")
+def keys_revoke(name: str) -> None:
+    """Revoke the key NAME: it is refused (401) from now on."""
+    if not revoke_key(name):
+        raise click.ClickException(f"no active key named {name!r}")
+    click.echo(f"Key {name!r} revoked.")
+
+
+@click.command("usage")
+@with_appcontext
+@click.option("--since", type=click.DateTime(["%Y-%m-%d"]), help="First UTC day (default: all).")
+@click.option("--key", "key_name", help="Only this key (`open` for open access).")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV instead of a table.")
+def usage_command(since: datetime | None, key_name: str | None, as_csv: bool) -> None:
+    """The usage ledger: per UTC day, key and model, requests, tokens and USD."""
+    query = select(UsageDay).order_by(UsageDay.day, UsageDay.key_name, UsageDay.model)
+    if since is not None:
+        query = query.where(UsageDay.day >= since.date())
+    if key_name is not None:
+        query = query.where(UsageDay.key_name == key_name)
+    header = ["day", "key", "model", "requests", "prompt_tokens", "completion_tokens", "cost_usd"]
+    rows = [
+        [
+            row.day.isoformat(),
+            row.key_name,
+            row.model,
+            row.requests,
+            row.prompt_tokens,
+            row.completion_tokens,
+            f"{row.cost:.6f}",
+        ]
+        for row in db.session.scalars(query)
+    ]
+    if as_csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+        return
+    click.echo("\t".join(header))
+    for row in rows:
+        click.echo("\t".join(str(field) for field in row))

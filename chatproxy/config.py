@@ -55,9 +55,11 @@ class Settings:
     max_connections: int = 1000
     keepalive_interval: float = 15.0
     cors_origins: tuple[str, ...] = ()
-    auth: str = "open"
+    auth: str = "keys"
     personas_dir: Path = PROJECT_ROOT / "personas"
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
+    redis_url: str | None = field(default=None, repr=False)
+    ip_rpm: int | None = None
 
     @property
     def simulator_in_use(self) -> bool:
@@ -107,10 +109,15 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
             raise ConfigError(
                 f"CHATPROXY_CORS_ORIGINS must list origins like https://example.com, got {origin!r}"
             )
+    base_url = env.url("OPENAI_BASE_URL", ("http", "https"))
+    if upstream == "simulator" and base_url is None:
+        # The simulator gunicorn.conf.py starts (or `make simulator`) listens there.
+        port = env.number("SIMULATOR_PORT", int, 8001, low=1, high=65535)
+        base_url = f"http://127.0.0.1:{port}/v1"
     return Settings(
         upstream=upstream,
         openai_api_key=env.optional("OPENAI_API_KEY"),
-        openai_base_url=env.url("OPENAI_BASE_URL", ("http", "https")),
+        openai_base_url=base_url,
         openai_org_id=env.optional("OPENAI_ORG_ID"),
         openai_project_id=env.optional("OPENAI_PROJECT_ID"),
         openai_proxy=env.url("OPENAI_PROXY", ("http", "https", "socks5", "socks5h")),
@@ -127,9 +134,11 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_connections=env.number("CHATPROXY_MAX_CONNECTIONS", int, 1000, low=1),
         keepalive_interval=env.number("CHATPROXY_KEEPALIVE", float, 15.0, low=0.1),
         cors_origins=origins,
-        auth=env.choice("CHATPROXY_AUTH", ("open",), "open"),
+        auth=env.choice("CHATPROXY_AUTH", ("keys", "open"), "keys"),
         personas_dir=env.folder("CHATPROXY_PERSONAS_DIR", PROJECT_ROOT / "personas"),
         database_url=database_url(env.text("DATABASE_URL", DEFAULT_DATABASE_URL)),
+        redis_url=env.url("REDIS_URL", ("redis", "rediss")),
+        ip_rpm=env.number("CHATPROXY_IP_RPM", int, 0, low=0) or None,
     )
 
 
@@ -270,7 +279,7 @@ class _Reader:
             return None
         parts = urlsplit(value)
         if parts.scheme not in schemes or not parts.netloc:
-            shown = value if name != "OPENAI_PROXY" else f"{parts.scheme}://..."
+            shown = value if name not in ("OPENAI_PROXY", "REDIS_URL") else f"{parts.scheme}://..."
             raise ConfigError(
                 f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
                 f"got {shown!r}"

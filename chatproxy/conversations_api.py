@@ -34,7 +34,13 @@ from chatproxy.exports import filename, from_json, iso, to_json, to_markdown
 from chatproxy.models import Conversation, Message
 from chatproxy.passthrough import read_body
 from chatproxy.questions import parse_question
-from chatproxy.state import current_owner, current_personas, current_prices, current_settings
+from chatproxy.state import (
+    current_owner,
+    current_personas,
+    current_policy,
+    current_prices,
+    current_settings,
+)
 from chatproxy.store import db
 from chatproxy.tokens import cost
 
@@ -92,7 +98,7 @@ def regenerate(conversation_id: str) -> Response:
     Answers like `/callChatGPT`. Errors: 400 `nothing_to_regenerate`, 404,
     and those of `/callChatGPT`.
     """
-    settings = current_settings()
+    settings = current_policy()
     personas = current_personas()
     conversation = _find(conversation_id)
     values = {

@@ -11,12 +11,20 @@ finish_reason, tokens and time.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from chatproxy.conversations import title_from
 from chatproxy.errors import BadRequest
-from chatproxy.models import ROLES, STATUSES, TITLE_LENGTH, Conversation, Message, utcnow
+from chatproxy.models import (
+    ROLES,
+    STATUSES,
+    TITLE_LENGTH,
+    Conversation,
+    Message,
+    as_utc,
+    utcnow,
+)
 
 FORMAT = "chatproxy.conversation"
 MAX_IMPORTED_MESSAGES = 2000
@@ -164,10 +172,3 @@ def _time(value: Any) -> datetime | None:
 def iso(moment: datetime) -> str:
     """`moment` as ISO 8601 in UTC, like `2026-11-21T02:30:16Z`."""
     return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def as_utc(moment: datetime) -> datetime:
-    """`moment` in UTC; a naive one (SQLite hands times back without a zone) is taken as UTC."""
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)

@@ -1,11 +1,22 @@
-"""The stored conversations and their messages (SQLAlchemy 2 models; schema in `migrations/`)."""
+"""The stored tables (SQLAlchemy 2 models; schema in `migrations/`): conversations, keys, usage."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
-from sqlalchemy import CheckConstraint, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    CheckConstraint,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from chatproxy.store import db
@@ -19,6 +30,13 @@ TITLE_LENGTH = 200
 def utcnow() -> datetime:
     """Now, in UTC, with its time zone."""
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """`moment` in UTC; a naive one (SQLite hands times back without a zone) is taken as UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def new_id() -> str:
@@ -84,3 +102,49 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
+
+
+class AccessKey(db.Model):  # type: ignore[name-defined,misc]
+    """An access key of chatproxy (`cpk-...`), never OpenAI's: who may ask, and how much.
+
+    Only the key's SHA-256 is stored (the key is 256 random bits, so no slow
+    hash is needed) and its first characters (`prefix`) to find it and show
+    it. A limit that is None does not apply; `models` None means all of
+    CHATPROXY_MODELS.
+    """
+
+    __tablename__ = "access_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    rpm: Mapped[int | None] = mapped_column(Integer)
+    tpm: Mapped[int | None] = mapped_column(Integer)
+    tokens_per_day: Mapped[int | None] = mapped_column(Integer)
+    usd_per_day: Mapped[float | None] = mapped_column(Float)
+    models: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UsageDay(db.Model):  # type: ignore[name-defined,misc]
+    """The usage ledger: one row per key, UTC day and model, summed as answers end.
+
+    `key_name` is the access key's name, or `open` for questions asked while
+    CHATPROXY_AUTH=open; `cost` is in USD (0 for a model without a price).
+    """
+
+    __tablename__ = "usage_days"
+    __table_args__ = (UniqueConstraint("key_name", "day", "model", name="uq_usage_days_key_day"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_name: Mapped[str] = mapped_column(String(100))
+    day: Mapped[date] = mapped_column(Date)
+    model: Mapped[str] = mapped_column(String(200))
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost: Mapped[float] = mapped_column(Float, default=0.0)

@@ -34,12 +34,16 @@ class PassThrough:
     """A checked request, ready to send.
 
     `path`: the upstream path (one of `upstream.RAW_PATHS`); `body`: what to
-    send there; `stream`: whether the answer comes as SSE events.
+    send there; `stream`: whether the answer comes as SSE events; `model`: the
+    model asked for; `hide_usage`: chatproxy asked for the stream's usage
+    chunk itself (to record the usage) and the client must not get it.
     """
 
     path: str
     body: dict[str, Any]
     stream: bool
+    model: str = ""
+    hide_usage: bool = False
 
 
 def read_body(data: bytes) -> dict[str, Any]:
@@ -67,7 +71,9 @@ def check_chat(body: dict[str, Any], settings: Settings) -> PassThrough:
     if given, integers from 1 to CHATPROXY_MAX_TOKENS (400 naming the field);
     `stream`: true, false or null (400). With neither limit given, the cap
     is added as `max_tokens`, or as `max_completion_tokens` for a reasoning
-    model (they refuse `max_tokens`). Nothing else is looked at or changed.
+    model (they refuse `max_tokens`). A stream is asked for its usage
+    (`stream_options.include_usage`), whose chunk the client gets only if it
+    asked too. Nothing else is looked at or changed.
     """
     model = _model(body, settings)
     messages = body.get("messages")
@@ -84,7 +90,15 @@ def check_chat(body: dict[str, Any], settings: Settings) -> PassThrough:
     given = [_limit(body, name, settings.max_tokens) for name in LIMITS]
     if not any(given):
         body = {**body, limit_field(model): settings.max_tokens}
-    return PassThrough(CHAT_PATH, body, _stream(body))
+    stream = _stream(body)
+    options = body.get("stream_options")
+    asked_usage = isinstance(options, dict) and options.get("include_usage") is True
+    if stream and not asked_usage and (options is None or isinstance(options, dict)):
+        # The usage is recorded for every answer (quotas, ledger): ask for it,
+        # and keep its chunk from a client that did not.
+        body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
+        return PassThrough(CHAT_PATH, body, stream, model, hide_usage=True)
+    return PassThrough(CHAT_PATH, body, stream, model)
 
 
 def check_completion(body: dict[str, Any], settings: Settings) -> PassThrough:
@@ -95,10 +109,10 @@ def check_completion(body: dict[str, Any], settings: Settings) -> PassThrough:
     cap, if lower) is sent, so that a server with a larger default stays
     within the cap. Nothing else (`prompt`, `suffix`, `echo`, ...) is looked at.
     """
-    _model(body, settings)
+    model = _model(body, settings)
     if _limit(body, "max_tokens", settings.max_tokens) is None:
         body = {**body, "max_tokens": min(COMPLETIONS_DEFAULT_MAX_TOKENS, settings.max_tokens)}
-    return PassThrough(COMPLETIONS_PATH, body, _stream(body))
+    return PassThrough(COMPLETIONS_PATH, body, _stream(body), model)
 
 
 def limit_field(model: str) -> str:

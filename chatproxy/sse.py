@@ -85,13 +85,20 @@ def answer_events(
     )
 
 
-def passthrough_events(stream: RawStream) -> Iterator[bytes]:
+def passthrough_events(
+    stream: RawStream, on_end: Callable[[], None] | None = None
+) -> Iterator[bytes]:
     """The upstream's events as they came; a failure mid-stream ends them with one error event.
 
     The error event is `data: {"error": {...}}` in OpenAI's shape, with no
-    `[DONE]` after it: the openai SDK raises APIError on it.
+    `[DONE]` after it: the openai SDK raises APIError on it. `on_end()` runs
+    once the stream ends, however it ends (the stream's `usage` is then known).
     """
-    return _ending_on_failure(iter(stream), stream, openai_error_event)
+    try:
+        yield from _ending_on_failure(iter(stream), stream, openai_error_event)
+    finally:
+        if on_end is not None:
+            on_end()
 
 
 def openai_error_event(error: APIError) -> bytes:
@@ -169,7 +176,12 @@ def stream_response(
     return Response(body, mimetype="text/event-stream", headers={**HEADERS, **(headers or {})})
 
 
-def passthrough_response(stream: RawStream, keepalive_interval: float) -> Response:
-    """A `text/event-stream` response passing the upstream's stream on, with keep-alives."""
-    body = with_keepalive(passthrough_events(stream), keepalive_interval, stream.close)
+def passthrough_response(
+    stream: RawStream, keepalive_interval: float, on_end: Callable[[], None] | None = None
+) -> Response:
+    """A `text/event-stream` response passing the upstream's stream on, with keep-alives.
+
+    `on_end()` runs when the stream has ended (see `passthrough_events`).
+    """
+    body = with_keepalive(passthrough_events(stream, on_end), keepalive_interval, stream.close)
     return Response(body, mimetype="text/event-stream", headers=HEADERS)

@@ -36,8 +36,17 @@ def current_upstream() -> Upstream:
 
 
 def current_owner() -> str | None:
-    """Whose conversations the current request sees and makes.
+    """Whose conversations the current request sees and makes: its access key's name.
 
-    None, everyone's, while CHATPROXY_AUTH is `open` (the only mode so far).
+    None, everyone's, while CHATPROXY_AUTH is `open`.
     """
-    return None
+    from chatproxy.access import current_caller
+
+    return current_caller().owner
+
+
+def current_policy() -> Settings:
+    """The settings as they apply to the current caller: the models its access key may use."""
+    from chatproxy.access import current_caller
+
+    return current_caller().policy(current_settings())

@@ -145,7 +145,8 @@ class RawStream(UpstreamStream):
     SDK's typed chunks cost about 110 µs each, passing bytes on about 2 µs):
     only the one whose `"usage":` holds an object is, and `usage` then holds
     it (OpenAI's last chunk with `stream_options.include_usage`; None when the
-    client did not ask for it). The upstream key never passes, even should an
+    client did not ask for it). With `hide_usage`, that chunk (one without
+    choices) is not passed on. The upstream key never passes, even should an
     upstream echo it.
 
     A break (reset, timeout), or an end with neither `[DONE]` nor a
@@ -154,9 +155,12 @@ class RawStream(UpstreamStream):
     then the stream ends without another.
     """
 
-    def __init__(self, response: httpx2.Response, upstream: Upstream) -> None:
+    def __init__(
+        self, response: httpx2.Response, upstream: Upstream, hide_usage: bool = False
+    ) -> None:
         super().__init__(response, upstream)
         self.usage: dict[str, Any] | None = None
+        self.hide_usage = hide_usage
 
     def __iter__(self) -> Iterator[bytes]:
         done = finished = False
@@ -180,6 +184,10 @@ class RawStream(UpstreamStream):
                 at = events.rfind(USAGE_KEY) + len(USAGE_KEY)
                 if at >= len(USAGE_KEY) and events[at : at + 1] != b"n":
                     self.usage = usage_in(events) or self.usage
+                    if self.hide_usage:
+                        events = without_usage_chunk(events)
+                        if not events:
+                            continue
                 if not finished:  # a finish_reason that is a string, not null
                     at = events.rfind(_FINISH_KEY) + len(_FINISH_KEY)
                     finished = at >= len(_FINISH_KEY) and events[at : at + 8].lstrip()[:1] == b'"'
@@ -233,3 +241,24 @@ def usage_in(events: bytes) -> dict[str, Any] | None:
                     return usage
         at = events.rfind(USAGE_KEY, 0, at)
     return None
+
+
+def without_usage_chunk(events: bytes) -> bytes:
+    """`events` without the chunk that carries only the usage (`"choices":[]` and a `usage` object).
+
+    That is the last chunk `stream_options.include_usage` adds; a chunk with
+    choices keeps its usage, since it carries content too.
+    """
+    at = events.rfind(USAGE_KEY)
+    while at >= 0:
+        start = events.rfind(b"\n", 0, at) + 1
+        end = events.find(b"\n", at)
+        line = events[start : end if end >= 0 else len(events)]
+        value = events[at + len(USAGE_KEY) : at + len(USAGE_KEY) + 8].lstrip()
+        if value.startswith(b"{") and b'"choices":[]' in line.replace(b" ", b""):
+            cut = end + 1 if end >= 0 else len(events)
+            while events[cut : cut + 1] in (b"\n", b"\r") and cut < len(events):
+                cut += 1  # the blank line that ends the event
+            return events[:start] + events[cut:]
+        at = events.rfind(USAGE_KEY, 0, at)
+    return events

@@ -162,13 +162,16 @@ class Upstream:
         params = {**params, "stream": True, "stream_options": {"include_usage": True}}
         return ChatStream(self._post(CHAT_PATH, params), self)
 
-    def open_raw_stream(self, path: str, body: dict[str, Any]) -> RawStream:
+    def open_raw_stream(
+        self, path: str, body: dict[str, Any], hide_usage: bool = False
+    ) -> RawStream:
         """Start a stream to pass through: `POST path` (one of RAW_PATHS) with `body` as is.
 
-        `body` asks for the stream itself (`"stream": true`). Errors before
-        the first byte raise here, as for `open_chat_stream`.
+        `body` asks for the stream itself (`"stream": true`); with `hide_usage`
+        the usage chunk is read but not passed on. Errors before the first
+        byte raise here, as for `open_chat_stream`.
         """
-        return RawStream(self.post_raw(path, body), self)
+        return RawStream(self.post_raw(path, body), self, hide_usage=hide_usage)
 
     def post_raw(self, path: str, body: dict[str, Any]) -> httpx2.Response:
         """`POST path` under the configured base URL, `body` sent as given; the body unread.

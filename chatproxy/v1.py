@@ -2,14 +2,16 @@
 
 Requests are checked against the owner's policy (`chatproxy.passthrough`) and
 passed to the upstream set in settings; answers come back as the upstream sent
-them. The client's `Authorization` header is not used (CHATPROXY_AUTH=open)
-and never sent on: the upstream gets chatproxy's own key.
+them. The client's `Authorization` header carries an access key of chatproxy
+(`chatproxy.access`) and is never sent on: the upstream gets chatproxy's own
+key. Every answer's usage goes to the ledger (`chatproxy.quotas`).
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from chatproxy.errors import APIError
 from chatproxy.passthrough import (
     PassThrough,
     allowed_model,
@@ -18,8 +20,11 @@ from chatproxy.passthrough import (
     model_object,
     read_body,
 )
+from chatproxy.quotas import usage_recorder
 from chatproxy.sse import passthrough_response
-from chatproxy.state import current_settings, current_upstream
+from chatproxy.state import current_policy, current_prices, current_settings, current_upstream
+from chatproxy.store import db
+from chatproxy.tokens import cost
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 
@@ -34,7 +39,7 @@ def chat_completions() -> Response:
     Errors in OpenAI's shape: 400, 403 `model_not_allowed`, 413, and the
     upstream's (`Upstream._map_error`).
     """
-    return forward(check_chat(read_body(request.get_data()), current_settings()))
+    return forward(check_chat(read_body(request.get_data()), current_policy()))
 
 
 @bp.post("/completions")
@@ -43,24 +48,24 @@ def completions() -> Response:
 
     As `/v1/chat/completions`, with `check_completion`'s checks.
     """
-    return forward(check_completion(read_body(request.get_data()), current_settings()))
+    return forward(check_completion(read_body(request.get_data()), current_policy()))
 
 
 @bp.get("/models")
 def models() -> Response:
-    """The models a client may use (CHATPROXY_MODELS), in the owner's order.
+    """The models the caller may use (CHATPROXY_MODELS, or its key's), in the owner's order.
 
     `{"object": "list", "data": [{"id", "object": "model", "created", "owned_by"}]}`;
     the upstream is not asked.
     """
-    data = [model_object(model) for model in current_settings().models]
+    data = [model_object(model) for model in current_policy().models]
     return jsonify(object="list", data=data)
 
 
 @bp.get("/models/<path:model>")
 def model(model: str) -> Response:
     """One allowed model's object; 404 `model_not_found` for any other."""
-    return jsonify(allowed_model(model, current_settings()))
+    return jsonify(allowed_model(model, current_policy()))
 
 
 def forward(call: PassThrough) -> Response:
@@ -70,8 +75,20 @@ def forward(call: PassThrough) -> Response:
     before its first byte is answered with its own status.
     """
     upstream = current_upstream()
+    record_usage = usage_recorder()
+    db.session.close()  # no connection held while the upstream answers
+    prices = current_prices()
     if call.stream:
-        stream = upstream.open_raw_stream(call.path, call.body)
-        return passthrough_response(stream, current_settings().keepalive_interval)
-    answer = upstream.complete_raw(call.path, call.body)
+        stream = upstream.open_raw_stream(call.path, call.body, call.hide_usage)
+
+        def on_end() -> None:
+            record_usage(call.model, stream.usage, cost(call.model, stream.usage, prices))
+
+        return passthrough_response(stream, current_settings().keepalive_interval, on_end)
+    try:
+        answer = upstream.complete_raw(call.path, call.body)
+    except APIError:
+        record_usage(call.model, None, None)
+        raise
+    record_usage(call.model, answer.usage, cost(call.model, answer.usage, prices))
     return Response(answer.body, content_type="application/json")

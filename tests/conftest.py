@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,8 +42,12 @@ def need(what: str, install: str) -> None:
     pytest.skip(message)
 
 
+# An access key of chatproxy, as `flask keys create` makes them (`cpk-` and 43 characters).
+ACCESS_KEY = re.compile(r"cpk-[A-Za-z0-9_-]{40,}")
+
+
 class LeakWatch:
-    """Collects every place the upstream key showed up: responses and log records."""
+    """Collects every place the upstream key or an access key showed up: responses, log records."""
 
     def __init__(self, secret: str) -> None:
         self.secret = secret
@@ -53,6 +58,8 @@ class LeakWatch:
             text = text.decode("utf-8", "replace")
         if self.secret in text:
             self.found.append(where)
+        if ACCESS_KEY.search(text):
+            self.found.append(where + " (an access key)")
 
     def middleware(self, wsgi_app: Callable[..., Iterable[bytes]]) -> Callable[..., Any]:
         """Wrap a WSGI app so its status, headers and body pieces are checked."""
@@ -117,7 +124,7 @@ def leak_watch() -> Iterator[LeakWatch]:
         yield watch
     for logger in loggers:
         logger.removeHandler(handler)
-    assert not watch.found, f"the upstream key leaked in: {sorted(set(watch.found))}"
+    assert not watch.found, f"a key leaked in: {sorted(set(watch.found))}"
 
 
 @pytest.fixture(scope="session")
@@ -170,6 +177,8 @@ def app_env(simulator: Simulator, database_url: str) -> dict[str, str]:
         "CHATPROXY_MAX_RETRIES": "0",
         "CHATPROXY_TIMEOUT": "10",
         "DATABASE_URL": database_url,
+        # Most tests are about other things than access keys (tests/test_access.py).
+        "CHATPROXY_AUTH": "open",
     }
 
 

@@ -185,6 +185,7 @@ def upstream_settings(simulator: Simulator, **overrides: str | None) -> dict[str
         "OPENAI_API_KEY": UPSTREAM_KEY,
         "OPENAI_BASE_URL": simulator.base_url,
         "CHATPROXY_MAX_RETRIES": "0",
+        "CHATPROXY_AUTH": "open",
         **overrides,
     }
     return {name: value for name, value in settings.items() if value is not None}

@@ -81,14 +81,14 @@ def test_production_start_refuses_without_a_key():
         create_app({})
 
 
-def test_simulator_mode_needs_a_simulator_url():
-    with pytest.raises(ConfigError, match="OPENAI_BASE_URL"):
-        create_app({"CHATPROXY_UPSTREAM": "simulator"})
+def test_simulator_mode_without_a_url_answers_from_the_simulator_port():
+    settings = load_settings({"CHATPROXY_UPSTREAM": "simulator", "SIMULATOR_PORT": "8123"})
+    assert settings.openai_base_url == "http://127.0.0.1:8123/v1"
 
 
 def test_debug_start_without_key_answers_503(monkeypatch, database_url):
     monkeypatch.setenv("FLASK_DEBUG", "1")
-    app = create_app({"DATABASE_URL": database_url})
+    app = create_app({"DATABASE_URL": database_url, "CHATPROXY_AUTH": "open"})
 
     response = app.test_client().get("/callChatGPT?input=hi")
     ready = app.test_client().get("/readyz")

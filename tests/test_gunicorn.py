@@ -196,6 +196,7 @@ def test_one_worker_holds_a_hundred_slow_streams(launch: Launcher) -> None:
         "one-worker",
         WORKERS="1",
         CHATPROXY_UPSTREAM="simulator",
+        CHATPROXY_AUTH="open",
         SIMULATOR_PORT=str(free_port()),
         CHATPROXY_MAX_RETRIES="0",
     )
@@ -248,6 +249,7 @@ def test_simulator_mode_starts_and_stops_its_own_simulator(launch: Launcher) -> 
     server = launch(
         "simulator-mode",
         CHATPROXY_UPSTREAM="simulator",
+        CHATPROXY_AUTH="open",
         SIMULATOR_PORT=str(simulator_port),
         CHATPROXY_MAX_RETRIES="0",
     )

@@ -119,7 +119,7 @@ def test_going_on_with_a_conversation_and_exporting_it(
         child.terminate(force=True)
 
     listing = run_flask(cli_env, "conversations", "list", "--limit", "5")
-    assert re.search(rf"^{conversation_id} .* 4  谁赢了2022年世界杯\?$", listing, re.MULTILINE)
+    assert re.search(rf"^{conversation_id} .* 4  -  谁赢了2022年世界杯\?$", listing, re.MULTILINE)
     markdown = run_flask(cli_env, "conversations", "export", conversation_id)
     assert markdown.startswith("# 谁赢了2022年世界杯?")
     assert "7个球" in markdown

@@ -28,6 +28,8 @@
       raw: "{text}",
       "header.conversations": "Conversations",
       "header.language": "Language",
+      "banner.open.label": "Open access:",
+      "banner.open.text": "anyone who can reach this page can ask questions on the owner's account.",
       "banner.demo.label": "Demo mode:",
       "banner.demo.text": "answers come from the built-in simulator, not OpenAI.",
 
@@ -139,6 +141,8 @@
     "zh-CN": {
       "header.conversations": "对话列表",
       "header.language": "语言",
+      "banner.open.label": "开放访问：",
+      "banner.open.text": "任何能打开本页的人都可以用站长的账户提问。",
       "banner.demo.label": "演示模式：",
       "banner.demo.text": "回答来自内置模拟器，而不是 OpenAI。",
 

@@ -1,0 +1,223 @@
+"""Access keys of chatproxy (`cpk-...`): issued, checked on every API request, revoked.
+
+With CHATPROXY_AUTH=keys (the default) every request to `/callChatGPT`,
+`/api/...` and `/v1/...` needs a key: `Authorization: Bearer cpk-...`, or
+`?key=cpk-...` for clients that can only send a URL (less safe: URLs end up
+in browser histories and proxies' logs; gunicorn's and nginx's access logs
+here leave query strings out). Keys are stored as SHA-256 digests, looked up
+by their first characters and compared in constant time. With
+CHATPROXY_AUTH=open nobody needs one and every request is the `open` caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from flask import Flask, g, request
+from sqlalchemy import select, update
+
+from chatproxy.config import Settings
+from chatproxy.errors import BadRequest, Unauthorized
+from chatproxy.models import AccessKey, as_utc, utcnow
+from chatproxy.store import db
+
+KEY_PREFIX = "cpk-"
+SHOWN_CHARS = 12  # `cpk-` and 8 characters: enough to find a key, far too few to guess it
+OPEN = "open"  # the caller's name while CHATPROXY_AUTH=open
+LAST_USED_EVERY = 60.0  # seconds between two writes of a key's last use, per process
+NAME_CHARS = 100
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: an access key's name and limits, or the `open` caller (no limits).
+
+    Limits of None do not apply; `models` None allows all of CHATPROXY_MODELS.
+    """
+
+    name: str
+    rpm: int | None = None
+    tpm: int | None = None
+    tokens_per_day: int | None = None
+    usd_per_day: float | None = None
+    models: tuple[str, ...] | None = None
+
+    @property
+    def owner(self) -> str | None:
+        """Whose conversations this caller sees: the key's name, or None (everyone's) when open."""
+        return None if self.name == OPEN else self.name
+
+    def policy(self, settings: Settings) -> Settings:
+        """`settings` with CHATPROXY_MODELS narrowed to the models this key may use.
+
+        The default model becomes the first allowed one when the key may not use it.
+        """
+        if self.models is None:
+            return settings
+        models = tuple(m for m in settings.models if m in self.models)
+        if not models:
+            return replace(settings, models=())
+        model = settings.model if settings.model in models else models[0]
+        return replace(settings, models=models, model=model)
+
+
+OPEN_CALLER = Caller(OPEN)
+
+
+def digest(key: str) -> str:
+    """The SHA-256 of `key`, as stored, in hex."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def issue_key(
+    name: str,
+    *,
+    rpm: int | None = None,
+    tpm: int | None = None,
+    tokens_per_day: int | None = None,
+    usd_per_day: float | None = None,
+    models: Sequence[str] | None = None,
+    expires_at: datetime | None = None,
+) -> str:
+    """Make and store a new key named `name`; returns the key, which is never stored or shown again.
+
+    Raises BadRequest (param `name`) when the name is empty, too long or taken.
+    """
+    name = name.strip()
+    if not name or len(name) > NAME_CHARS or name == OPEN:
+        raise BadRequest(
+            f"A key's name must be 1 to {NAME_CHARS} characters, not {OPEN!r}.", param="name"
+        )
+    if db.session.scalar(select(AccessKey.id).where(AccessKey.name == name)) is not None:
+        raise BadRequest(f"There is already a key named {name!r}.", param="name")
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    db.session.add(
+        AccessKey(
+            name=name,
+            prefix=key[:SHOWN_CHARS],
+            key_hash=digest(key),
+            rpm=rpm,
+            tpm=tpm,
+            tokens_per_day=tokens_per_day,
+            usd_per_day=usd_per_day,
+            models=",".join(models) if models else None,
+            expires_at=expires_at,
+        )
+    )
+    db.session.commit()
+    return key
+
+
+def revoke_key(name: str) -> bool:
+    """Revoke the key named `name` from now on; False if there is no such key still valid."""
+    result = db.session.execute(
+        update(AccessKey)
+        .where(AccessKey.name == name, AccessKey.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    db.session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def authenticate(settings: Settings) -> Caller:
+    """The caller of the current request, checked; also kept in `g.caller`.
+
+    Raises Unauthorized (401) `missing_api_key` without a key, `invalid_api_key`
+    for a key that is unknown, revoked or expired. Open mode: OPEN_CALLER.
+    """
+    if settings.auth == OPEN:
+        g.caller = OPEN_CALLER
+        return OPEN_CALLER
+    key = presented_key()
+    if not key:
+        raise Unauthorized(
+            "An access key is needed: send 'Authorization: Bearer cpk-...' "
+            "(or ?key=cpk-... where only a URL can be sent). The owner makes keys "
+            "with 'flask keys create'.",
+            code="missing_api_key",
+        )
+    row = _find(key)
+    if row is None:
+        raise Unauthorized("The access key is unknown, revoked or expired.", code="invalid_api_key")
+    _note_use(row.id)
+    g.caller = Caller(
+        name=row.name,
+        rpm=row.rpm,
+        tpm=row.tpm,
+        tokens_per_day=row.tokens_per_day,
+        usd_per_day=row.usd_per_day,
+        models=tuple(row.models.split(",")) if row.models else None,
+    )
+    return g.caller  # type: ignore[no-any-return]
+
+
+def current_caller() -> Caller:
+    """The current request's caller (set by `authenticate`); the open caller outside requests."""
+    return g.get("caller", OPEN_CALLER)  # type: ignore[no-any-return]
+
+
+def presented_key() -> str | None:
+    """The key the request carries: `Authorization: Bearer ...`, else `?key=`, else None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.args.get("key") or None
+
+
+def _find(key: str) -> AccessKey | None:
+    """The valid stored key `key` is, compared by digest in constant time, or None."""
+    if not key.startswith(KEY_PREFIX) or len(key) > 200:
+        return None
+    wanted = digest(key)
+    now = utcnow()
+    rows = db.session.scalars(select(AccessKey).where(AccessKey.prefix == key[:SHOWN_CHARS]))
+    for row in rows:
+        if hmac.compare_digest(row.key_hash, wanted):
+            if row.revoked_at is not None or (
+                row.expires_at is not None and as_utc(row.expires_at) <= now
+            ):
+                return None
+            return row
+    return None
+
+
+_last_noted: dict[int, float] = {}
+_noting = threading.Lock()
+
+
+def _note_use(key_id: int) -> None:
+    """Record a key's last use, at most once a minute per process (a write per request is waste)."""
+    now = time.monotonic()
+    with _noting:
+        if now - _last_noted.get(key_id, -LAST_USED_EVERY) < LAST_USED_EVERY:
+            return
+        _last_noted[key_id] = now
+    db.session.execute(
+        update(AccessKey).where(AccessKey.id == key_id).values(last_used_at=utcnow())
+    )
+    db.session.commit()
+
+
+def register_access_check(app: Flask, settings: Settings, blueprints: set[str]) -> None:
+    """Check the caller (`authenticate`) and its quotas before every request to `blueprints`.
+
+    CORS preflights (OPTIONS) pass: browsers send them without credentials.
+    """
+    from chatproxy.quotas import check_quotas
+
+    @app.before_request
+    def check_access() -> None:
+        if request.blueprint in blueprints and request.method != "OPTIONS":
+            try:
+                check_quotas(authenticate(settings))
+            finally:
+                # Give the connection back: the request may now wait on the upstream for minutes.
+                db.session.close()

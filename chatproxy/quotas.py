@@ -1,0 +1,229 @@
+"""Limits and usage: requests per minute (Flask-Limiter), token and USD quotas, the usage ledger.
+
+- Requests per minute per access key (`--rpm`) and per client address
+  (CHATPROXY_IP_RPM), counted in a moving window by Flask-Limiter.
+- Tokens per minute (`--tpm`), counted from the usage the upstream reports in
+  a fixed one-minute window of the `limits` library (the one Flask-Limiter
+  uses), on the same storage.
+- Tokens and USD per UTC day (`--tokens-per-day`, `--usd-per-day`), read from
+  the usage ledger (`UsageDay` rows in the database), which every answer adds
+  to. A key over a quota gets 429 until the window or the day turns.
+
+Storage: memory (one process) or Redis (REDIS_URL), shared by workers and hosts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+from flask import Flask, Response, current_app, request
+from flask_limiter import Limiter, RateLimitExceeded
+from limits import RateLimitItemPerMinute
+from limits.strategies import FixedWindowRateLimiter
+from sqlalchemy import Engine, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from chatproxy.access import Caller, current_caller
+from chatproxy.config import Settings
+from chatproxy.errors import RateLimited, error_response
+from chatproxy.models import UsageDay
+from chatproxy.store import db
+
+LIMITER = "chatproxy.limiter"
+TOKEN_LIMITER = "chatproxy.token_limiter"
+CLOCK = "chatproxy.clock"
+LEDGER = UsageDay.__table__
+
+Clock = Callable[[], datetime]
+
+
+def utc_clock() -> datetime:
+    """Now, in UTC: the clock the quotas and the ledger use unless a test sets another."""
+    return datetime.now(UTC)
+
+
+def init_limits(app: Flask, settings: Settings, blueprints: list[Any]) -> None:
+    """Set up Flask-Limiter on `app` for `blueprints` (the API), the token limiter and the clock.
+
+    Flask-Limiter's own before-request check runs after chatproxy's access check,
+    which must be registered first (it names the caller whose limit applies).
+    """
+    app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_url or "memory://")
+    app.config.setdefault("RATELIMIT_STRATEGY", "moving-window")
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # Redis down: answer rather than refuse everyone (limits then do not hold).
+    app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+    limiter = Limiter(key_func=_client_address, app=app)
+    per_key = limiter.shared_limit(
+        _key_rpm,
+        scope="key",
+        key_func=lambda: "key:" + current_caller().name,
+        exempt_when=lambda: current_caller().rpm is None,
+        error_message=_key_rpm_message,
+    )
+    per_address = (
+        limiter.shared_limit(
+            f"{settings.ip_rpm}/minute",
+            scope="address",
+            error_message=f"Too many requests from this address: {settings.ip_rpm} per minute.",
+        )
+        if settings.ip_rpm
+        else None
+    )
+    for blueprint in blueprints:
+        per_key(blueprint)
+        if per_address is not None:
+            per_address(blueprint)
+    app.extensions[LIMITER] = limiter
+    app.extensions[TOKEN_LIMITER] = FixedWindowRateLimiter(limiter.storage)
+    app.extensions[CLOCK] = utc_clock
+    app.register_error_handler(RateLimitExceeded, _rate_limited)
+
+
+def _client_address() -> str:
+    # ProxyFix (CHATPROXY_TRUSTED_PROXIES) sets remote_addr from X-Forwarded-For.
+    return request.remote_addr or "unknown"
+
+
+def _key_rpm() -> str:
+    # Read even for a key without a limit, which `exempt_when` then lets pass.
+    return f"{current_caller().rpm or 1}/minute"
+
+
+def _key_rpm_message() -> str:
+    return f"Too many requests for this access key: {current_caller().rpm} per minute."
+
+
+def _rate_limited(exc: RateLimitExceeded) -> Response:
+    """Flask-Limiter's 429 in OpenAI's error shape; it adds Retry-After and X-RateLimit-* itself."""
+    message = str(exc.description or "Too many requests.")
+    return error_response(RateLimited(f"{message} Try again later.", code="rate_limit_exceeded"))
+
+
+def check_quotas(caller: Caller) -> None:
+    """Refuse (429 with Retry-After) a caller over its tokens-per-minute or daily quota.
+
+    Raises RateLimited with code `tokens_per_minute_exceeded`,
+    `tokens_per_day_exceeded` or `usd_per_day_exceeded`.
+    """
+    if caller.tpm is not None:
+        limiter: FixedWindowRateLimiter = current_app.extensions[TOKEN_LIMITER]
+        item = RateLimitItemPerMinute(caller.tpm)
+        if not limiter.test(item, "tpm", caller.name):
+            reset = limiter.get_window_stats(item, "tpm", caller.name).reset_time
+            raise RateLimited(
+                f"This access key used its {caller.tpm:,} tokens for this minute.",
+                code="tokens_per_minute_exceeded",
+                retry_after=max(1, math.ceil(reset - utc_clock().timestamp())),
+            )
+    if caller.tokens_per_day is None and caller.usd_per_day is None:
+        return
+    now = current_app.extensions[CLOCK]()
+    spent = usage_on(caller.name, now.date())
+    until_tomorrow = _seconds_to_midnight(now)
+    if caller.tokens_per_day is not None and spent.tokens >= caller.tokens_per_day:
+        raise RateLimited(
+            f"This access key used its {caller.tokens_per_day:,} tokens for today (UTC).",
+            code="tokens_per_day_exceeded",
+            retry_after=until_tomorrow,
+        )
+    if caller.usd_per_day is not None and spent.cost >= caller.usd_per_day:
+        raise RateLimited(
+            f"This access key spent its ${caller.usd_per_day:g} for today (UTC).",
+            code="usd_per_day_exceeded",
+            retry_after=until_tomorrow,
+        )
+
+
+def _seconds_to_midnight(now: datetime) -> int:
+    tomorrow = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
+    return max(1, math.ceil((tomorrow - now).total_seconds()))
+
+
+@dataclass
+class Spent:
+    """A key's usage over some days: requests, tokens and USD."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        """Prompt and completion tokens together."""
+        return self.prompt_tokens + self.completion_tokens
+
+
+def usage_on(key_name: str, day: date) -> Spent:
+    """What `key_name` used on `day` (UTC), summed over models, from the ledger."""
+    row = db.session.execute(
+        select(
+            func.coalesce(func.sum(UsageDay.requests), 0),
+            func.coalesce(func.sum(UsageDay.prompt_tokens), 0),
+            func.coalesce(func.sum(UsageDay.completion_tokens), 0),
+            func.coalesce(func.sum(UsageDay.cost), 0.0),
+        ).where(UsageDay.key_name == key_name, UsageDay.day == day)
+    ).one()
+    return Spent(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
+
+
+@dataclass
+class Recorder:
+    """Adds one answer's usage to the ledger and the tokens-per-minute window.
+
+    Made in the request (`usage_recorder()`), called when the answer ends,
+    possibly in the thread that read a stream, after the request is gone.
+    """
+
+    engine: Engine
+    caller: Caller
+    token_limiter: FixedWindowRateLimiter
+    clock: Clock
+
+    def __call__(self, model: str, usage: Mapping[str, Any] | None, cost: float | None) -> None:
+        """Record a request of `model`: the upstream's `usage` (or None) and its USD `cost`."""
+        prompt, completion = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
+        values = {
+            "key_name": self.caller.name,
+            "day": self.clock().date(),
+            "model": model[:200],
+            "requests": 1,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "cost": cost or 0.0,
+        }
+        insert = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        statement = insert(LEDGER).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=["key_name", "day", "model"],
+            set_={
+                name: LEDGER.c[name] + statement.excluded[name]
+                for name in ("requests", "prompt_tokens", "completion_tokens", "cost")
+            },
+        )
+        with self.engine.begin() as connection:
+            connection.execute(statement)
+        if self.caller.tpm is not None and prompt + completion:
+            item = RateLimitItemPerMinute(self.caller.tpm)
+            self.token_limiter.hit(item, "tpm", self.caller.name, cost=prompt + completion)
+
+
+def usage_recorder() -> Recorder:
+    """A Recorder for the current request's caller."""
+    return Recorder(
+        engine=db.engine,
+        caller=current_caller(),
+        token_limiter=current_app.extensions[TOKEN_LIMITER],
+        clock=current_app.extensions[CLOCK],
+    )
+
+
+def _tokens(usage: Mapping[str, Any] | None, name: str) -> int:
+    value = usage.get(name) if isinstance(usage, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
