@@ -98,8 +98,7 @@ def answer_turn(turn: Turn, question: Question) -> Response:
         else:
             answer = upstream.complete_chat(turn.params)
     except APIError as error:
-        fail_turn(engine, turn, error)
-        record_usage(question.model, None, None)
+        fail_turn(engine, turn, error, partial(record_usage, question.model, None, None))
         raise
     if question.stream:
 
@@ -107,14 +106,16 @@ def answer_turn(turn: Turn, question: Question) -> Response:
             outcome = Outcome(
                 content, stream.model, stream.finish_reason, stream.usage, error, closed
             )
-            answer_id = finish_turn(engine, turn, outcome)
-            record_usage(question.model, stream.usage, cost_of(stream.usage, stream.model))
+            spent = cost_of(stream.usage, stream.model)
+            ledger = partial(record_usage, question.model, stream.usage, spent)
+            answer_id = finish_turn(engine, turn, outcome, ledger)
             return {"conversation_id": turn.conversation_id, "message_id": answer_id}
 
         return stream_response(stream, current_settings().keepalive_interval, cost_of, on_end)
     outcome = Outcome(answer.content, answer.model, answer.finish_reason, answer.usage)
-    answer_id = finish_turn(engine, turn, outcome)
-    record_usage(question.model, answer.usage, cost_of(answer.usage, answer.model))
+    spent = cost_of(answer.usage, answer.model)
+    ledger = partial(record_usage, question.model, answer.usage, spent)
+    answer_id = finish_turn(engine, turn, outcome, ledger)
     if question.format == "json":
         return jsonify(
             answer=answer.content,

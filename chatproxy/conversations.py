@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -236,18 +236,27 @@ def start_regenerate(
     return turn
 
 
-def finish_turn(engine: Engine, turn: Turn, outcome: Outcome) -> int | None:
+def finish_turn(
+    engine: Engine,
+    turn: Turn,
+    outcome: Outcome,
+    also: Callable[[Connection], None] | None = None,
+) -> int | None:
     """Store how `turn` ended; returns the stored answer's id, or None when none was stored.
 
     An answer with text is stored (`ok`, or `interrupted` when it did not
     finish), replacing `turn.replaces`; without text, the question is marked
     `error` with the upstream's error (a regenerate keeps the answer it was
-    to replace, and its question stays as it was). A database failure is
-    logged, not raised: the client already has the answer.
+    to replace, and its question stays as it was). `also(connection)` runs in
+    the same transaction (the usage ledger: one commit for both). A database
+    failure is logged, not raised: the client already has the answer.
     """
     try:
         with engine.begin() as connection:
-            return _store_outcome(connection, turn, outcome)
+            answer_id = _store_outcome(connection, turn, outcome)
+            if also is not None:
+                also(connection)
+            return answer_id
     except SQLAlchemyError:
         log.exception("could not store the answer of conversation %s", turn.conversation_id)
         return None
@@ -305,9 +314,14 @@ def _inserted_id(result: CursorResult[Any]) -> int:
     return int(key[0])
 
 
-def fail_turn(engine: Engine, turn: Turn, error: APIError) -> None:
+def fail_turn(
+    engine: Engine,
+    turn: Turn,
+    error: APIError,
+    also: Callable[[Connection], None] | None = None,
+) -> None:
     """Mark `turn`'s question `error` (the upstream failed before answering); see finish_turn."""
-    finish_turn(engine, turn, Outcome(content="", error=error))
+    finish_turn(engine, turn, Outcome(content="", error=error), also)
 
 
 def title_from(text: str) -> str:

@@ -14,6 +14,7 @@ Storage: memory (one process) or Redis (REDIS_URL), shared by workers and hosts.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import RateLimitItemPerMinute
 from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -186,8 +187,18 @@ class Recorder:
     token_limiter: FixedWindowRateLimiter
     clock: Clock
 
-    def __call__(self, model: str, usage: Mapping[str, Any] | None, cost: float | None) -> None:
-        """Record a request of `model`: the upstream's `usage` (or None) and its USD `cost`."""
+    def __call__(
+        self,
+        model: str,
+        usage: Mapping[str, Any] | None,
+        cost: float | None,
+        connection: Connection | None = None,
+    ) -> None:
+        """Record a request of `model`: the upstream's `usage` (or None) and its USD `cost`.
+
+        On `connection`, in its transaction, if given (one commit for the answer
+        and its usage); else in a transaction of its own.
+        """
         prompt, completion = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
         values = {
             "key_name": self.caller.name,
@@ -198,20 +209,29 @@ class Recorder:
             "completion_tokens": completion,
             "cost": cost or 0.0,
         }
-        insert = postgresql_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
-        statement = insert(LEDGER).values(values)
-        statement = statement.on_conflict_do_update(
-            index_elements=["key_name", "day", "model"],
-            set_={
-                name: LEDGER.c[name] + statement.excluded[name]
-                for name in ("requests", "prompt_tokens", "completion_tokens", "cost")
-            },
-        )
-        with self.engine.begin() as connection:
-            connection.execute(statement)
+        statement = _ledger_upsert(self.engine.dialect.name)
+        if connection is not None:
+            connection.execute(statement, values)
+        else:
+            with self.engine.begin() as own:
+                own.execute(statement, values)
         if self.caller.tpm is not None and prompt + completion:
             item = RateLimitItemPerMinute(self.caller.tpm)
             self.token_limiter.hit(item, "tpm", self.caller.name, cost=prompt + completion)
+
+
+@functools.cache
+def _ledger_upsert(dialect: str) -> Any:
+    """`INSERT ... ON CONFLICT DO UPDATE` adding to a ledger row, built once per dialect."""
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(LEDGER)
+    return statement.on_conflict_do_update(
+        index_elements=["key_name", "day", "model"],
+        set_={
+            name: LEDGER.c[name] + statement.excluded[name]
+            for name in ("requests", "prompt_tokens", "completion_tokens", "cost")
+        },
+    )
 
 
 def usage_recorder() -> Recorder:

@@ -165,7 +165,9 @@ def _fresh_postgresql_schema(server_url: str, schema: str) -> str:
     except sqlalchemy.exc.OperationalError as error:
         need(f"PostgreSQL at TEST_DATABASE_URL ({error.orig})", "start PostgreSQL or unset it")
     separator = "&" if "?" in url else "?"
-    return f"{url}{separator}options=-csearch_path%3D{schema}"
+    # Commits need not wait for the disk here: the tests check behaviour, not durability.
+    options = f"-csearch_path%3D{schema}%20-csynchronous_commit%3Doff"
+    return f"{url}{separator}options={options}"
 
 
 @pytest.fixture(scope="session")
