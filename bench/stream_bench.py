@@ -143,6 +143,7 @@ class Servers:
     gunicorn: subprocess.Popen[bytes]
     gateway_url: str
     logs: Path
+    gateway_headers: dict[str, str] = field(default_factory=dict)  # the access key, if any
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -197,13 +198,52 @@ def read_line(stream: IO[str], timeout: float) -> str:
     return line[0] if line else ""
 
 
+def gateway_settings(args: argparse.Namespace, logs: Path) -> dict[str, str]:
+    """The store, access and limit settings of the gateway under test.
+
+    A fresh SQLite file in the log folder unless --database names another;
+    CHATPROXY_AUTH from --auth; REDIS_URL from --redis.
+    """
+    settings = {
+        "DATABASE_URL": args.database or f"sqlite:///{logs / 'bench.db'}",
+        "CHATPROXY_AUTH": args.auth,
+    }
+    if args.redis:
+        settings["REDIS_URL"] = args.redis
+    return settings
+
+
+def make_access_key(settings: dict[str, str], simulator_url: str) -> str:
+    """Migrate the gateway's database and make an access key with limits that never bite.
+
+    The limits are set so that every check runs (per-key requests per minute,
+    tokens per minute, tokens and USD per day) without refusing anything.
+    """
+    sys.path.insert(0, str(ROOT))  # run as `python bench/stream_bench.py`
+    from chatproxy import create_app
+    from chatproxy.access import issue_key
+    from chatproxy.store import upgrade_database
+
+    env = {**settings, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": simulator_url}
+    upgrade_database(env)
+    with create_app(env).app_context():
+        return issue_key(
+            f"bench-{os.getpid()}-{time.time_ns()}",
+            rpm=10**9,
+            tpm=10**12,
+            tokens_per_day=10**15,
+            usd_per_day=10.0**9,
+        )
+
+
 def start_gunicorn(
-    simulator_url: str, workers: int, logs: Path
+    simulator_url: str, workers: int, logs: Path, settings: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start gunicorn (the repo's gunicorn.conf.py) on the simulator; wait until it answers."""
     port = free_port()
     env = {
         **os.environ,
+        **settings,
         "BIND": f"127.0.0.1:{port}",
         "WORKERS": str(workers),
         "OPENAI_API_KEY": API_KEY,
@@ -265,15 +305,19 @@ def kill(process: subprocess.Popen[str] | subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def servers(workers: int) -> Iterator[Servers]:
+def servers(args: argparse.Namespace) -> Iterator[Servers]:
     """Run the simulator and gunicorn for the duration of the block, and stop both after it."""
     logs = Path(tempfile.mkdtemp(prefix="chatproxy-bench-"))
     simulator: subprocess.Popen[str] | None = None
     gunicorn: subprocess.Popen[bytes] | None = None
     try:
         simulator, simulator_url = start_simulator(logs)
-        gunicorn, gateway_url = start_gunicorn(simulator_url, workers, logs)
-        yield Servers(simulator, simulator_url, gunicorn, gateway_url, logs)
+        settings = gateway_settings(args, logs)
+        headers = {}
+        if args.auth == "keys":
+            headers["Authorization"] = f"Bearer {make_access_key(settings, simulator_url)}"
+        gunicorn, gateway_url = start_gunicorn(simulator_url, args.workers, logs, settings)
+        yield Servers(simulator, simulator_url, gunicorn, gateway_url, logs, headers)
     finally:
         stop(gunicorn)
         stop(simulator)
@@ -384,7 +428,7 @@ def stream_targets(found: Servers, route: str) -> tuple[Target, Target]:
         name="gateway",
         method="GET",
         url=f"{found.gateway_url}/callChatGPT?stream=1&input={quote(QUESTION)}",
-        headers={},
+        headers=found.gateway_headers,
         body=None,
         end_marker=b"event: done",
         error_marker=b"event: error",
@@ -397,7 +441,7 @@ def stream_targets(found: Servers, route: str) -> tuple[Target, Target]:
 def v1_target(direct: Target, found: Servers) -> Target:
     """`direct`'s request sent to the gateway's `POST /v1/chat/completions` instead."""
     url = f"{found.gateway_url}/v1/chat/completions"
-    headers = {"Content-Type": "application/json"}
+    headers = {**found.gateway_headers, "Content-Type": "application/json"}
     return Target("gateway", "POST", url, headers, direct.body, direct.end_marker, b'"error":')
 
 
@@ -426,7 +470,7 @@ def instant_targets(found: Servers, route: str) -> tuple[Target, Target, Target]
         name="gateway",
         method="GET",
         url=f"{found.gateway_url}/callChatGPT?input={quote(question)}",
-        headers={},
+        headers=found.gateway_headers,
         body=None,
         end_marker=b"Simulated answer",
         error_marker=b'"error":',
@@ -783,6 +827,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--requests", type=int, default=2000, help="non-streamed requests per target (0: skip)")
     add("--gateway-route", choices=ROUTES, default="callChatGPT", help="the gateway's route")
     add("--quick", action="store_true", help="smoke run: 50 streams, 5 s, 200 requests")
+    add("--auth", choices=("keys", "open"), default="keys", help="CHATPROXY_AUTH of the gateway")
+    add("--database", help="DATABASE_URL of the gateway (default: a fresh SQLite file)")
+    add("--redis", help="REDIS_URL of the gateway (default: none, limits in memory)")
     args = parser.parse_args(argv)
     if args.quick:
         args.concurrency, args.duration, args.warmup, args.requests = "50", 5.0, 1.5, 200
@@ -839,8 +886,13 @@ def main(argv: list[str] | None = None) -> int:
 
         loop_factory = uvloop.new_event_loop
     try:
-        with servers(args.workers) as found:
+        with servers(args) as found:
             print(f"simulator {found.simulator_url}, gateway {found.gateway_url}")
+            database = args.database or "a fresh SQLite file"
+            print(
+                f"gateway: CHATPROXY_AUTH={args.auth}, store {database.split('@')[-1]}, "
+                f"limits in {'Redis' if args.redis else 'memory'}"
+            )
             print(f"gateway route: {ROUTES[args.gateway_route]}")
             print(f"server logs: {found.logs}")
             with asyncio.Runner(loop_factory=loop_factory) as runner:

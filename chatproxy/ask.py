@@ -98,7 +98,12 @@ def answer_turn(turn: Turn, question: Question) -> Response:
         else:
             answer = upstream.complete_chat(turn.params)
     except APIError as error:
-        fail_turn(engine, turn, error, partial(record_usage, question.model, None, None))
+        fail_turn(
+            engine,
+            turn,
+            error,
+            partial(record_usage.write, model=question.model, usage=None, cost=None),
+        )
         raise
     if question.stream:
 
@@ -107,15 +112,19 @@ def answer_turn(turn: Turn, question: Question) -> Response:
                 content, stream.model, stream.finish_reason, stream.usage, error, closed
             )
             spent = cost_of(stream.usage, stream.model)
-            ledger = partial(record_usage, question.model, stream.usage, spent)
+            ledger = partial(
+                record_usage.write, model=question.model, usage=stream.usage, cost=spent
+            )
             answer_id = finish_turn(engine, turn, outcome, ledger)
+            record_usage.count_tokens(stream.usage)
             return {"conversation_id": turn.conversation_id, "message_id": answer_id}
 
         return stream_response(stream, current_settings().keepalive_interval, cost_of, on_end)
     outcome = Outcome(answer.content, answer.model, answer.finish_reason, answer.usage)
     spent = cost_of(answer.usage, answer.model)
-    ledger = partial(record_usage, question.model, answer.usage, spent)
+    ledger = partial(record_usage.write, model=question.model, usage=answer.usage, cost=spent)
     answer_id = finish_turn(engine, turn, outcome, ledger)
+    record_usage.count_tokens(answer.usage)
     if question.format == "json":
         return jsonify(
             answer=answer.content,

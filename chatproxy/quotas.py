@@ -187,37 +187,42 @@ class Recorder:
     token_limiter: FixedWindowRateLimiter
     clock: Clock
 
-    def __call__(
+    def __call__(self, model: str, usage: Mapping[str, Any] | None, cost: float | None) -> None:
+        """Record a request of `model`: the upstream's `usage` (or None) and its USD `cost`."""
+        with self.engine.begin() as connection:
+            self.write(connection, model, usage, cost)
+        self.count_tokens(usage)
+
+    def write(
         self,
+        connection: Connection,
         model: str,
         usage: Mapping[str, Any] | None,
         cost: float | None,
-        connection: Connection | None = None,
     ) -> None:
-        """Record a request of `model`: the upstream's `usage` (or None) and its USD `cost`.
-
-        On `connection`, in its transaction, if given (one commit for the answer
-        and its usage); else in a transaction of its own.
-        """
-        prompt, completion = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
+        """Add the request to the ledger on `connection`, in its transaction; see `count_tokens`."""
         values = {
             "key_name": self.caller.name,
             "day": self.clock().date(),
             "model": model[:200],
             "requests": 1,
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
+            "prompt_tokens": _tokens(usage, "prompt_tokens"),
+            "completion_tokens": _tokens(usage, "completion_tokens"),
             "cost": cost or 0.0,
         }
-        statement = _ledger_upsert(self.engine.dialect.name)
-        if connection is not None:
-            connection.execute(statement, values)
-        else:
-            with self.engine.begin() as own:
-                own.execute(statement, values)
-        if self.caller.tpm is not None and prompt + completion:
+        connection.execute(_ledger_upsert(self.engine.dialect.name), values)
+
+    def count_tokens(self, usage: Mapping[str, Any] | None) -> None:
+        """Add the tokens to the key's tokens-per-minute window.
+
+        Never inside a database transaction: with Redis this waits on the
+        network, and under gevent another request of the worker would then
+        wait for SQLite's write lock while holding the worker.
+        """
+        tokens = _tokens(usage, "prompt_tokens") + _tokens(usage, "completion_tokens")
+        if self.caller.tpm is not None and tokens:
             item = RateLimitItemPerMinute(self.caller.tpm)
-            self.token_limiter.hit(item, "tpm", self.caller.name, cost=prompt + completion)
+            self.token_limiter.hit(item, "tpm", self.caller.name, cost=tokens)
 
 
 @functools.cache
