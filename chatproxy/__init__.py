@@ -58,6 +58,13 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     personas = load_personas(settings.personas_dir, settings.models)
     check_max_tokens(settings.models, settings.max_tokens, settings.context_window)
     prices = load_prices(settings.prices_file)
+    if settings.trusted_proxies:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # The client's address and scheme as the proxies in front (nginx) saw them;
+        # with none trusted, X-Forwarded-* headers are a client's claim and ignored.
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[SETTINGS] = settings

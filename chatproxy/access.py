@@ -211,13 +211,15 @@ def register_access_check(app: Flask, settings: Settings, blueprints: set[str]) 
 
     CORS preflights (OPTIONS) pass: browsers send them without credentials.
     """
-    from chatproxy.quotas import check_quotas
+    from chatproxy.quotas import asks_upstream, check_quotas
 
     @app.before_request
     def check_access() -> None:
         if request.blueprint in blueprints and request.method != "OPTIONS":
             try:
-                check_quotas(authenticate(settings))
+                caller = authenticate(settings)
+                if asks_upstream():
+                    check_quotas(caller)
             finally:
                 # Give the connection back: the request may now wait on the upstream for minutes.
                 db.session.close()

@@ -60,6 +60,7 @@ class Settings:
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
     redis_url: str | None = field(default=None, repr=False)
     ip_rpm: int | None = None
+    trusted_proxies: int = 0
 
     @property
     def simulator_in_use(self) -> bool:
@@ -139,6 +140,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         database_url=database_url(env.text("DATABASE_URL", DEFAULT_DATABASE_URL)),
         redis_url=env.url("REDIS_URL", ("redis", "rediss")),
         ip_rpm=env.number("CHATPROXY_IP_RPM", int, 0, low=0) or None,
+        trusted_proxies=env.number("CHATPROXY_TRUSTED_PROXIES", int, 0, low=0, high=5),
     )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
+from sqlalchemy.exc import SQLAlchemyError
 
+from chatproxy.quotas import LIMITER
 from chatproxy.state import current_settings, current_upstream
+from chatproxy.store import db
 
 bp = Blueprint("health", __name__)
 
@@ -17,12 +20,44 @@ def healthz() -> Response:
 
 @bp.route("/readyz")
 def readyz() -> tuple[Response, int]:
-    """Readiness: 200 `{"status": "ready", ...}`, or 503 naming what is missing."""
+    """Readiness: 200 `{"status": "ready", "checks": {...}}`, or 503 naming what is not.
+
+    `checks`: `upstream` ("configured" or "not configured"), `database`
+    ("PostgreSQL reachable", "SQLite reachable", or what failed, e.g.
+    "PostgreSQL unreachable: connection refused"), and, with REDIS_URL,
+    `redis` ("reachable" or why not). Each probe is bounded by a short timeout.
+    """
+    settings = current_settings()
     checks = {"upstream": "configured" if current_upstream().configured else "not configured"}
-    ready = all(value == "configured" for value in checks.values())
+    ok = current_upstream().configured
+    database_ok, checks["database"] = _database()
+    ok = ok and database_ok
+    if settings.redis_url:
+        redis_ok, checks["redis"] = _redis()
+        ok = ok and redis_ok
     body = {
-        "status": "ready" if ready else "not ready",
+        "status": "ready" if ok else "not ready",
         "checks": checks,
-        "simulator": current_settings().simulator_in_use,
+        "simulator": settings.simulator_in_use,
     }
-    return jsonify(body), 200 if ready else 503
+    return jsonify(body), 200 if ok else 503
+
+
+def _database() -> tuple[bool, str]:
+    name = "PostgreSQL" if db.engine.dialect.name == "postgresql" else "SQLite"
+    try:
+        with db.engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0][:200]
+        return False, f"{name} unreachable: {reason}"
+    return True, f"{name} reachable"
+
+
+def _redis() -> tuple[bool, str]:
+    limiter = current_app.extensions[LIMITER]
+    try:
+        healthy = limiter.storage.check()
+    except Exception as error:  # the storage's client raises its own errors
+        return False, f"unreachable: {type(error).__name__}"
+    return (True, "reachable") if healthy else (False, "unreachable")

@@ -64,7 +64,7 @@ def init_limits(app: Flask, settings: Settings, blueprints: list[Any]) -> None:
         _key_rpm,
         scope="key",
         key_func=lambda: "key:" + current_caller().name,
-        exempt_when=lambda: current_caller().rpm is None,
+        exempt_when=lambda: current_caller().rpm is None or not asks_upstream(),
         error_message=_key_rpm_message,
     )
     per_address = (
@@ -76,6 +76,8 @@ def init_limits(app: Flask, settings: Settings, blueprints: list[Any]) -> None:
         if settings.ip_rpm
         else None
     )
+    # A CORS preflight carries no key and asks nothing: no limit counts it.
+    limiter.request_filter(lambda: request.method == "OPTIONS")
     for blueprint in blueprints:
         per_key(blueprint)
         if per_address is not None:
@@ -84,6 +86,16 @@ def init_limits(app: Flask, settings: Settings, blueprints: list[Any]) -> None:
     app.extensions[TOKEN_LIMITER] = FixedWindowRateLimiter(limiter.storage)
     app.extensions[CLOCK] = utc_clock
     app.register_error_handler(RateLimitExceeded, _rate_limited)
+
+
+def asks_upstream() -> bool:
+    """True when the current request may call the upstream: those a key's limits count.
+
+    `/callChatGPT`, `/v1/...` and Regenerate. The page's own requests (the
+    conversation list, a conversation, usage, models, exports) are not
+    counted, so a key over a limit still sees its conversations and usage.
+    """
+    return request.blueprint in ("ask", "v1") or request.endpoint == "conversations.regenerate"
 
 
 def _client_address() -> str:

@@ -58,7 +58,13 @@ def engine_options(database_url: str) -> dict[str, Any]:
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
     # Streams hold no connection while they wait on the upstream, so a small
     # pool serves many answers; pre-ping survives a database restart.
-    return {"pool_size": 10, "max_overflow": 20, "pool_pre_ping": True, "pool_recycle": 1800}
+    return {
+        "pool_size": 10,
+        "max_overflow": 20,
+        "pool_pre_ping": True,
+        "pool_recycle": 1800,
+        "connect_args": {"connect_timeout": 5},  # seconds; an unreachable host fails fast
+    }
 
 
 @event.listens_for(Engine, "connect")

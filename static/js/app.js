@@ -32,6 +32,9 @@
   const body = document.body;
   const config = {
     askUrl: body.getAttribute("data-ask-url"),
+    usageUrl: body.getAttribute("data-usage-url"),
+    modelsUrl: body.getAttribute("data-models-url"),
+    auth: body.getAttribute("data-auth") || "keys", // "keys": questions need an access key
     maxInputChars: parseInt(body.getAttribute("data-max-input-chars"), 10) || 0,
   };
   const conversations = new api.Conversations(body.getAttribute("data-conversations-url"));
@@ -43,6 +46,7 @@
     // arrive for an older one are dropped.
     view: 0,
     current: null, // the Turn being answered, if any
+    loadFailed: null, // the conversation whose load failed, to load again with a new key
     // The model the reader picked; a persona's own model only stands in for it
     // while that persona is chosen.
     chosenModel: $("#model").val() || "",
@@ -322,17 +326,8 @@
 
   /* ---------- Tokens and cost ---------- */
 
-  function formatCount(n) {
-    return typeof n === "number" ? n.toLocaleString("en-US") : "?";
-  }
-
-  // US dollars: cents from $0.10 up, else two significant digits ($0.000058).
-  function formatCost(usd) {
-    if (usd === 0) return "$0";
-    if (usd >= 0.1) return "$" + usd.toFixed(2);
-    if (usd < 0.000001) return "<$0.000001";
-    return "$" + usd.toPrecision(2).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
-  }
+  const formatCount = api.formatCount;
+  const formatCost = api.formatCost;
 
   // The open conversation's tokens and cost, as the server counts them.
   function showTotals(conversation) {
@@ -490,7 +485,7 @@
   async function streamAnswer(turn, url, payload) {
     let response;
     try {
-      response = await fetch(url, {
+      response = await api.authorizedFetch(url, {
         method: "POST",
         headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
         body: JSON.stringify(payload),
@@ -508,6 +503,8 @@
 
     try {
       if (!response.ok) {
+        turn.refused = response.status === 401; // access.js asks for a key
+        turn.limited = response.status === 429 && !id; // refused before it was kept
         turn.fail(await httpErrorMessage(response, turn));
         // Deleted meanwhile (another tab?): the next question starts a new conversation.
         if (response.status === 404 && turn.view === state.view) setConversation(null, "replace");
@@ -578,7 +575,11 @@
           ? { key: "error.tooLongMax", params: { max: config.maxInputChars } }
           : { key: "error.tooLong" };
       case 429: {
-        const seconds = retryAfterSeconds(response.headers.get("Retry-After"));
+        // chatproxy's own limits say which, in the reader's language; the
+        // upstream's 429 is "rate limited" in general.
+        const seconds = api.retryAfterSeconds(response.headers.get("Retry-After"));
+        const limit = api.limitMessage(error.code, detail, seconds);
+        if (limit) return limit;
         return seconds ? { key: "error.rateLimitedIn", params: { seconds: seconds } } : { key: "error.rateLimited" };
       }
       case 502:
@@ -590,14 +591,6 @@
       default:
         return { key: "error.http", params: { status: response.status, detail: detail } };
     }
-  }
-
-  // Retry-After is either a number of seconds or an HTTP date.
-  function retryAfterSeconds(header) {
-    if (!header) return 0;
-    if (/^\s*\d+\s*$/.test(header)) return Math.max(1, parseInt(header, 10));
-    const when = Date.parse(header);
-    return isNaN(when) ? 0 : Math.max(1, Math.ceil((when - Date.now()) / 1000));
   }
 
   /* ---------- Conversations ---------- */
@@ -691,6 +684,7 @@
 
   async function openConversation(id, mode) {
     abandonCurrent();
+    state.loadFailed = null;
     const view = ++state.view;
     setConversation(id, mode);
     clearTranscript();
@@ -718,6 +712,7 @@
   }
 
   function showLoadError(id, error) {
+    state.loadFailed = id;
     const $note = $("<div>", { class: "transcript-note note note-error" });
     const $text = $("<span>");
     i18n.set($text, "conversation.failed", { detail: api.describe(error) });
@@ -765,8 +760,43 @@
     else i18n.set($conversationTitle, "item.untitled");
     $("#export-md").attr("href", conversations.exportUrl(conversation.id, "md"));
     $("#export-json").attr("href", conversations.exportUrl(conversation.id, "json"));
+    showExportStatus(null);
     $conversationBar.prop("hidden", false);
   }
+
+  // The export links are fetched with the access key in a header (a plain
+  // link would send none, and a key in the URL would end up in logs) and
+  // saved under the name the server gives (Content-Disposition).
+  async function exportConversation(format) {
+    const id = state.conversationId;
+    if (!id) return;
+    showExportStatus(null);
+    let file;
+    try {
+      file = await conversations.download(id, format);
+    } catch (error) {
+      if (id === state.conversationId) showExportStatus({ key: "conversation.exportFailed", params: { detail: api.describe(error) } });
+      return;
+    }
+    const url = URL.createObjectURL(file.blob);
+    const link = $("<a>", { href: url, download: file.name, class: "visually-hidden" }).appendTo(body);
+    link[0].click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  function showExportStatus(text) {
+    const $status = $("#export-status");
+    if (text) i18n.set($status, text.key, text.params);
+    else $status.removeAttr("data-i18n data-i18n-params").text("");
+  }
+
+  $(".export-link").on("click", function (event) {
+    // Ctrl/Cmd/Shift-click and middle-click do what the browser does with a link.
+    if (event.ctrlKey || event.metaKey || event.shiftKey || event.altKey || event.button) return;
+    event.preventDefault();
+    exportConversation(this.id === "export-json" ? "json" : "md");
+  });
 
   // The conversation's persona and model become the pickers' choice, so a
   // question asked in it goes on the same way.
@@ -864,6 +894,7 @@
     announce(t("status.sent"));
     streamAnswer(turn, url, payload).finally(() => {
       if (state.current === turn) setBusy(null);
+      keyAccess.refreshUsage();
       if (turn.view !== state.view) return;
       if (after) after();
       refreshConversation();
@@ -875,7 +906,25 @@
     $("#empty-state").remove();
     $transcript.append(turn.$el);
     scrollToBottom();
-    answer(turn, config.askUrl, requestBody(turn));
+    answer(turn, config.askUrl, requestBody(turn), () => {
+      if (turn.refused) giveBack(turn, true);
+      else if (turn.limited) giveBack(turn, false);
+    });
+  }
+
+  // A question refused for want of a key (401) or over a limit (429) was not
+  // kept: its text goes back into the box, to be sent again once there is a
+  // key, or after the wait the note under it names. Without a key the turn
+  // itself leaves too: the key dialog says what is wrong.
+  function giveBack(turn, remove) {
+    if (remove) {
+      turn.$el.remove();
+      if (!$transcript.children(".turn").length && !state.conversationId) showEmptyState(null);
+    }
+    if (!$question.val()) {
+      $question.val(turn.question);
+      updateCharCount();
+    }
   }
 
   // Retry (a failed question) and Regenerate (the last answer) both ask the
@@ -927,6 +976,7 @@
   // reaching for the mouse.
   $(document).on("keydown", function (event) {
     if (event.key !== "Escape") return;
+    if (keyAccess.isOpen()) return; // the dialog closes itself
     if (sidebar.closeDrawer(true)) return;
     if (state.current) state.current.controller.abort();
   });
@@ -960,7 +1010,52 @@
 
   i18n.onChange(showLanguage);
 
+  /* ---------- Models and the access key ---------- */
+
+  // The model picker offers what the server lists for this key (GET
+  // /api/models): the page was rendered with all of CHATPROXY_MODELS.
+  async function loadModels() {
+    if (!$model.length || !config.modelsUrl) return;
+    let models;
+    try {
+      models = await api.models(config.modelsUrl);
+    } catch (error) {
+      return; // keep the picker as rendered; the server still checks each question
+    }
+    if (!models.length) return;
+    const ids = models.map((model) => model.id);
+    const current = ids.indexOf($model.val()) !== -1 ? $model.val() : null;
+    const fallback = (models.find((model) => model.default) || models[0]).id;
+    $model.empty();
+    ids.forEach((id) => $model.append($("<option>", { value: id, text: id })));
+    if (ids.indexOf(state.chosenModel) === -1) state.chosenModel = current || fallback;
+    applyPersonaModel();
+  }
+
+  // The key was saved (`key`), changed, or forgotten (`key` null). Another
+  // key has other conversations, limits and models: what was shown goes, and
+  // what failed for want of a key is loaded again.
+  function keyChanged(previous, key) {
+    if (previous && previous !== key) {
+      sidebar.clear();
+      startNewConversation("replace");
+    } else if (state.conversationId && state.loadFailed === state.conversationId && !state.current) {
+      openConversation(state.conversationId, null);
+    }
+    if (!key) return;
+    sidebar.refresh();
+    loadModels();
+    $question.trigger("focus");
+  }
+
   /* ---------- Start ---------- */
+
+  const keyAccess = new window.ChatproxyAccess({
+    auth: config.auth,
+    usageUrl: config.usageUrl,
+    announce: announce,
+    onChange: keyChanged,
+  });
 
   const sidebar = new window.ChatproxySidebar({
     conversations: conversations,
@@ -998,6 +1093,8 @@
   updateCharCount();
   applyPersonaModel(); // a browser may restore the persona picked before a reload
   sidebar.refresh();
+  loadModels();
+  keyAccess.refreshUsage();
   const initial = conversationFromHash() || remembered();
   if (initial) openConversation(initial, "replace");
   $question.trigger("focus");

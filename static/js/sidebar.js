@@ -96,6 +96,15 @@
     this.render(summaries);
   };
 
+  // Empties the list at once (another access key has other conversations);
+  // answers to requests still on their way are dropped.
+  Sidebar.prototype.clear = function () {
+    this.closeEditors();
+    this.loads += 1;
+    this.$list.empty();
+    this.showNote(null);
+  };
+
   Sidebar.prototype.render = function (summaries) {
     this.$list.empty();
     summaries.forEach((summary) => this.$list.append(this.item(summary)));
