@@ -27,12 +27,13 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     malformed; or naming the file, as `personas/ID.json: <fault>`, when a
     persona is malformed.
     """
-    from chatproxy import api, ask, cli, conversations_api, health, page, v1
+    from chatproxy import api, ask, cli, conversations_api, health, openapi, page, v1
     from chatproxy.access import register_access_check
     from chatproxy.errors import register_error_handlers
     from chatproxy.headers import register_security_headers
     from chatproxy.personas import load_personas
     from chatproxy.quotas import init_limits
+    from chatproxy.requestlog import register_request_log
     from chatproxy.state import PERSONAS, PRICES, SETTINGS, UPSTREAM
     from chatproxy.store import INSTANCE_DIR, init_store
     from chatproxy.tokens import check_max_tokens, load_prices
@@ -83,12 +84,14 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         )
     register_error_handlers(app)
     register_security_headers(app)
+    register_request_log(app, settings)  # first: every later failure has a request id
     api_blueprints = [ask.bp, api.bp, conversations_api.bp, v1.bp]
     # Before Flask-Limiter's own check: the caller decides which limits apply.
     register_access_check(app, settings, {bp.name for bp in api_blueprints})
     init_limits(app, settings, api_blueprints)
     app.register_blueprint(page.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(openapi.bp)
     for blueprint in api_blueprints:
         app.register_blueprint(blueprint)
     cli.register_commands(app)

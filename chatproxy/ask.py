@@ -21,6 +21,7 @@ from chatproxy.errors import APIError
 from chatproxy.passthrough import read_body
 from chatproxy.questions import Question, parse_question
 from chatproxy.quotas import usage_recorder
+from chatproxy.requestlog import note
 from chatproxy.sse import stream_response
 from chatproxy.state import (
     current_owner,
@@ -92,12 +93,14 @@ def answer_turn(turn: Turn, question: Question) -> Response:
     engine = db.engine
     record_usage = usage_recorder()
     cost_of = partial(answer_cost, asked_model=question.model, prices=current_prices())
+    logged = note(model=question.model)
     try:
         if question.stream:
             stream = upstream.open_chat_stream(turn.params)
         else:
             answer = upstream.complete_chat(turn.params)
     except APIError as error:
+        logged["outcome"] = error.code
         fail_turn(
             engine,
             turn,
@@ -117,6 +120,7 @@ def answer_turn(turn: Turn, question: Question) -> Response:
             )
             answer_id = finish_turn(engine, turn, outcome, ledger)
             record_usage.count_tokens(stream.usage)
+            logged.update(usage=stream.usage, outcome=_outcome(error, closed))
             return {"conversation_id": turn.conversation_id, "message_id": answer_id}
 
         return stream_response(stream, current_settings().keepalive_interval, cost_of, on_end)
@@ -125,6 +129,7 @@ def answer_turn(turn: Turn, question: Question) -> Response:
     ledger = partial(record_usage.write, model=question.model, usage=answer.usage, cost=spent)
     answer_id = finish_turn(engine, turn, outcome, ledger)
     record_usage.count_tokens(answer.usage)
+    logged.update(usage=answer.usage, outcome="ok")
     if question.format == "json":
         return jsonify(
             answer=answer.content,
@@ -136,6 +141,13 @@ def answer_turn(turn: Turn, question: Question) -> Response:
             message_id=answer_id,
         )
     return Response(answer.content, mimetype="text/plain")
+
+
+def _outcome(error: APIError | None, closed: bool) -> str:
+    """How a streamed answer ended, for the request log."""
+    if error is not None:
+        return error.code or "error"
+    return "client_gone" if closed else "ok"
 
 
 @bp.after_app_request

@@ -61,6 +61,8 @@ class Settings:
     redis_url: str | None = field(default=None, repr=False)
     ip_rpm: int | None = None
     trusted_proxies: int = 0
+    log_format: str = "plain"
+    log_content: bool = False
 
     @property
     def simulator_in_use(self) -> bool:
@@ -141,6 +143,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         redis_url=env.url("REDIS_URL", ("redis", "rediss")),
         ip_rpm=env.number("CHATPROXY_IP_RPM", int, 0, low=0) or None,
         trusted_proxies=env.number("CHATPROXY_TRUSTED_PROXIES", int, 0, low=0, high=5),
+        log_format=env.choice("CHATPROXY_LOG_FORMAT", ("plain", "json"), "plain"),
+        log_content=env.choice("CHATPROXY_LOG_CONTENT", ("0", "1"), "0") == "1",
     )
 
 

@@ -334,8 +334,8 @@ def title_from(text: str) -> str:
 
 def clean_title(value: object) -> str:
     """A new title as given by a client, checked; raises BadRequest (param `title`)."""
-    if not isinstance(value, str) or not value.strip():
-        raise BadRequest("'title' must be a non-empty string.", param="title")
+    if not isinstance(value, str) or not value.strip() or "\x00" in value:
+        raise BadRequest("'title' must be a non-empty string without NULs.", param="title")
     title = " ".join(value.split())
     if len(title) > TITLE_LENGTH:
         raise BadRequest(

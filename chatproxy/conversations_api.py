@@ -57,7 +57,7 @@ def index() -> Response:
     Query: `q` (text the title contains, case-insensitive), `limit` (1-200,
     default 50). `{"object": "list", "data": [summary, ...]}`.
     """
-    search = request.args.get("q", "").strip()[:200] or None
+    search = request.args.get("q", "").replace("\x00", "").strip()[:200] or None
     limit = _limit(request.args.get("limit"))
     conversations = list_conversations(db.session, current_owner(), search, limit)
     totals = _totals(c.id for c in conversations)
@@ -152,7 +152,7 @@ def _find(conversation_id: str) -> Conversation:
 def _limit(value: str | None) -> int:
     if value is None or value == "":
         return DEFAULT_LIMIT
-    if not value.isdigit() or not 1 <= int(value) <= MAX_LIMIT:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_LIMIT:
         raise BadRequest(f"'limit' must be an integer from 1 to {MAX_LIMIT}.", param="limit")
     return int(value)
 

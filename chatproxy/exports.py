@@ -11,7 +11,7 @@ finish_reason, tokens and time.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from chatproxy.conversations import title_from
@@ -131,8 +131,10 @@ def _message(index: int, item: Any, detail: Any) -> Message:
     if not isinstance(item, dict) or item.get("role") not in ROLES:
         raise BadRequest(f"{where} must have a role: {', '.join(ROLES)}.", param="messages")
     content = item.get("content")
-    if not isinstance(content, str):
-        raise BadRequest(f"{where}.content must be a string.", param="messages")
+    if not isinstance(content, str) or "\x00" in content:
+        raise BadRequest(
+            f"{where}.content must be a string (without NUL characters).", param="messages"
+        )
     detail = detail if isinstance(detail, dict) else {}
     status = detail.get("status") if detail.get("status") in STATUSES else "ok"
     error = detail.get("error") if isinstance(detail.get("error"), dict) else {}
@@ -152,23 +154,33 @@ def _message(index: int, item: Any, detail: Any) -> Message:
 
 def _string(data: dict[str, Any], key: str, limit: int) -> str | None:
     value = data.get(key)
-    return value[:limit] if isinstance(value, str) and value.strip() else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.replace("\x00", "")[:limit]
+
+
+MAX_TOKENS_STORED = 2**31 - 1  # the columns are 32-bit integers
 
 
 def _tokens(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_TOKENS_STORED:
+        return value
+    return None
 
 
 def _time(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
+        given = datetime.fromisoformat(value)
+        moment = given.astimezone(UTC) if given.tzinfo else None
+    except (ValueError, OverflowError):
         return None
-    return moment if moment.tzinfo else None
+    # Years the databases and ISO 8601's four digits hold; anything else is not a real time.
+    return moment if moment is not None and 1000 <= moment.year <= 9999 else None
 
 
 def iso(moment: datetime) -> str:
     """`moment` as ISO 8601 in UTC, like `2026-11-21T02:30:16Z`."""
-    return as_utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+    moment = as_utc(moment)
+    return f"{moment.year:04d}-" + moment.strftime("%m-%dT%H:%M:%SZ")

@@ -53,7 +53,11 @@ def read_body(data: bytes) -> dict[str, Any]:
     """
     try:
         body = json.loads(data, parse_constant=_not_json)
-    except (ValueError, RecursionError):
+        if b"\\u" in data and isinstance(body, dict):
+            # JSON may escape a lone surrogate (`"\\udb56"`), which is no text at all:
+            # refused here rather than failing once something encodes it.
+            json.dumps(body, ensure_ascii=False).encode()
+    except (ValueError, RecursionError, UnicodeEncodeError):
         body = None
     if not isinstance(body, dict):
         raise BadRequest(

@@ -148,6 +148,8 @@ def _text(values: Mapping[str, Any], name: str, limit: int, required: bool = Fal
         return None
     if not isinstance(value, str):
         raise BadRequest(f"{name!r} must be a string.", param=name, code="invalid_type")
+    if "\x00" in value:
+        raise BadRequest(f"{name!r} must not hold NUL characters.", param=name)
     if not value.strip():
         if required:
             raise BadRequest(f"{name!r} must not be empty.", param=name, code="empty_string")

@@ -171,6 +171,14 @@ def _check_number(body: dict[str, Any], name: str, low: float, high: float) -> N
         raise ApiError(400, message, param=name, code=f"{kind}_{side}_{end}_value")
 
 
+def _check_type(body: dict[str, Any], name: str, kinds: tuple[type, ...]) -> None:
+    """400 `invalid_type` unless `body[name]` is absent, null or one of `kinds`, as OpenAI does."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, kinds):
+        message = f"Invalid type for '{name}': expected {' or '.join(k.__name__ for k in kinds)}."
+        raise ApiError(400, message, param=name, code="invalid_type")
+
+
 def check_request(body: dict[str, Any], chat: bool) -> str:
     """Check a completion request as OpenAI does; returns the model or raises ApiError.
 
@@ -204,6 +212,10 @@ def check_request(body: dict[str, Any], chat: bool) -> str:
         _check_number(body, name, low, high)
     for name in ("max_tokens", "max_completion_tokens"):
         _check_number(body, name, 1, 2**31)
+    _check_type(body, "stop", (str, list))
+    _check_type(body, "stream_options", (dict,))
+    if not chat:
+        _check_type(body, "prompt", (str, list))
     if body.get("stream_options") is not None and body.get("stream") is not True:
         message = "The 'stream_options' parameter is only allowed when 'stream' is enabled."
         raise ApiError(400, message, param="stream_options")

@@ -21,6 +21,7 @@ from chatproxy.passthrough import (
     read_body,
 )
 from chatproxy.quotas import usage_recorder
+from chatproxy.requestlog import note
 from chatproxy.sse import passthrough_response
 from chatproxy.state import current_policy, current_prices, current_settings, current_upstream
 from chatproxy.store import db
@@ -77,18 +78,22 @@ def forward(call: PassThrough) -> Response:
     upstream = current_upstream()
     record_usage = usage_recorder()
     db.session.close()  # no connection held while the upstream answers
+    logged = note(model=call.model)
     prices = current_prices()
     if call.stream:
         stream = upstream.open_raw_stream(call.path, call.body, call.hide_usage)
 
         def on_end() -> None:
             record_usage(call.model, stream.usage, cost(call.model, stream.usage, prices))
+            logged["usage"] = stream.usage
 
         return passthrough_response(stream, current_settings().keepalive_interval, on_end)
     try:
         answer = upstream.complete_raw(call.path, call.body)
-    except APIError:
+    except APIError as error:
         record_usage(call.model, None, None)
+        logged["outcome"] = error.code
         raise
     record_usage(call.model, answer.usage, cost(call.model, answer.usage, prices))
+    logged.update(usage=answer.usage, outcome="ok")
     return Response(answer.body, content_type="application/json")

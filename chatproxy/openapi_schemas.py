@@ -1,0 +1,462 @@
+"""The JSON Schemas of chatproxy's OpenAPI document (`chatproxy.openapi`): bodies and events.
+
+Plain dicts in JSON Schema 2020-12, as OpenAPI 3.1 takes it. The bounds come
+from the app's settings (`Bounds`), so the document says what this deployment
+enforces: its models, its `max_tokens` cap, its longest question. The `/v1`
+bodies, which chatproxy passes on, describe the important fields of the OpenAI
+API reference (https://platform.openai.com/docs/api-reference) and allow any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chatproxy.exports import FORMAT, MAX_IMPORTED_MESSAGES
+from chatproxy.models import ROLES, STATUSES, TITLE_LENGTH
+from chatproxy.questions import FALSE_WORDS, MAX_STOP_SEQUENCES, NUMBER_RANGES, TRUE_WORDS
+
+Schema = dict[str, Any]
+
+OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+CONVERSATION_ID_PATTERN = "^[0-9a-fA-F]{32}$"
+STOP_CHARS = 100  # longest stop sequence /callChatGPT takes (chatproxy.questions._stop)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """What the document depends on: this app's settings and personas."""
+
+    models: tuple[str, ...]
+    default_model: str
+    max_tokens: int
+    max_input_chars: int
+    persona_ids: tuple[str, ...]
+    keys_required: bool
+
+
+def ref(name: str, kind: str = "schemas") -> Schema:
+    """A `$ref` to `#/components/{kind}/{name}`."""
+    return {"$ref": f"#/components/{kind}/{name}"}
+
+
+def nullable(schema: Schema) -> Schema:
+    """`schema` or null (one without a `type`, such as a `$ref`, is wrapped in `anyOf`)."""
+    if "type" not in schema:
+        return {"anyOf": [schema, {"type": "null"}]}
+    kind = schema["type"]
+    return {**schema, "type": [*(kind if isinstance(kind, list) else [kind]), "null"]}
+
+
+def shape(**properties: Schema) -> Schema:
+    """An object of exactly these properties, all required: what chatproxy itself answers."""
+    return {
+        "type": "object",
+        "required": list(properties),
+        "properties": properties,
+        "additionalProperties": False,
+    }
+
+
+def loose(required: str = "", **properties: Schema) -> Schema:
+    """An object that may have other properties; `required` names some, space-separated."""
+    return {
+        "type": "object",
+        "required": required.split(),
+        "properties": properties,
+        "additionalProperties": True,
+    }
+
+
+def string(**keywords: Any) -> Schema:
+    """A string schema with JSON Schema `keywords` (minLength, enum, ...)."""
+    return {"type": "string", **keywords}
+
+
+def integer(**keywords: Any) -> Schema:
+    """An integer schema with JSON Schema `keywords` (minimum, maximum)."""
+    return {"type": "integer", **keywords}
+
+
+def number(**keywords: Any) -> Schema:
+    """A number schema with JSON Schema `keywords` (minimum, maximum)."""
+    return {"type": "number", **keywords}
+
+
+def array(items: Schema, **keywords: Any) -> Schema:
+    """An array of `items`, with JSON Schema `keywords` (minItems, maxItems)."""
+    return {"type": "array", "items": items, **keywords}
+
+
+def list_of(item: Schema) -> Schema:
+    """`{"object": "list", "data": [item, ...]}`, as OpenAI's lists are."""
+    return shape(object={"const": "list"}, data=array(item))
+
+
+def json_data(schema: Schema) -> Schema:
+    """An SSE event's `data`: a string holding JSON that `schema` describes."""
+    return string(contentMediaType="application/json", contentSchema=schema)
+
+
+BOOLEAN: Schema = {"type": "boolean"}
+TIME = string(format="date-time")
+COST = nullable(number(minimum=0, description="USD; null without a price for the model"))
+COUNT = integer(minimum=0)
+ID = string(pattern=CONVERSATION_ID_PATTERN)
+
+
+# --- Questions (/callChatGPT, regenerate) ---------------------------------------------
+
+
+def question_fields(bounds: Bounds) -> dict[str, Schema]:
+    """The schema of each `/callChatGPT` parameter as a query string or form sends it."""
+    fields: dict[str, Schema] = {
+        "input": string(
+            minLength=1,
+            maxLength=bounds.max_input_chars,
+            pattern=r"\S",
+            description="The question (not blank). Longer: 400 `string_above_max_length`.",
+        ),
+        "model": string(
+            enum=[*bounds.models, ""],
+            description="One of CHATPROXY_MODELS (403 `model_not_allowed` for others, or for "
+            f"one the caller's key may not use). Default (or empty): the persona's model, "
+            f"else `{bounds.default_model}`.",
+        ),
+        "persona": string(
+            enum=[*bounds.persona_ids, ""],
+            description="A persona's id (`GET /api/personas`); empty means none. "
+            "Unknown: 400 `persona_not_found`.",
+        ),
+        "system": string(maxLength=bounds.max_input_chars, description="A system prompt."),
+    }
+    for name, (low, high) in NUMBER_RANGES.items():
+        fields[name] = number(minimum=low, maximum=high)
+    fields["max_tokens"] = integer(
+        minimum=1,
+        maximum=bounds.max_tokens,
+        description="Longest answer in tokens (default and cap: CHATPROXY_MAX_TOKENS). With the "
+        "question it must fit the model's context window (400 `context_length_exceeded`).",
+    )
+    sequence = string(minLength=1, maxLength=STOP_CHARS)
+    fields["stop"] = {
+        "anyOf": [sequence, array(sequence, minItems=1, maxItems=MAX_STOP_SEQUENCES)],
+        "description": f"Up to {MAX_STOP_SEQUENCES} stop sequences (repeat `stop=` in a query "
+        "string or form).",
+    }
+    fields["stream"] = string(
+        enum=[word for word in TRUE_WORDS + FALSE_WORDS if word],
+        description="Answer with server-sent events; case-insensitive.",
+    )
+    fields["format"] = string(
+        enum=["text", "json", "sse"],
+        description="`text` (the answer only), `json` or `sse`; by default from `Accept`.",
+    )
+    fields["conversation_id"] = string(
+        pattern=CONVERSATION_ID_PATTERN,
+        description="Go on with this conversation (its persona and model apply unless others "
+        "are named); unknown: 404 `conversation_not_found`.",
+    )
+    return fields
+
+
+def question_body(bounds: Bounds, *, form: bool, regenerate: bool = False) -> Schema:
+    """A `/callChatGPT` body: a form (text values) or a JSON object (typed values).
+
+    `regenerate` leaves out `input` and `conversation_id` (the conversation has them).
+    """
+    fields = question_fields(bounds)
+    if not form:
+        fields["stream"] = {"anyOf": [BOOLEAN, fields["stream"]]}
+        # In JSON, null stands for a parameter not given.
+        fields = {
+            name: schema if name == "input" else {"anyOf": [schema, {"type": "null"}]}
+            for name, schema in fields.items()
+        }
+    if regenerate:
+        del fields["input"], fields["conversation_id"]
+    return loose("" if regenerate else "input", **fields)
+
+
+def _answer_schemas() -> dict[str, Schema]:
+    """A question's answer as JSON, and as SSE events (`chatproxy.sse`)."""
+    answer = shape(
+        answer=string(),
+        model=nullable(string()),
+        usage=nullable(ref("Usage")),
+        finish_reason=nullable(string()),
+        cost=COST,
+        conversation_id=ID,
+        message_id=nullable(integer()),
+    )
+    done = loose(
+        "finish_reason usage model cost",
+        finish_reason=nullable(string()),
+        usage=nullable(ref("Usage")),
+        model=nullable(string()),
+        cost=COST,
+        conversation_id=ID,
+        message_id=nullable(integer()),
+    )
+    events = {"delta": shape(content=string()), "done": done, "error": ref("Error")}
+    return {
+        "Usage": loose(
+            "prompt_tokens completion_tokens total_tokens",
+            prompt_tokens=COUNT,
+            completion_tokens=COUNT,
+            total_tokens=COUNT,
+        ),
+        "Answer": answer,
+        "AnswerEvent": {
+            "description": "`event: delta` per piece, then `event: done` or `event: error`, "
+            "data in JSON; a comment line (`: keep-alive`) while the upstream is silent.",
+            "oneOf": [
+                loose("event data", event={"const": name}, data=json_data(schema))
+                for name, schema in events.items()
+            ],
+        },
+    }
+
+
+# --- Conversations -------------------------------------------------------------------
+
+
+def _conversation_schemas() -> dict[str, Schema]:
+    summary: dict[str, Schema] = {
+        "id": ID,
+        "title": string(maxLength=TITLE_LENGTH),
+        "persona": nullable(string()),
+        "model": string(),
+        "created_at": TIME,
+        "updated_at": TIME,
+        "message_count": COUNT,
+        "usage": ref("TokenUsage"),
+        "cost": COST,
+    }
+    error = nullable(shape(code=nullable(string()), message=nullable(string())))
+    message = shape(
+        id=integer(),
+        role=string(enum=list(ROLES)),
+        content=string(),
+        model=nullable(string()),
+        status=string(enum=list(STATUSES)),
+        finish_reason=nullable(string()),
+        usage=nullable(ref("TokenUsage")),
+        cost=COST,
+        error=error,
+        created_at=TIME,
+    )
+    detail = shape(
+        status=string(enum=list(STATUSES)),
+        model=nullable(string()),
+        finish_reason=nullable(string()),
+        prompt_tokens=nullable(COUNT),
+        completion_tokens=nullable(COUNT),
+        error=error,
+        created_at=TIME,
+    )
+    metadata = shape(
+        **{name: summary[name] for name in ("id", "title", "persona", "model")},
+        created_at=TIME,
+        updated_at=TIME,
+        messages=array(detail),
+    )
+    plain_message = shape(role=string(enum=list(ROLES)), content=string())
+    return {
+        "TokenUsage": shape(prompt_tokens=COUNT, completion_tokens=COUNT, total_tokens=COUNT),
+        "ConversationSummary": shape(**summary),
+        "ConversationMessage": message,
+        "Conversation": shape(**summary, messages=array(ref("ConversationMessage"))),
+        "ConversationList": list_of(ref("ConversationSummary")),
+        "ConversationExport": shape(
+            object={"const": FORMAT}, messages=array(plain_message), metadata=metadata
+        ),
+        "ConversationImport": loose(
+            "messages",
+            messages=array(
+                {**plain_message, "additionalProperties": True},
+                minItems=1,
+                maxItems=MAX_IMPORTED_MESSAGES,
+            ),
+            metadata=_import_metadata(),
+        ),
+        "Rename": loose(
+            "title",
+            title=string(
+                minLength=1,
+                maxLength=TITLE_LENGTH,
+                pattern=r"\S",
+                description="Runs of whitespace count as one space.",
+            ),
+        ),
+    }
+
+
+def _import_metadata() -> Schema:
+    """An import's `metadata`: as in an export, each field optional.
+
+    A value of another type, or a time without a zone, is ignored (the default applies).
+    """
+    detail = loose(
+        status=string(enum=list(STATUSES)),
+        model=string(),
+        finish_reason=string(),
+        prompt_tokens=COUNT,
+        completion_tokens=COUNT,
+        error=loose(code=string(), message=string()),
+        created_at=TIME,
+    )
+    messages = array(detail, description="One per message, in order; else all are ignored.")
+    return loose(
+        title=string(), persona=string(), model=string(), created_at=TIME, messages=messages
+    )
+
+
+# --- The page's lists, usage, health -----------------------------------------------------
+
+
+def _service_schemas() -> dict[str, Schema]:
+    persona = shape(
+        id=string(),
+        name=nullable(string()),
+        description=nullable(string()),
+        model=nullable(string()),
+        messages=array(shape(role=string(enum=list(ROLES)), content=string())),
+    )
+    day = shape(
+        date=string(format="date"),
+        requests=COUNT,
+        prompt_tokens=COUNT,
+        completion_tokens=COUNT,
+        total_tokens=COUNT,
+        cost=number(minimum=0),
+    )
+    key = shape(
+        name=string(description="The access key's name; `open` while CHATPROXY_AUTH=open."),
+        rpm=nullable(COUNT),
+        tpm=nullable(COUNT),
+        tokens_per_day=nullable(COUNT),
+        usd_per_day=nullable(number(minimum=0)),
+        models=nullable(array(string())),
+    )
+    return {
+        "PersonaList": list_of(persona),
+        "ModelChoiceList": list_of(shape(id=string(), default=BOOLEAN)),
+        "UsageDay": day,
+        "UsageReport": shape(key=key, today=ref("UsageDay"), days=array(ref("UsageDay"))),
+        "Health": shape(status={"const": "ok"}),
+        "Readiness": shape(
+            status=string(enum=["ready", "not ready"]),
+            checks={"type": "object", "additionalProperties": string()},
+            simulator=BOOLEAN,
+        ),
+    }
+
+
+# --- The OpenAI-compatible API (/v1) -------------------------------------------------
+
+
+def _v1_schemas(bounds: Bounds) -> dict[str, Schema]:
+    """Requests and answers of `/v1`: the important fields, any other allowed."""
+    limit = nullable(
+        integer(
+            minimum=1,
+            maximum=bounds.max_tokens,
+            description="At most CHATPROXY_MAX_TOKENS; with no limit given, the cap is sent.",
+        )
+    )
+    common: dict[str, Schema] = {
+        "model": string(
+            enum=list(bounds.models),
+            description="One of CHATPROXY_MODELS (403 `model_not_allowed` for others).",
+        ),
+        "stream": nullable(BOOLEAN),
+        "stream_options": nullable(loose(include_usage=BOOLEAN)),
+        "max_tokens": limit,
+        **{
+            name: nullable(number(minimum=low, maximum=high))
+            for name, (low, high) in NUMBER_RANGES.items()
+        },
+        "stop": nullable({"anyOf": [string(), array(string(), maxItems=MAX_STOP_SEQUENCES)]}),
+        "n": nullable(integer(minimum=1, maximum=128)),
+        "seed": nullable(integer()),
+        "user": string(),
+    }
+    content = {"anyOf": [string(), array(loose("type", type=string())), {"type": "null"}]}
+    message = loose("role", role=string(enum=list(OPENAI_ROLES)), content=content, name=string())
+    chat = loose(
+        "model messages",
+        **common,
+        messages=array(message, minItems=1),
+        max_completion_tokens=limit,
+        response_format=nullable(loose("type", type=string())),
+        tools=array({"type": "object"}),
+        tool_choice={"anyOf": [string(), {"type": "object"}]},
+        logprobs=nullable(BOOLEAN),
+        top_logprobs=nullable(integer(minimum=0, maximum=20)),
+    )
+    chat["description"] = (
+        "OpenAI's create-chat-completion body. chatproxy checks `model`, `messages`, "
+        "`max_tokens`, `max_completion_tokens` and `stream`; any other field goes upstream "
+        "as sent, and the upstream judges it."
+    )
+    tokens = array(integer(minimum=0))
+    prompt = {"anyOf": [string(), array(string()), tokens, array(tokens)]}
+    legacy = loose(
+        "model prompt",
+        **common,
+        prompt=prompt,
+        suffix=nullable(string()),
+        echo=nullable(BOOLEAN),
+        best_of=nullable(integer(minimum=0, maximum=20)),
+        logprobs=nullable(integer(minimum=0, maximum=5)),
+    )
+    legacy["description"] = (
+        "OpenAI's create-completion body (legacy). Without `max_tokens`, OpenAI's default "
+        "of 16 (or the cap, if lower) is sent."
+    )
+
+    def answer(*kinds: str) -> Schema:
+        return loose(
+            "id object created model choices",
+            id=string(),
+            object=string(enum=list(kinds)),
+            created=integer(),
+            model=string(),
+            choices=array({"type": "object"}),
+            usage=nullable(ref("Usage")),
+        )
+
+    chunk = answer("chat.completion.chunk", "text_completion")
+    return {
+        "ChatCompletionRequest": chat,
+        "CompletionRequest": legacy,
+        "Completion": answer("chat.completion", "text_completion"),
+        "PassthroughEvent": loose(
+            "data",
+            event={"const": "message"},
+            data={"anyOf": [{"const": "[DONE]"}, json_data({"anyOf": [chunk, ref("Error")]})]},
+        ),
+        "Model": shape(
+            id=string(), object={"const": "model"}, created=integer(), owned_by=string()
+        ),
+        "ModelList": list_of(ref("Model")),
+    }
+
+
+def component_schemas(bounds: Bounds) -> dict[str, Schema]:
+    """Every schema of `components.schemas`, by name."""
+    error = shape(
+        message=string(), type=string(), param=nullable(string()), code=nullable(string())
+    )
+    return {
+        "Error": shape(error=error),
+        **_answer_schemas(),
+        "Question": question_body(bounds, form=False),
+        "QuestionForm": question_body(bounds, form=True),
+        "RegenerateOptions": question_body(bounds, form=False, regenerate=True),
+        "RegenerateOptionsForm": question_body(bounds, form=True, regenerate=True),
+        **_service_schemas(),
+        **_conversation_schemas(),
+        **_v1_schemas(bounds),
+    }
