@@ -19,9 +19,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 from flask import Flask, g, request
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, Unauthorized
@@ -32,6 +33,7 @@ KEY_PREFIX = "cpk-"
 SHOWN_CHARS = 12  # `cpk-` and 8 characters: enough to find a key, far too few to guess it
 OPEN = "open"  # the caller's name while CHATPROXY_AUTH=open
 LAST_USED_EVERY = 60.0  # seconds between two writes of a key's last use, per process
+KEY_CACHE_SECONDS = 5.0  # how long a process trusts a key it found valid
 NAME_CHARS = 100
 
 
@@ -123,6 +125,8 @@ def revoke_key(name: str) -> bool:
         .values(revoked_at=utcnow())
     )
     db.session.commit()
+    with _finding:
+        _found.clear()
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
@@ -172,21 +176,45 @@ def presented_key() -> str | None:
     return request.args.get("key") or None
 
 
-def _find(key: str) -> AccessKey | None:
-    """The valid stored key `key` is, compared by digest in constant time, or None."""
+_KEYS = AccessKey.__table__
+_BY_PREFIX = select(_KEYS).where(_KEYS.c.prefix == bindparam("prefix"))  # built once
+_found: dict[str, tuple[float, Any]] = {}  # digest -> (monotonic time, row)
+_finding = threading.Lock()
+
+
+def _find(key: str) -> Any:
+    """The valid stored key `key` is (a row of access_keys), or None.
+
+    Found by its prefix, compared by digest in constant time. A key found
+    valid is remembered for KEY_CACHE_SECONDS per process, so a revoked key
+    may still pass for that long in other processes (`revoke_key` forgets it
+    at once in its own).
+    """
     if not key.startswith(KEY_PREFIX) or len(key) > 200:
         return None
     wanted = digest(key)
-    now = utcnow()
-    rows = db.session.scalars(select(AccessKey).where(AccessKey.prefix == key[:SHOWN_CHARS]))
+    now = time.monotonic()
+    with _finding:
+        cached = _found.get(wanted)
+    if cached is not None and now - cached[0] < KEY_CACHE_SECONDS and _valid(cached[1]):
+        return cached[1]
+    with db.engine.connect() as connection:
+        rows = connection.execute(_BY_PREFIX, {"prefix": key[:SHOWN_CHARS]}).all()
     for row in rows:
         if hmac.compare_digest(row.key_hash, wanted):
-            if row.revoked_at is not None or (
-                row.expires_at is not None and as_utc(row.expires_at) <= now
-            ):
+            if not _valid(row):
                 return None
+            with _finding:
+                _found[wanted] = (now, row)
             return row
     return None
+
+
+def _valid(row: Any) -> bool:
+    """False for a revoked or expired key."""
+    if row.revoked_at is not None:
+        return False
+    return row.expires_at is None or as_utc(row.expires_at) > utcnow()
 
 
 _last_noted: dict[int, float] = {}

@@ -25,7 +25,7 @@ from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import RateLimitItemPerMinute
 from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -56,7 +56,9 @@ def init_limits(app: Flask, settings: Settings, blueprints: list[Any]) -> None:
     """
     app.config.setdefault("RATELIMIT_STORAGE_URI", settings.redis_url or "memory://")
     app.config.setdefault("RATELIMIT_STRATEGY", "moving-window")
-    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+    # Flask-Limiter would add X-RateLimit-* to every answer at the cost of another
+    # round trip to Redis; they are sent on the 429s (`_rate_limited`) instead.
+    app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     # Redis down: answer rather than refuse everyone (limits then do not hold).
     app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
     limiter = Limiter(key_func=_client_address, app=app)
@@ -113,9 +115,19 @@ def _key_rpm_message() -> str:
 
 
 def _rate_limited(exc: RateLimitExceeded) -> Response:
-    """Flask-Limiter's 429 in OpenAI's error shape; it adds Retry-After and X-RateLimit-* itself."""
+    """Flask-Limiter's 429 in OpenAI's error shape, with Retry-After and X-RateLimit-*."""
     message = str(exc.description or "Too many requests.")
-    return error_response(RateLimited(f"{message} Try again later.", code="rate_limit_exceeded"))
+    error = RateLimited(f"{message} Try again later.", code="rate_limit_exceeded")
+    current = current_app.extensions[LIMITER].current_limit
+    if current is None:
+        return error_response(error)
+    wait = math.ceil(current.reset_at - utc_clock().timestamp())
+    error.retry_after = min(max(1, wait), current.limit.get_expiry())
+    response = error_response(error)
+    response.headers["X-RateLimit-Limit"] = str(current.limit.amount)
+    response.headers["X-RateLimit-Remaining"] = str(max(0, current.remaining))
+    response.headers["X-RateLimit-Reset"] = str(math.ceil(current.reset_at))
+    return response
 
 
 def check_quotas(caller: Caller) -> None:
@@ -173,16 +185,20 @@ class Spent:
         return self.prompt_tokens + self.completion_tokens
 
 
+# Built once, with its values bound at each call: it runs before every question of a
+# key with a daily quota, and a statement built anew costs more than the query.
+_SPENT_ON = select(
+    func.coalesce(func.sum(LEDGER.c.requests), 0),
+    func.coalesce(func.sum(LEDGER.c.prompt_tokens), 0),
+    func.coalesce(func.sum(LEDGER.c.completion_tokens), 0),
+    func.coalesce(func.sum(LEDGER.c.cost), 0.0),
+).where(LEDGER.c.key_name == bindparam("key_name"), LEDGER.c.day == bindparam("day"))
+
+
 def usage_on(key_name: str, day: date) -> Spent:
     """What `key_name` used on `day` (UTC), summed over models, from the ledger."""
-    row = db.session.execute(
-        select(
-            func.coalesce(func.sum(UsageDay.requests), 0),
-            func.coalesce(func.sum(UsageDay.prompt_tokens), 0),
-            func.coalesce(func.sum(UsageDay.completion_tokens), 0),
-            func.coalesce(func.sum(UsageDay.cost), 0.0),
-        ).where(UsageDay.key_name == key_name, UsageDay.day == day)
-    ).one()
+    with db.engine.connect() as connection:
+        row = connection.execute(_SPENT_ON, {"key_name": key_name, "day": day}).one()
     return Spent(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
 
 
