@@ -7,8 +7,10 @@ Modelled on gunicorn's examples/example_config.py.
 
 import os
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 
 from dotenv import load_dotenv
 
@@ -67,7 +69,8 @@ _simulator = None
 
 
 def on_starting(server):
-    """Bring the database to the newest schema; start the simulator when it is the upstream."""
+    """Prepare the metrics folder, bring the database to the newest schema, start the simulator."""
+    _prepare_metrics()
     _upgrade_database(server)
     _start_simulator(server)
     if _server.workers > 1 and not _app.redis_url and (_app.auth == "keys" or _app.ip_rpm):
@@ -121,8 +124,39 @@ def _start_simulator(server):
 
 
 def on_exit(server):
-    """Stop the simulator started by on_starting."""
+    """Stop the simulator started by on_starting; remove the metrics folder made there."""
     _stop_simulator()
+    if _metrics_folder_made:
+        shutil.rmtree(_metrics_folder_made, ignore_errors=True)
+
+
+def child_exit(server, worker):
+    """A worker's gauges (streams in flight) stop counting when it exits (prometheus-client)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+_metrics_folder_made = None
+
+
+def _prepare_metrics():
+    """PROMETHEUS_MULTIPROC_DIR: where each worker writes its metrics, for /metrics to add up.
+
+    Made here (a fresh temporary folder) unless set; a given one is emptied, as
+    prometheus-client asks, so figures of an earlier run do not count. Workers
+    inherit it and read it when they first import prometheus-client.
+    """
+    global _metrics_folder_made
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        for name in os.listdir(folder):
+            if name.endswith(".db"):
+                os.remove(os.path.join(folder, name))
+        return
+    _metrics_folder_made = tempfile.mkdtemp(prefix="chatproxy-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_folder_made
 
 
 def _stop_simulator():

@@ -1,10 +1,11 @@
-"""`/healthz` and `/readyz`: is the process alive, and can it answer questions."""
+"""`/healthz`, `/readyz` and `/metrics`: alive, able to answer, and how it has been doing."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
+from chatproxy.metrics import exposition
 from chatproxy.quotas import LIMITER
 from chatproxy.state import current_settings, current_upstream
 from chatproxy.store import db
@@ -41,6 +42,17 @@ def readyz() -> tuple[Response, int]:
         "simulator": settings.simulator_in_use,
     }
     return jsonify(body), 200 if ok else 503
+
+
+@bp.route("/metrics")
+def metrics() -> Response:
+    """Prometheus metrics, summed across gunicorn's workers (`chatproxy.metrics`).
+
+    Text exposition format 0.0.4. Names key names (in token counts), no keys;
+    the sample nginx site serves it to localhost only.
+    """
+    body, content_type = exposition()
+    return Response(body, content_type=content_type)
 
 
 def _database() -> tuple[bool, str]:

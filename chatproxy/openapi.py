@@ -298,6 +298,13 @@ def _service_paths(ops: Operations) -> dict[str, Schema]:
         "/openapi.json": {
             "get": ops.public("openapi", "This document", {"200": ok("OpenAPI 3.1", {JSON: {}})})
         },
+        "/metrics": {
+            "get": ops.public(
+                "metrics",
+                "Prometheus metrics, summed across workers",
+                {"200": ok("Text exposition format 0.0.4", {"text/plain": string()})},
+            )
+        },
         "/api/personas": page.get_json(
             "listPersonas", "The personas `persona=` may name, by id", "PersonaList"
         ),

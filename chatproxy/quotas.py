@@ -32,6 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from chatproxy.access import Caller, current_caller
 from chatproxy.config import Settings
 from chatproxy.errors import RateLimited, error_response
+from chatproxy.metrics import TOKENS
 from chatproxy.models import UsageDay
 from chatproxy.store import db
 
@@ -229,16 +230,20 @@ class Recorder:
         cost: float | None,
     ) -> None:
         """Add the request to the ledger on `connection`, in its transaction; see `count_tokens`."""
+        prompt, completion = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
         values = {
             "key_name": self.caller.name,
             "day": self.clock().date(),
             "model": model[:200],
             "requests": 1,
-            "prompt_tokens": _tokens(usage, "prompt_tokens"),
-            "completion_tokens": _tokens(usage, "completion_tokens"),
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
             "cost": cost or 0.0,
         }
         connection.execute(_ledger_upsert(self.engine.dialect.name), values)
+        for kind, tokens in (("prompt", prompt), ("completion", completion)):
+            if tokens:
+                TOKENS.labels(self.caller.name, values["model"], kind).inc(tokens)
 
     def count_tokens(self, usage: Mapping[str, Any] | None) -> None:
         """Add the tokens to the key's tokens-per-minute window.

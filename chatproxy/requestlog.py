@@ -21,6 +21,7 @@ from typing import Any
 from flask import Flask, Response, g, request
 
 from chatproxy.config import Settings
+from chatproxy.metrics import REQUESTS
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CONTENT_CHARS = 2000
@@ -43,6 +44,8 @@ def register_request_log(app: Flask, settings: Settings) -> None:
         if request_id is None:  # a request that failed before `start`
             return response
         response.headers["X-Request-Id"] = request_id
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        REQUESTS.labels(rule, str(response.status_code)).inc()
         fields = _fields(response, settings)
         details = g.request_log
         started = g.request_started

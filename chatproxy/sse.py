@@ -20,6 +20,7 @@ from typing import Any
 from flask import Response
 
 from chatproxy.errors import APIError
+from chatproxy.metrics import STREAMS_IN_FLIGHT, UPSTREAM_ERRORS
 from chatproxy.streams import ChatStream, RawStream, StreamClosed, UpstreamStream
 
 KEEPALIVE = b": keep-alive\n\n"
@@ -65,6 +66,7 @@ def answer_events(
         return
     except APIError as error:
         log.warning("stream ended early: %s", error.code)
+        UPSTREAM_ERRORS.labels(error.code or "upstream_error").inc()
         if on_end is not None:
             on_end("".join(pieces), error, False)
         yield event("error", error.body())
@@ -120,6 +122,7 @@ def _ending_on_failure(
         log.info("client went away mid-answer")
     except APIError as error:
         log.warning("stream ended early: %s", error.code)
+        UPSTREAM_ERRORS.labels(error.code or "upstream_error").inc()
         yield error_event(error)
     finally:
         stream.close()
@@ -145,6 +148,7 @@ def with_keepalive(
             pieces.put(_END)
 
     threading.Thread(target=pump, daemon=True, name="sse-pump").start()
+    STREAMS_IN_FLIGHT.inc()
     try:
         while True:
             try:
@@ -156,6 +160,7 @@ def with_keepalive(
                 return
             yield piece  # type: ignore[misc]
     finally:
+        STREAMS_IN_FLIGHT.dec()
         on_close()
 
 

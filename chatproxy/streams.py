@@ -10,6 +10,7 @@ one closed on our side (the client went away) raises StreamClosed instead.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 
 from chatproxy.errors import UpstreamError, error_detail
+from chatproxy.metrics import TIME_TO_FIRST_TOKEN
 
 if TYPE_CHECKING:
     from chatproxy.upstream import Upstream
@@ -38,6 +40,15 @@ class UpstreamStream:
         self._response = response
         self._upstream = upstream
         self._closed = False
+        # When the request went upstream (Upstream._post), for the time to first token.
+        self._sent_at: float | None = response.extensions.get("chatproxy_sent_at")
+
+    def _first_piece(self) -> None:
+        """Record the time to first token of this stream."""
+        if self._sent_at is not None:
+            path = self._response.request.url.path.rsplit("/", 2)[-1]
+            TIME_TO_FIRST_TOKEN.labels(path).observe(time.perf_counter() - self._sent_at)
+            self._sent_at = None
 
     def close(self) -> None:
         """Release the upstream connection (safe to call more than once).
@@ -126,6 +137,8 @@ class ChatStream(UpstreamStream):
                         continue
                     content = (choice.get("delta") or {}).get("content")
                     if content:
+                        if self._sent_at is not None:
+                            self._first_piece()
                         yield content
                     if choice.get("finish_reason"):
                         self.finish_reason = choice["finish_reason"]
@@ -193,6 +206,8 @@ class RawStream(UpstreamStream):
                     finished = at >= len(_FINISH_KEY) and events[at : at + 8].lstrip()[:1] == b'"'
                 if events.endswith(_DONE_ENDS):
                     done = done or ends_with_done(events)
+                if self._sent_at is not None:
+                    self._first_piece()
                 yield events
             if pending.strip():  # a last event without its blank line
                 events = pending.rstrip(b"\r\n") + b"\n\n"

@@ -24,6 +24,7 @@ import json
 import logging
 import select
 import sys
+import time
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,7 @@ from chatproxy.errors import (
     UpstreamTimeout,
     error_detail,
 )
+from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_LATENCY
 from chatproxy.streams import ChatStream, RawStream
 
 log = logging.getLogger(__name__)
@@ -191,10 +193,16 @@ class Upstream:
         Returns the response with its body unread; the caller closes it.
         """
         client = self._require_client()
+        started = time.perf_counter()
         try:
-            return client.post(path, body=body, cast_to=httpx2.Response, options=UNREAD_BODY)
+            response = client.post(path, body=body, cast_to=httpx2.Response, options=UNREAD_BODY)
         except openai.APIError as exc:
-            raise self._map_error(exc) from None
+            error = self._map_error(exc)
+            UPSTREAM_ERRORS.labels(error.code or "upstream_error").inc()
+            raise error from None
+        UPSTREAM_LATENCY.labels(path).observe(time.perf_counter() - started)
+        response.extensions["chatproxy_sent_at"] = started  # for the time to first token
+        return response
 
     def _read_json(self, response: httpx2.Response) -> tuple[bytes, Any]:
         """Read a whole JSON answer: (its bytes, its value); closes the response.
