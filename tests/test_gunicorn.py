@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
@@ -271,12 +272,20 @@ def test_simulator_mode_starts_and_stops_its_own_simulator(launch: Launcher) -> 
     assert "Traceback" not in server.log()
 
 
-def test_sigterm_lets_answers_in_flight_finish(launch: Launcher, simulator: Simulator) -> None:
-    """SIGTERM while 10 answers stream: each still ends with `event: done`, then gunicorn exits."""
-    count = 10
-    server = launch("graceful-stop", **upstream_settings(simulator, WORKERS="2"))
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP"])
+def test_stop_or_reload_lets_answers_in_flight_finish(
+    launch: Launcher, simulator: Simulator, signal_name: str
+) -> None:
+    """SIGTERM (stop) or SIGHUP (reload) while 50 answers stream: each ends with `done`, stored.
 
-    async def stop_while_streaming() -> tuple[list[tuple[list[Event], float | None, float]], float]:
+    After a stop gunicorn exits; after a reload, new workers answer.
+    """
+    count = 50
+    server = launch(f"graceful-{signal_name}", **upstream_settings(simulator, WORKERS="2"))
+
+    async def signal_while_streaming() -> tuple[
+        list[tuple[list[Event], float | None, float]], float
+    ]:
         started = asyncio.Semaphore(0)
         async with concurrent_client(server.url, count) as client:
             streams = [
@@ -289,17 +298,23 @@ def test_sigterm_lets_answers_in_flight_finish(launch: Launcher, simulator: Simu
             ]
             for _ in range(count):  # every answer has begun to arrive
                 await asyncio.wait_for(started.acquire(), timeout=30)
-            server.terminate()
-            stopped_at = time.monotonic()
-            return await asyncio.gather(*streams), stopped_at
+            server.process.send_signal(getattr(signal, signal_name))
+            signalled_at = time.monotonic()
+            return await asyncio.gather(*streams), signalled_at
 
-    results, stopped_at = asyncio.run(stop_while_streaming())
+    results, signalled_at = asyncio.run(signal_while_streaming())
 
     assert [events[-1].name for events, _, _ in results] == ["done"] * count
-    # The stop really cut across the answers: they went on for a while after it.
-    assert all(end > stopped_at + 1 for _, _, end in results)
-    assert server.wait_for_exit(STOP_TIMEOUT) == 0, server.log()
-    assert "Handling signal: term" in server.log()
+    # Nothing accepted is lost: every answer was stored (its message id is in `done`).
+    assert all(events[-1].data["message_id"] for events, _, _ in results)
+    # The signal really cut across the answers: they went on for a while after it.
+    assert all(end > signalled_at + 1 for _, _, end in results)
+    if signal_name == "SIGTERM":
+        assert server.wait_for_exit(STOP_TIMEOUT) == 0, server.log()
+        assert "Handling signal: term" in server.log()
+    else:
+        assert httpx2.get(f"{server.url}/callChatGPT", params={"input": "after"}).status_code == 200
+        assert "Handling signal: hup" in server.log()
 
 
 def test_logs_never_contain_the_upstream_key(

@@ -36,20 +36,23 @@ def test_metrics_after_a_load_are_summed_across_workers(
     launch: Launcher, simulator: Simulator, tmp_path: Path
 ) -> None:
     folder = tmp_path / "metrics"
+    # Ten connections per worker at most: with 15 slow streams in flight, the
+    # second worker must take some of them, whichever accepts first.
     server = launch(
         "two-workers",
-        **upstream_settings(simulator, WORKERS="2"),
+        **upstream_settings(simulator, WORKERS="2", WORKER_CONNECTIONS="10"),
         PROMETHEUS_MULTIPROC_DIR=str(folder),
     )
 
     async def load() -> list[httpx2.Response]:
         async with httpx2.AsyncClient(base_url=server.url, timeout=30) as client:
-            whole = [client.get("/callChatGPT", params={"input": f"q{i}"}) for i in range(20)]
+            slow = "[[sim: chunks=5 delay=0.3]]"
             streams = [
-                client.get("/callChatGPT", params={"input": f"s{i}", "stream": "1"})
-                for i in range(10)
+                client.get("/callChatGPT", params={"input": f"s{i} {slow}", "stream": "1"})
+                for i in range(15)
             ]
-            return await asyncio.gather(*whole, *streams)
+            whole = [client.get("/callChatGPT", params={"input": f"q{i}"}) for i in range(15)]
+            return await asyncio.gather(*streams, *whole)
 
     responses = asyncio.run(load())
     assert [r.status_code for r in responses] == [200] * 30
@@ -62,7 +65,7 @@ def test_metrics_after_a_load_are_summed_across_workers(
     assert (
         value(metrics, "chatproxy_upstream_latency_seconds_count", path="/chat/completions") == 30
     )
-    assert value(metrics, "chatproxy_time_to_first_token_seconds_count", path="completions") == 10
+    assert value(metrics, "chatproxy_time_to_first_token_seconds_count", path="completions") == 15
     completion = value(
         metrics, "chatproxy_tokens_total", key="open", model="gpt-4o-mini", kind="completion"
     )

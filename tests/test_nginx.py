@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def upstream_gunicorn(
 ) -> Iterator[Gunicorn]:
     launcher = Launcher(tmp_path_factory.mktemp("gunicorn-behind-nginx"), database_url)
     try:
-        yield launcher("behind-nginx", **upstream_settings(simulator, WORKERS="1"))
+        settings = upstream_settings(simulator, WORKERS="1", CHATPROXY_TRUSTED_PROXIES="1")
+        yield launcher("behind-nginx", **settings)
     finally:
         launcher.stop_all()
 
@@ -150,3 +152,26 @@ def test_oversized_body_is_413_in_openai_shape(nginx):
 
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_the_client_address_is_the_clients_not_nginxs(nginx, upstream_gunicorn):
+    """Behind nginx (CHATPROXY_TRUSTED_PROXIES=1) chatproxy sees the client's address.
+
+    It is what the per-address rate limit counts by (`request.remote_addr`), and
+    what the request log says. The client connects from 127.0.0.2, nginx from
+    127.0.0.1; a forged X-Forwarded-For from the client does not change it.
+    """
+    request_id = uuid.uuid4().hex
+    transport = httpx2.HTTPTransport(local_address="127.0.0.2")
+    with httpx2.Client(transport=transport, timeout=10) as client:
+        response = client.get(
+            f"{nginx}/healthz",
+            headers={"X-Request-Id": request_id, "X-Forwarded-For": "203.0.113.9"},
+        )
+    assert response.status_code == 200
+    deadline = time.monotonic() + 10
+    while request_id not in upstream_gunicorn.log():
+        assert time.monotonic() < deadline, upstream_gunicorn.log()[-2000:]
+        time.sleep(0.05)
+    line = next(line for line in upstream_gunicorn.log().splitlines() if request_id in line)
+    assert "client=127.0.0.2 " in line, line
