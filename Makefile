@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: run install install-dev test lint bench simulator clean
+.PHONY: run key install install-dev test lint bench simulator clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ run: install
 
 # The suite runs twice: on SQLite (the default store), then on PostgreSQL.
 TEST_POSTGRESQL ?= postgresql://postgres@127.0.0.1:5432/test
+
+# An access key for the page and API clients: make key NAME=alice (prints cpk-..., once).
+key: install
+	@if [ -z "$$OPENAI_API_KEY" ] && ! grep -qsE '^OPENAI_API_KEY=.+' .env; then \
+		export CHATPROXY_UPSTREAM=simulator; \
+	fi; \
+	$(BIN)/flask --app app db upgrade && \
+	$(BIN)/flask --app app keys create --name "$${NAME:-me}"
 
 test: install-dev
 	$(BIN)/pytest
