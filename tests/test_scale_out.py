@@ -1,0 +1,67 @@
+"""Two gunicorn instances sharing the store and Redis: one conversation, one set of limits."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+
+from chatproxy import create_app
+from chatproxy.access import issue_key
+from chatproxy.simulator import Simulator
+from tests.servers import Gunicorn, Launcher, upstream_settings
+from tests.test_limits_gunicorn import REDIS_URL, redis_is_there
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def two_instances(
+    tmp_path_factory: pytest.TempPathFactory, simulator: Simulator, database_url: str
+) -> Iterator[tuple[Gunicorn, Gunicorn, dict[str, str]]]:
+    redis_is_there()
+    launcher = Launcher(tmp_path_factory.mktemp("two-instances"), database_url)
+    settings = upstream_settings(simulator, CHATPROXY_AUTH="keys", REDIS_URL=REDIS_URL)
+    try:
+        first = launcher("instance-a", WORKERS="1", **settings)
+        second = launcher("instance-b", WORKERS="1", **settings)
+        yield first, second, {**settings, "DATABASE_URL": database_url}
+    finally:
+        launcher.stop_all()
+
+
+def make_key(settings: dict[str, str], **limits: int) -> str:
+    with create_app(settings).app_context():
+        return issue_key(f"scale-{uuid.uuid4().hex[:10]}", **limits)
+
+
+def test_a_conversation_started_on_one_instance_goes_on_on_the_other(two_instances) -> None:
+    first, second, settings = two_instances
+    auth = {"Authorization": f"Bearer {make_key(settings)}"}
+    started = httpx2.get(
+        f"{first.url}/callChatGPT", params={"input": "谁赢了2022年世界杯?"}, headers=auth
+    )
+    conversation_id = started.headers["X-Conversation-Id"]
+    going_on = httpx2.get(
+        f"{second.url}/callChatGPT",
+        params={"input": "在哪里举办的?", "conversation_id": conversation_id},
+        headers=auth,
+        timeout=20,
+    )
+    assert going_on.status_code == 200
+    assert "卡塔尔" in going_on.text  # only answerable with the first turn, stored by the other
+    stored = httpx2.get(f"{first.url}/api/conversations/{conversation_id}", headers=auth).json()
+    assert [m["role"] for m in stored["messages"]] == ["user", "assistant"] * 2
+
+
+def test_a_rate_limit_holds_across_both_instances(two_instances) -> None:
+    first, second, settings = two_instances
+    auth = {"Authorization": f"Bearer {make_key(settings, rpm=6)}"}
+    statuses = [
+        httpx2.get(f"{server.url}/v1/models", headers=auth).status_code
+        for _ in range(6)
+        for server in (first, second)
+    ]
+    assert sorted(statuses) == [200] * 6 + [429] * 6
