@@ -22,13 +22,22 @@ import pytest
 from dotenv import dotenv_values
 
 from chatproxy.simulator import Simulator
-from tests.conftest import UPSTREAM_KEY
+from tests.conftest import UPSTREAM_KEY, need
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMAND = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
 START_TIMEOUT = 60.0  # seconds for gunicorn to boot its workers and answer /healthz
 STOP_TIMEOUT = 30.0  # seconds for gunicorn to exit after SIGTERM when no answer is in flight
 WORLD_CUP = "谁赢了2022年世界杯?"
+
+
+REDIS_URL = "redis://127.0.0.1:6379/15"  # a database of the tests' own; keys are unique per test
+
+
+def redis_is_there() -> None:
+    """Fail in CI, skip elsewhere, unless Redis answers on 127.0.0.1:6379."""
+    if not accepts_connections(6379):
+        need("Redis at 127.0.0.1:6379", "start redis-server")
 
 
 def free_port() -> int:

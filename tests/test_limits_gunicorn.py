@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import uuid
 from collections.abc import Iterator
 
@@ -13,11 +12,7 @@ import pytest
 from chatproxy import create_app
 from chatproxy.access import issue_key
 from chatproxy.simulator import Simulator
-from tests.conftest import need
-from tests.servers import Launcher, upstream_settings
-
-REDIS = ("127.0.0.1", 6379)
-REDIS_URL = "redis://127.0.0.1:6379/15"  # a database of its own; keys are unique per test
+from tests.servers import REDIS_URL, Launcher, redis_is_there, upstream_settings
 
 
 @pytest.fixture
@@ -25,13 +20,6 @@ def launch(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Itera
     launcher = Launcher(tmp_path_factory.mktemp("gunicorn-limits"), database_url)
     yield launcher
     launcher.stop_all()
-
-
-def redis_is_there() -> None:
-    with socket.socket() as sock:
-        sock.settimeout(2)
-        if sock.connect_ex(REDIS) != 0:
-            need("Redis at 127.0.0.1:6379", "start redis-server")
 
 
 def test_rpm_holds_across_four_workers_sharing_redis(

@@ -11,8 +11,7 @@ import pytest
 from chatproxy import create_app
 from chatproxy.access import issue_key
 from chatproxy.simulator import Simulator
-from tests.servers import Gunicorn, Launcher, upstream_settings
-from tests.test_limits_gunicorn import REDIS_URL, redis_is_there
+from tests.servers import REDIS_URL, Gunicorn, Launcher, redis_is_there, upstream_settings
 
 pytestmark = pytest.mark.e2e
 
