@@ -23,7 +23,7 @@ try:
 except ConfigError as error:
     # One line naming the variable, instead of a traceback from every worker.
     sys.exit(f"chatproxy: {error}")
-if not _app.upstream_key:
+if not _app.upstream_targets:
     sys.exit(
         "chatproxy: OPENAI_API_KEY is not set: set it, or set CHATPROXY_UPSTREAM=simulator "
         "to answer from the built-in simulator"

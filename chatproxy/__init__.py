@@ -51,7 +51,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         static_folder=str(ROOT / "static"),
         instance_path=str(INSTANCE_DIR),
     )
-    if not settings.upstream_key and not app.debug:
+    if not settings.upstream_targets and not app.debug:
         raise ConfigError(
             "OPENAI_API_KEY is not set: set it, or set CHATPROXY_UPSTREAM=simulator "
             "to answer from the built-in simulator"
@@ -143,6 +143,9 @@ def _log_start(settings: Settings, personas: Mapping[str, object]) -> None:
     upstream = "the built-in simulator" if settings.simulator_in_use else "OpenAI"
     if settings.openai_base_url and not settings.simulator_in_use:
         upstream = "an OpenAI-compatible server (OPENAI_BASE_URL)"
+    if settings.upstreams:
+        names = ", ".join(target.name for target in settings.upstreams)
+        upstream = f"{len(settings.upstreams)} upstreams by {settings.upstream_order} ({names})"
     log.info("chatproxy answers from %s, default model %s", upstream, settings.model)
     log.info("personas: %s", ", ".join(personas) or "none")
     if settings.auth == "open":

@@ -21,6 +21,8 @@ SIMULATOR_KEY = "sk-sim-local"
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1")
 
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
 DEFAULT_DATABASE_URL = "sqlite:///chatproxy.db"
 """A SQLite file in the instance folder (`instance/chatproxy.db`)."""
 
@@ -30,6 +32,20 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 class ConfigError(Exception):
     """A setting is missing or wrong; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class UpstreamTarget:
+    """One OpenAI-compatible server to ask: its base URL, its key, its share of the requests.
+
+    `name` (the URL's host and port unless given) is what logs and metrics
+    call it: never the key, never the URL's path or query.
+    """
+
+    name: str
+    base_url: str
+    api_key: str = field(repr=False)
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,10 @@ class Settings:
     trusted_proxies: int = 0
     log_format: str = "plain"
     log_content: bool = False
+    upstreams: tuple[UpstreamTarget, ...] = ()
+    upstream_order: str = "order"
+    upstream_failures: int = 3
+    upstream_cooldown: float = 30.0
 
     @property
     def simulator_in_use(self) -> bool:
@@ -75,6 +95,18 @@ class Settings:
         if self.openai_api_key:
             return self.openai_api_key
         return SIMULATOR_KEY if self.simulator_in_use else None
+
+    @property
+    def upstream_targets(self) -> tuple[UpstreamTarget, ...]:
+        """The servers to ask, in the order given: CHATPROXY_UPSTREAMS, else the one of
+        OPENAI_BASE_URL and OPENAI_API_KEY; none when there is no key."""
+        if self.upstreams:
+            return self.upstreams
+        key = self.upstream_key
+        if key is None:
+            return ()
+        base_url = self.openai_base_url or OPENAI_BASE_URL
+        return (UpstreamTarget(_host_of(base_url), base_url, key),)
 
 
 @dataclass(frozen=True)
@@ -117,6 +149,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # The simulator gunicorn.conf.py starts (or `make simulator`) listens there.
         port = env.number("SIMULATOR_PORT", int, 8001, low=1, high=65535)
         base_url = f"http://127.0.0.1:{port}/v1"
+    api_key = env.optional("OPENAI_API_KEY")
+    if upstream == "simulator" and api_key is None:
+        api_key = SIMULATOR_KEY
     return Settings(
         upstream=upstream,
         openai_api_key=env.optional("OPENAI_API_KEY"),
@@ -145,7 +180,65 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         trusted_proxies=env.number("CHATPROXY_TRUSTED_PROXIES", int, 0, low=0, high=5),
         log_format=env.choice("CHATPROXY_LOG_FORMAT", ("plain", "json"), "plain"),
         log_content=env.choice("CHATPROXY_LOG_CONTENT", ("0", "1"), "0") == "1",
+        upstreams=upstream_targets(env.optional("CHATPROXY_UPSTREAMS"), api_key),
+        upstream_order=env.choice("CHATPROXY_UPSTREAM_ORDER", ("order", "weight"), "order"),
+        upstream_failures=env.number("CHATPROXY_UPSTREAM_FAILURES", int, 3, low=1),
+        upstream_cooldown=env.number("CHATPROXY_UPSTREAM_COOLDOWN", float, 30.0, low=0),
     )
+
+
+_TARGET_FIELDS = {"base_url", "api_key", "weight", "name"}
+
+
+def upstream_targets(value: str | None, default_key: str | None) -> tuple[UpstreamTarget, ...]:
+    """The servers CHATPROXY_UPSTREAMS lists: a JSON array of objects, at least one.
+
+    Each object: `base_url` (http or https, required), `api_key` (default:
+    OPENAI_API_KEY), `weight` (a positive number, default 1), `name` (default:
+    the URL's host and port). Raises ConfigError naming the entry that is wrong,
+    never showing a key.
+    """
+    if value is None:
+        return ()
+    try:
+        entries = json.loads(value)
+    except ValueError as exc:
+        raise ConfigError(f"CHATPROXY_UPSTREAMS is not valid JSON: {exc}") from None
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(
+            'CHATPROXY_UPSTREAMS must be a JSON array like [{"base_url": "https://...", '
+            '"api_key": "sk-..."}, ...]'
+        )
+    targets = []
+    for number, entry in enumerate(entries, 1):
+        where = f"CHATPROXY_UPSTREAMS entry {number}"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{where} must be an object with base_url and api_key")
+        if unknown := set(entry) - _TARGET_FIELDS:
+            raise ConfigError(
+                f"{where} has unknown fields {sorted(unknown)} "
+                f"(known: {', '.join(sorted(_TARGET_FIELDS))})"
+            )
+        base_url = entry.get("base_url")
+        if not isinstance(base_url, str) or not _is_http_url(base_url):
+            raise ConfigError(f"{where} needs a base_url starting with http:// or https://")
+        api_key = entry.get("api_key", default_key)
+        if not isinstance(api_key, str) or not api_key.strip():
+            raise ConfigError(f"{where} needs an api_key (or set OPENAI_API_KEY for all)")
+        weight = entry.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+            raise ConfigError(f"{where}: weight must be a positive number")
+        name = entry.get("name", _host_of(base_url))
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where}: name must be a non-empty string")
+        targets.append(UpstreamTarget(name.strip(), base_url, api_key.strip(), float(weight)))
+    return tuple(targets)
+
+
+def _host_of(url: str) -> str:
+    """`host[:port]` of `url`, without any user name or password in it."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
 def database_url(value: str) -> str:

@@ -54,6 +54,12 @@ UPSTREAM_ERRORS = Counter(
     ["code"],
 )
 
+UPSTREAM_FAILOVERS = Counter(
+    "chatproxy_upstream_failovers",
+    "Requests passed on to the next upstream server, by the server that failed.",
+    ["upstream"],
+)
+
 
 def exposition() -> tuple[bytes, str]:
     """The current metrics in Prometheus's text format, and its content type."""

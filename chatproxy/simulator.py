@@ -4,8 +4,10 @@ Serves `POST /v1/chat/completions` (JSON and SSE), `POST /v1/completions` (legac
 `GET /v1/models` and OpenAI's error bodies, in the formats of the OpenAI API
 reference (see `chatproxy.simulator_wire`). Latency, chunking and faults are set
 per server (`Simulator(...)`) or per request by a `[[sim: key=value ...]]`
-directive in the last user message (keys: fault, chunks, delay, latency, answer,
-words). Built on aiohttp, so one process holds thousands of slow streams.
+directive in the last user message (keys: fault, times, chunks, delay, latency,
+answer, words; `times=N` limits the fault to the first N requests with that
+same message, so a retry of it succeeds). Built on aiohttp, so one process
+holds thousands of slow streams.
 
     python -m chatproxy.simulator --port 8001 [--chunk-delay 0.05] [--uvloop]
 """
@@ -24,8 +26,8 @@ import sys
 import threading
 import time
 import uuid
-from collections import deque
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -38,7 +40,7 @@ DEFAULT_API_KEY = "sk-sim-local"
 # Faults answered with an OpenAI error body, then those that break the connection or stream.
 FAULTS = (*wire.ERROR_FAULTS, "hang", "reset", "reset_mid_stream", "malformed_chunk")
 MAX_RECORDED = 10_000
-_DIRECTIVE_KEYS = {"fault", "chunks", "delay", "latency", "answer", "words"}
+_DIRECTIVE_KEYS = {"fault", "times", "chunks", "delay", "latency", "answer", "words"}
 _BROKEN = b'data: {"id": "chatcmpl-broken", "choices": [\n\n'
 _INVALID = object()  # marks a request body that is not JSON
 _BODY = web.RequestKey("body", object)  # the parsed JSON body, or _INVALID
@@ -109,6 +111,8 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._stopping = asyncio.Event()
         self._hung: set[asyncio.Future[None]] = set()
+        # Requests seen so far per message with a `times=N` directive.
+        self._seen: Counter[str] = Counter()
 
     @property
     def requests(self) -> list[dict[str, Any]]:
@@ -125,6 +129,7 @@ class Simulator:
         with self._lock:
             self._requests.clear()
         self._rng.seed(0)
+        self._seen.clear()
 
     def make_app(self) -> web.Application:
         """The aiohttp application, for serving it some other way."""
@@ -276,10 +281,15 @@ class Simulator:
                 answer=found.get("answer"),
                 words=min(int(found["words"]), 50_000) if "words" in found else None,
             )
+            times = int(found.get("times", 0))
         except ValueError:
             bad = True
         if bad:
             raise ApiError(400, f"Invalid simulator directive: {found}", param="messages")
+        if times > 0:
+            self._seen[text] += 1
+            if self._seen[text] > times:
+                plan = replace(plan, fault=None)
         return plan, question
 
     async def _begin(

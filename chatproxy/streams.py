@@ -178,7 +178,7 @@ class RawStream(UpstreamStream):
     def __iter__(self) -> Iterator[bytes]:
         done = finished = False
         events = pending = b""
-        key = self._upstream.key_bytes
+        keys = self._upstream.keys_bytes
         with self._reading():
             for data in self._response.iter_bytes():
                 if pending:
@@ -190,8 +190,9 @@ class RawStream(UpstreamStream):
                     events, pending = data[:end], data[end:]
                     if not events:
                         continue
-                if key and key in events:
-                    events = events.replace(key, b"[redacted]")
+                for key in keys:
+                    if key in events:
+                        events = events.replace(key, b"[redacted]")
                 # Both keys sit near a chunk's end, where rfind starts (cheaper than `in`);
                 # a value that starts with `n` is null.
                 at = events.rfind(USAGE_KEY) + len(USAGE_KEY)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import random
 import select
 import sys
 import time
@@ -34,7 +35,7 @@ import httpx2
 import openai
 from openai._constants import RAW_RESPONSE_HEADER
 
-from chatproxy.config import Settings
+from chatproxy.config import Settings, UpstreamTarget
 from chatproxy.errors import (
     APIError,
     BadRequest,
@@ -44,12 +45,11 @@ from chatproxy.errors import (
     UpstreamTimeout,
     error_detail,
 )
-from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_LATENCY
+from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_FAILOVERS, UPSTREAM_LATENCY
 from chatproxy.streams import ChatStream, RawStream
 
 log = logging.getLogger(__name__)
 
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Idle upstream connections kept for reuse (the SDK's own default), in all.
 KEEPALIVE_CONNECTIONS = 100
 # Connection pools per process. A pool walks all its connections whenever a
@@ -84,36 +84,47 @@ class RawAnswer:
 
 
 class Upstream:
-    """The process's OpenAI client, built from settings."""
+    """The process's OpenAI clients, one per upstream server, built from settings.
+
+    With several servers (CHATPROXY_UPSTREAMS) a request goes to the first
+    one that is not set aside (or one drawn by weight, with
+    CHATPROXY_UPSTREAM_ORDER=weight); when it fails with a connection error, a
+    timeout, 401, 403, 408, 409, 429 or a 5xx after the SDK's retries, the
+    next one is asked. A server that failed CHATPROXY_UPSTREAM_FAILURES times
+    in a row is set aside for CHATPROXY_UPSTREAM_COOLDOWN seconds, then given
+    one request again. The counts are per process, not shared.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.client: openai.OpenAI | None = None
-        key = settings.upstream_key
-        # Looked for in passed-through answers, which must never carry it.
-        self.key_bytes = key.encode() if key else b""
-        if key is None:
-            return
+        targets = settings.upstream_targets
+        # Looked for in passed-through answers, which must never carry one.
+        self.keys_bytes = tuple(target.api_key.encode() for target in targets)
+        self._servers = [_Server(target, self._client(target)) for target in targets]
+        if self._servers:
+            _use_real_poll_for_idle_checks()
+
+    def _client(self, target: UpstreamTarget) -> openai.OpenAI:
+        settings = self.settings
         http_client = openai.DefaultHttpxClient(
             transport=PoolShards(settings),
             # OPENAI_PROXY is the one proxy setting; HTTP(S)_PROXY are not consulted.
             trust_env=False,
         )
-        self.client = openai.OpenAI(
-            api_key=key,
-            base_url=settings.openai_base_url or OPENAI_BASE_URL,
+        return openai.OpenAI(
+            api_key=target.api_key,
+            base_url=target.base_url,
             organization=settings.openai_org_id,
             project=settings.openai_project_id,
             timeout=httpx2.Timeout(settings.timeout, connect=settings.connect_timeout),
             max_retries=settings.max_retries,
             http_client=http_client,
         )
-        _use_real_poll_for_idle_checks()
 
     @property
     def configured(self) -> bool:
-        """True when there is a key to call the upstream with."""
-        return self.client is not None
+        """True when there is a server and a key to call it with."""
+        return bool(self._servers)
 
     def complete_chat(self, params: dict[str, Any]) -> ChatAnswer:
         """Ask for one whole chat completion (`POST /chat/completions`, not streamed).
@@ -149,8 +160,9 @@ class Upstream:
                 "The upstream answered with something that is not a JSON object.",
                 code="upstream_malformed",
             )
-        if self.key_bytes and self.key_bytes in content:
-            content = content.replace(self.key_bytes, b"[redacted]")
+        for key in self.keys_bytes:
+            if key in content:
+                content = content.replace(key, b"[redacted]")
         usage = answer.get("usage")
         return RawAnswer(content, usage if isinstance(usage, dict) else None)
 
@@ -188,21 +200,75 @@ class Upstream:
         return self._post(path, body)
 
     def _post(self, path: str, body: dict[str, Any]) -> httpx2.Response:
-        """`POST path` through the SDK (its retries, headers, errors).
+        """`POST path` through the SDK (its retries, headers, errors), failing over in turn.
 
         Returns the response with its body unread; the caller closes it.
+        Raises the mapped error of the last server asked when none answered.
         """
-        client = self._require_client()
-        started = time.perf_counter()
-        try:
-            response = client.post(path, body=body, cast_to=httpx2.Response, options=UNREAD_BODY)
-        except openai.APIError as exc:
-            error = self._map_error(exc)
-            UPSTREAM_ERRORS.labels(error.code or "upstream_error").inc()
-            raise error from None
-        UPSTREAM_LATENCY.labels(path).observe(time.perf_counter() - started)
-        response.extensions["chatproxy_sent_at"] = started  # for the time to first token
-        return response
+        if not self._servers:
+            raise UpstreamNotConfigured(
+                "No upstream is configured: set OPENAI_API_KEY "
+                "(or CHATPROXY_UPSTREAM=simulator for the built-in simulator)."
+            )
+        servers = self._in_turn()
+        for number, server in enumerate(servers, 1):
+            started = time.perf_counter()
+            try:
+                response = server.client.post(
+                    path, body=body, cast_to=httpx2.Response, options=UNREAD_BODY
+                )
+            except openai.APIError as exc:
+                error = self._map_error(exc)
+                UPSTREAM_ERRORS.labels(error.code or "upstream_error").inc()
+                if not _server_failed(exc):
+                    raise error from None
+                self._failed(server)
+                if number == len(servers):
+                    raise error from None
+                UPSTREAM_FAILOVERS.labels(server.target.name).inc()
+                log.warning(
+                    "upstream %s failed (%s); asking %s",
+                    server.target.name,
+                    error.code,
+                    servers[number].target.name,
+                )
+                continue
+            server.failures = 0
+            UPSTREAM_LATENCY.labels(path).observe(time.perf_counter() - started)
+            response.extensions["chatproxy_sent_at"] = started  # for the time to first token
+            return response
+        raise AssertionError("unreachable: the last server's failure is raised above")
+
+    def _in_turn(self) -> list[_Server]:
+        """The servers to ask for one request, in turn: those not set aside, by order
+        or drawn by weight; when all are set aside, the one whose rest ends first."""
+        servers = self._servers
+        if len(servers) == 1:
+            return servers
+        if self.settings.upstream_order == "weight":
+            # Weighted sampling without replacement (Efraimidis and Spirakis).
+            servers = sorted(
+                servers, key=lambda s: random.random() ** (1 / s.target.weight), reverse=True
+            )
+        now = time.monotonic()
+        ready = [server for server in servers if server.set_aside_until <= now]
+        return ready or [min(servers, key=lambda server: server.set_aside_until)]
+
+    def _failed(self, server: _Server) -> None:
+        """Count a failure of `server`; set it aside after CHATPROXY_UPSTREAM_FAILURES in a row."""
+        server.failures += 1
+        if len(self._servers) == 1 or server.failures < self.settings.upstream_failures:
+            return
+        now = time.monotonic()
+        if server.set_aside_until <= now:
+            cooldown = self.settings.upstream_cooldown
+            log.warning(
+                "upstream %s set aside for %g s after %d failures in a row",
+                server.target.name,
+                cooldown,
+                server.failures,
+            )
+            server.set_aside_until = now + cooldown
 
     def _read_json(self, response: httpx2.Response) -> tuple[bytes, Any]:
         """Read a whole JSON answer: (its bytes, its value); closes the response.
@@ -227,14 +293,6 @@ class Upstream:
         finally:
             response.close()
 
-    def _require_client(self) -> openai.OpenAI:
-        if self.client is None:
-            raise UpstreamNotConfigured(
-                "No upstream is configured: set OPENAI_API_KEY "
-                "(or CHATPROXY_UPSTREAM=simulator for the built-in simulator)."
-            )
-        return self.client
-
     def timeout_error(self) -> UpstreamTimeout:
         """The error for an upstream that did not answer within CHATPROXY_TIMEOUT."""
         return UpstreamTimeout(
@@ -249,7 +307,8 @@ class Upstream:
         if isinstance(exc, openai.APIConnectionError):
             log.warning("upstream unreachable: %s", type(exc.__cause__).__name__)
             return UpstreamError(
-                "The connection to the upstream failed: check OPENAI_BASE_URL and OPENAI_PROXY.",
+                "The connection to the upstream failed: check "
+                f"{self._settings_named('OPENAI_BASE_URL')} and OPENAI_PROXY.",
                 code="upstream_unreachable",
             )
         if not isinstance(exc, openai.APIStatusError):
@@ -260,12 +319,14 @@ class Upstream:
         log.warning("upstream answered %s%s", status, f" ({code})" if code else "")
         if status == 401:
             return UpstreamError(
-                "The upstream rejected chatproxy's API key: check OPENAI_API_KEY on the server.",
+                "The upstream rejected chatproxy's API key: check "
+                f"{self._settings_named('OPENAI_API_KEY')} on the server.",
                 code="upstream_auth_failed",
             )
         if status == 403:
             return UpstreamError(
-                "The upstream refused access: check OPENAI_API_KEY, OPENAI_ORG_ID and "
+                f"The upstream refused access: check {self._settings_named('OPENAI_API_KEY')}, "
+                "OPENAI_ORG_ID and "
                 "OPENAI_PROJECT_ID on the server.",
                 code="upstream_forbidden",
             )
@@ -298,16 +359,40 @@ class Upstream:
             return UpstreamError(
                 f"The upstream answered 404: {self.scrub(str(said))}"
                 if said
-                else "The upstream answered 404: check OPENAI_BASE_URL and that the model "
+                else "The upstream answered 404: check "
+                f"{self._settings_named('OPENAI_BASE_URL')} and that the model "
                 "exists there.",
                 code="upstream_not_found",
             )
         return UpstreamError(f"The upstream failed (HTTP {status}).", code="upstream_error")
 
+    def _settings_named(self, name: str) -> str:
+        """`name`, or CHATPROXY_UPSTREAMS when that setting replaces it."""
+        return "CHATPROXY_UPSTREAMS" if self.settings.upstreams else name
+
     def scrub(self, text: str) -> str:
-        """`text` with the upstream key, should it be there, replaced by `[redacted]`."""
-        key = self.settings.upstream_key
-        return text.replace(key, "[redacted]") if key else text
+        """`text` with any upstream key, should one be there, replaced by `[redacted]`."""
+        for server in self._servers:
+            text = text.replace(server.target.api_key, "[redacted]")
+        return text
+
+
+@dataclass
+class _Server:
+    """One upstream server as this process sees it: its client and how it has been doing."""
+
+    target: UpstreamTarget
+    client: openai.OpenAI
+    failures: int = 0  # failed requests in a row
+    set_aside_until: float = 0.0  # time.monotonic() when it may be asked again
+
+
+def _server_failed(exc: openai.APIError) -> bool:
+    """True when the server, not the request, is at fault: another server may answer."""
+    if isinstance(exc, openai.APIConnectionError):  # timeouts too
+        return True
+    status = getattr(exc, "status_code", None)
+    return status in (401, 403, 408, 409, 429) or (status is not None and status >= 500)
 
 
 class PoolShards(httpx2.BaseTransport):
