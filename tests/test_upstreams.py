@@ -162,6 +162,9 @@ def test_the_official_sdk_is_answered_through_failover(make_server_with, start_s
     assert "capital of France" in (whole.choices[0].message.content or "")
     assert "capital of France" in streamed
     assert completions(healthy) == 2
+    name = failing.base_url.split("/")[2]  # host:port, the name logs and metrics use
+    metrics = httpx2.get(f"{server.url}/metrics").text
+    assert f'chatproxy_upstream_failovers_total{{upstream="{name}"}} 2.0' in metrics
 
 
 def test_a_client_error_is_not_failed_over(make_server_with, start_simulator):
