@@ -44,6 +44,7 @@ _DIRECTIVE_KEYS = {"fault", "times", "chunks", "delay", "latency", "answer", "wo
 _BROKEN = b'data: {"id": "chatcmpl-broken", "choices": [\n\n'
 _INVALID = object()  # marks a request body that is not JSON
 _BODY = web.RequestKey("body", object)  # the parsed JSON body, or _INVALID
+_RECORDED = web.RequestKey("recorded", dict)  # the request's entry in Simulator.requests
 _Events = tuple[list[bytes], list[bytes], list[bytes]]
 
 
@@ -119,7 +120,9 @@ class Simulator:
         """Requests received, oldest first: `{"method", "path", "json", "headers", "peer"}`.
 
         Header names are lower-cased and exclude Authorization; `json` is None for a
-        body that is not JSON.
+        body that is not JSON. A streamed answer adds `sent`: the `time.monotonic()`
+        at which each content event was written, in order, filled in as it streams
+        (Linux's monotonic clock is system-wide: other processes can compare theirs).
         """
         with self._lock:
             return list(self._requests)
@@ -240,6 +243,7 @@ class Simulator:
             # The client's side of the TCP connection: tells reused connections apart.
             "peer": request.transport.get_extra_info("peername") if request.transport else None,
         }
+        request[_RECORDED] = entry
         with self._lock:
             self._requests.append(entry)
 
@@ -394,12 +398,17 @@ class Simulator:
         response = web.StreamResponse(headers={**headers, **self._headers()})
         await response.prepare(request)
         write, delay = response.write, plan.delay
+        sent: list[float] | None = None
+        if self.record and _RECORDED in request:
+            sent = request[_RECORDED]["sent"] = []
         try:
             if head:
                 await write(b"".join(head))
             for item in body:
                 if delay:
                     await asyncio.sleep(delay)
+                if sent is not None:
+                    sent.append(time.monotonic())
                 await write(item)
             if tail:
                 # The finish, usage and [DONE] events leave together, as from OpenAI.

@@ -13,6 +13,8 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,8 @@ import httpx2
 import pytest
 from dotenv import dotenv_values
 
+from chatproxy import create_app
+from chatproxy.access import issue_key
 from chatproxy.simulator import Simulator
 from tests.conftest import UPSTREAM_KEY, need
 
@@ -198,3 +202,33 @@ def upstream_settings(simulator: Simulator, **overrides: str | None) -> dict[str
         **overrides,
     }
     return {name: value for name, value in settings.items() if value is not None}
+
+
+def make_key(settings: dict[str, str], **limits: int) -> str:
+    """A new access key with `limits` (`rpm=6`, ...), stored where `settings` point."""
+    with create_app(settings).app_context():
+        return issue_key(f"test-{uuid.uuid4().hex[:10]}", **limits)
+
+
+def served_by(request_id: str, servers: Sequence[Gunicorn], timeout: float = 10.0) -> Gunicorn:
+    """The one server of `servers` whose log names `request_id`; fails if none or several do.
+
+    A request is logged once it has ended (a stream, after its last piece), so
+    this waits up to `timeout` s for the line.
+    """
+    deadline = time.monotonic() + timeout
+    while not (found := [server for server in servers if request_id in server.log()]):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no server logged request {request_id} within {timeout:g} s")
+        time.sleep(0.05)
+    assert len(found) == 1, f"request {request_id} is in the logs of {len(found)} servers"
+    return found[0]
+
+
+def streams_in_flight(server: Gunicorn) -> float:
+    """How many streamed answers `server` is sending right now, as its `/metrics` says."""
+    metrics = httpx2.get(f"{server.url}/metrics", timeout=5).text
+    for line in metrics.splitlines():
+        if line.startswith("chatproxy_streams_in_flight "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

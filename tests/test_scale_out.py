@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import httpx2
 import pytest
 
-from chatproxy import create_app
-from chatproxy.access import issue_key
 from chatproxy.simulator import Simulator
-from tests.servers import REDIS_URL, Gunicorn, Launcher, redis_is_there, upstream_settings
+from tests.servers import (
+    REDIS_URL,
+    Gunicorn,
+    Launcher,
+    make_key,
+    redis_is_there,
+    upstream_settings,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -29,11 +33,6 @@ def two_instances(
         yield first, second, {**settings, "DATABASE_URL": database_url}
     finally:
         launcher.stop_all()
-
-
-def make_key(settings: dict[str, str], **limits: int) -> str:
-    with create_app(settings).app_context():
-        return issue_key(f"scale-{uuid.uuid4().hex[:10]}", **limits)
 
 
 def test_a_conversation_started_on_one_instance_goes_on_on_the_other(two_instances) -> None:
