@@ -87,12 +87,13 @@ class Upstream:
     """The process's OpenAI clients, one per upstream server, built from settings.
 
     With several servers (CHATPROXY_UPSTREAMS) a request goes to the first
-    one that is not set aside (or one drawn by weight, with
-    CHATPROXY_UPSTREAM_ORDER=weight); when it fails with a connection error, a
-    timeout, 401, 403, 408, 409, 429 or a 5xx after the SDK's retries, the
-    next one is asked. A server that failed CHATPROXY_UPSTREAM_FAILURES times
-    in a row is set aside for CHATPROXY_UPSTREAM_COOLDOWN seconds, then given
-    one request again. The counts are per process, not shared.
+    one (or one drawn by weight, with CHATPROXY_UPSTREAM_ORDER=weight); when it
+    fails with a connection error, a timeout, 401, 403, 408, 409, 429 or a 5xx
+    after the SDK's retries, the next one is asked. A server that failed
+    CHATPROXY_UPSTREAM_FAILURES requests in a row that another server then
+    answered is set aside for CHATPROXY_UPSTREAM_COOLDOWN seconds: asked only
+    after the others. A request that fails everywhere counts against no
+    server (it may be the request's fault). The counts are per process.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -211,6 +212,7 @@ class Upstream:
                 "(or CHATPROXY_UPSTREAM=simulator for the built-in simulator)."
             )
         servers = self._in_turn()
+        failed: list[_Server] = []
         for number, server in enumerate(servers, 1):
             started = time.perf_counter()
             try:
@@ -220,11 +222,10 @@ class Upstream:
             except openai.APIError as exc:
                 error = self._map_error(exc)
                 UPSTREAM_ERRORS.labels(error.code or "upstream_error").inc()
-                if not _server_failed(exc):
+                if not _server_failed(exc) or number == len(servers):
+                    # Failed everywhere: the request, not a server, may be at fault.
                     raise error from None
-                self._failed(server)
-                if number == len(servers):
-                    raise error from None
+                failed.append(server)
                 UPSTREAM_FAILOVERS.labels(server.target.name).inc()
                 log.warning(
                     "upstream %s failed (%s); asking %s",
@@ -233,15 +234,17 @@ class Upstream:
                     servers[number].target.name,
                 )
                 continue
-            server.failures = 0
+            for other in failed:  # they failed where this one answered
+                self._failed(other)
+            server.failures, server.set_aside_until = 0, 0.0
             UPSTREAM_LATENCY.labels(path).observe(time.perf_counter() - started)
             response.extensions["chatproxy_sent_at"] = started  # for the time to first token
             return response
         raise AssertionError("unreachable: the last server's failure is raised above")
 
     def _in_turn(self) -> list[_Server]:
-        """The servers to ask for one request, in turn: those not set aside, by order
-        or drawn by weight; when all are set aside, the one whose rest ends first."""
+        """The servers to ask for one request, in turn: by order or drawn by weight,
+        those set aside last (the one whose rest ends first, first)."""
         servers = self._servers
         if len(servers) == 1:
             return servers
@@ -252,12 +255,14 @@ class Upstream:
             )
         now = time.monotonic()
         ready = [server for server in servers if server.set_aside_until <= now]
-        return ready or [min(servers, key=lambda server: server.set_aside_until)]
+        resting = [server for server in servers if server.set_aside_until > now]
+        return ready + sorted(resting, key=lambda server: server.set_aside_until)
 
     def _failed(self, server: _Server) -> None:
-        """Count a failure of `server`; set it aside after CHATPROXY_UPSTREAM_FAILURES in a row."""
+        """Count a failure of `server` where another answered; set it aside after
+        CHATPROXY_UPSTREAM_FAILURES in a row."""
         server.failures += 1
-        if len(self._servers) == 1 or server.failures < self.settings.upstream_failures:
+        if server.failures < self.settings.upstream_failures:
             return
         now = time.monotonic()
         if server.set_aside_until <= now:

@@ -218,6 +218,38 @@ def test_an_upstream_that_keeps_failing_is_set_aside_for_a_while(make_server_wit
     assert completions(steady) == before
 
 
+def test_a_set_aside_upstream_is_still_asked_when_the_others_fail(
+    make_server_with, start_simulator
+):
+    first, second = start_simulator(fault="unavailable"), start_simulator()
+    server = make_server_with(
+        CHATPROXY_UPSTREAMS=upstreams(first, second, api_key=UPSTREAM_KEY),
+        CHATPROXY_UPSTREAM_FAILURES="1",
+        CHATPROXY_UPSTREAM_COOLDOWN="600",
+    )
+    assert ask(server, "hi").status_code == 200  # the first failed, the second answered
+    first.fault, second.fault = None, "unavailable"
+
+    response = ask(server, "and now?")
+
+    assert response.status_code == 200  # set aside, the first was asked last, and answered
+    assert (completions(first), completions(second)) == (2, 2)
+
+
+def test_a_request_that_fails_everywhere_sets_no_upstream_aside(make_server_with, start_simulator):
+    first, second = start_simulator(), start_simulator()
+    server = make_server_with(
+        CHATPROXY_UPSTREAMS=upstreams(first, second, api_key=UPSTREAM_KEY),
+        CHATPROXY_UPSTREAM_FAILURES="1",
+        CHATPROXY_UPSTREAM_COOLDOWN="600",
+    )
+    for _ in range(3):  # the question itself makes every upstream fail
+        assert ask(server, "hi [[sim: fault=server_error]]").status_code == 502
+
+    assert ask(server, "hi").status_code == 200
+    assert (completions(first), completions(second)) == (4, 3)  # the first is still first
+
+
 def test_upstreams_by_weight_share_the_requests(make_server_with, start_simulator):
     heavy, light = start_simulator(), start_simulator()
     entries = json.loads(upstreams(heavy, light, api_key=UPSTREAM_KEY))
