@@ -38,6 +38,7 @@ from chatproxy.upstream import Upstream
 
 EXIT_WORDS = ("exit", "quit", "结束")
 BLOCK = '"""'
+BIGGEST = 2**63 - 1  # a limit the store keeps (64-bit integer columns)
 
 conversations_cli = AppGroup("conversations", help="List and export stored conversations.")
 keys_cli = AppGroup("keys", help="Access keys of chatproxy: create, list, revoke.")
@@ -217,9 +218,9 @@ def export_command(conversation_id: str, kind: str) -> None:
 
 @keys_cli.command("create")
 @click.option("--name", required=True, help="Who or what the key is for (unique).")
-@click.option("--rpm", type=click.IntRange(1), help="Requests per minute.")
-@click.option("--tpm", type=click.IntRange(1), help="Tokens per minute.")
-@click.option("--tokens-per-day", type=click.IntRange(1), help="Tokens per UTC day.")
+@click.option("--rpm", type=click.IntRange(1, BIGGEST), help="Requests per minute.")
+@click.option("--tpm", type=click.IntRange(1, BIGGEST), help="Tokens per minute.")
+@click.option("--tokens-per-day", type=click.IntRange(1, BIGGEST), help="Tokens per UTC day.")
 @click.option("--usd-per-day", type=click.FloatRange(0, min_open=True), help="USD per UTC day.")
 @click.option("--models", help="Comma-separated models the key may use (default: all).")
 @click.option("--expires", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M"]), help="UTC.")

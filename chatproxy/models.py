@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, date, datetime
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     Date,
     DateTime,
@@ -119,9 +120,9 @@ class AccessKey(db.Model):  # type: ignore[name-defined,misc]
     name: Mapped[str] = mapped_column(String(100), unique=True)
     prefix: Mapped[str] = mapped_column(String(16), index=True)
     key_hash: Mapped[str] = mapped_column(String(64))
-    rpm: Mapped[int | None] = mapped_column(Integer)
-    tpm: Mapped[int | None] = mapped_column(Integer)
-    tokens_per_day: Mapped[int | None] = mapped_column(Integer)
+    rpm: Mapped[int | None] = mapped_column(BigInteger)
+    tpm: Mapped[int | None] = mapped_column(BigInteger)
+    tokens_per_day: Mapped[int | None] = mapped_column(BigInteger)
     usd_per_day: Mapped[float | None] = mapped_column(Float)
     models: Mapped[str | None] = mapped_column(Text)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -145,6 +146,6 @@ class UsageDay(db.Model):  # type: ignore[name-defined,misc]
     day: Mapped[date] = mapped_column(Date)
     model: Mapped[str] = mapped_column(String(200))
     requests: Mapped[int] = mapped_column(Integer, default=0)
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)

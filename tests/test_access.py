@@ -19,8 +19,10 @@ import pytest
 from flask import Flask
 
 from chatproxy.access import issue_key
+from chatproxy.models import UsageDay
 from chatproxy.quotas import CLOCK
 from chatproxy.simulator import Simulator
+from chatproxy.store import db
 from tests.conftest import UPSTREAM_KEY, LiveServer
 
 QUESTION = [{"role": "user", "content": "谁赢了2022年世界杯?"}]
@@ -288,6 +290,37 @@ def test_usage_report_equals_what_the_upstream_reported(
     assert sum(int(r["prompt_tokens"]) for r in rows) == prompt
     assert sum(int(r["completion_tokens"]) for r in rows) == completion
     assert {r["model"] for r in rows} == {"gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct"}
+
+
+def test_limits_and_a_days_tokens_beyond_32_bits_are_kept(keys_server: LiveServer) -> None:
+    """A key allowed billions of tokens, and a ledger past 2**31 tokens a day, on either store."""
+    billions = str(3 * 10**9)
+    name = f"big-{uuid.uuid4().hex[:8]}"
+    made = keys_server.app.test_cli_runner().invoke(
+        args=["keys", "create", "--name", name, "--tpm", billions, "--tokens-per-day", billions]
+    )
+    assert made.exit_code == 0, made.stderr
+    key = made.stdout.strip()
+    with keys_server.app.app_context():  # a busy day so far
+        db.session.add(
+            UsageDay(
+                key_name=name,
+                day=datetime.now(UTC).date(),
+                model="gpt-4o-mini",
+                requests=1,
+                prompt_tokens=2**31 - 1,
+                completion_tokens=0,
+                cost=0.0,
+            )
+        )
+        db.session.commit()
+
+    answer = sdk(keys_server, key).chat.completions.create(model="gpt-4o-mini", messages=QUESTION)
+
+    today = httpx2.get(f"{keys_server.url}/api/usage", headers=bearer(key)).json()
+    assert today["today"]["prompt_tokens"] == 2**31 - 1 + answer.usage.prompt_tokens
+    listed = next(line for line in cli(keys_server, "keys", "list").splitlines() if name in line)
+    assert listed.split("\t")[3:5] == [billions, billions]  # tpm, tokens/day
 
 
 def test_keys_create_prints_the_key_once_and_list_never(keys_server: LiveServer) -> None:
