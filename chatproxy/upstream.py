@@ -12,25 +12,21 @@ checked params on does not need. Streams are read as raw SSE (`chatproxy.streams
 and only the fields we need are parsed: the SDK's typed chunk objects cost about
 110 µs each, raw lines about 8 µs.
 
-The host and path of every call come from settings (OPENAI_BASE_URL) and the
+The host and path of every call come from settings (OPENAI_BASE_URL, or
+CHATPROXY_UPSTREAMS for several servers to fail over between) and the
 constants here, never from a client's request: the pass-through (`post_raw`)
 may call RAW_PATHS only.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import random
-import select
-import sys
 import time
-import types
 from dataclasses import dataclass
 from typing import Any
 
-import httpcore2._utils
 import httpx2
 import openai
 from openai._constants import RAW_RESPONSE_HEADER
@@ -47,15 +43,10 @@ from chatproxy.errors import (
 )
 from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_FAILOVERS, UPSTREAM_LATENCY
 from chatproxy.streams import ChatStream, RawStream
+from chatproxy.transport import PoolShards, use_real_poll_for_idle_checks
 
 log = logging.getLogger(__name__)
 
-# Idle upstream connections kept for reuse (the SDK's own default), in all.
-KEEPALIVE_CONNECTIONS = 100
-# Connection pools per process. A pool walks all its connections whenever a
-# request starts or ends; with 500 streams in one pool that walk was a fifth
-# of the gateway's CPU.
-POOL_SHARDS = 8
 # Makes the SDK return the raw response with its body unread (the header is
 # the SDK's own, set by `with_streaming_response`).
 UNREAD_BODY: openai.RequestOptions = {"headers": {RAW_RESPONSE_HEADER: "stream"}}
@@ -103,7 +94,7 @@ class Upstream:
         self.keys_bytes = tuple(target.api_key.encode() for target in targets)
         self._servers = [_Server(target, self._client(target)) for target in targets]
         if self._servers:
-            _use_real_poll_for_idle_checks()
+            use_real_poll_for_idle_checks()
 
     def _client(self, target: UpstreamTarget) -> openai.OpenAI:
         settings = self.settings
@@ -400,57 +391,9 @@ def _server_failed(exc: openai.APIError) -> bool:
     return status in (401, 403, 408, 409, 429) or (status is not None and status >= 500)
 
 
-class PoolShards(httpx2.BaseTransport):
-    """Spreads upstream requests round-robin over POOL_SHARDS connection pools.
-
-    Each pool gets its share of CHATPROXY_MAX_CONNECTIONS and of the idle
-    connections kept; all share one TLS context and OPENAI_PROXY.
-    """
-
-    def __init__(self, settings: Settings, shards: int = POOL_SHARDS) -> None:
-        ssl_context = httpx2.create_ssl_context(trust_env=False)
-        limits = httpx2.Limits(
-            max_connections=-(-settings.max_connections // shards),
-            max_keepalive_connections=-(-KEEPALIVE_CONNECTIONS // shards),
-        )
-        self._pools = [
-            httpx2.HTTPTransport(
-                verify=ssl_context, limits=limits, proxy=settings.openai_proxy, trust_env=False
-            )
-            for _ in range(shards)
-        ]
-        self._next_pool = itertools.cycle(self._pools).__next__
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        """Send `request` through the next pool."""
-        return self._next_pool().handle_request(request)
-
-    def close(self) -> None:
-        """Close every pool's connections."""
-        for pool in self._pools:
-            pool.close()
-
-
 def _retry_after(response: httpx2.Response) -> int:
     """Seconds to wait from the upstream's `Retry-After` header, at least 1."""
     try:
         return max(1, round(float(response.headers.get("retry-after", "1"))))
     except ValueError:
         return 1
-
-
-def _use_real_poll_for_idle_checks() -> None:
-    """Let httpcore2 check idle pooled connections with the real `select.poll`.
-
-    Under gevent's monkey-patching, `select.poll` becomes a cooperative version
-    that goes through the event loop; httpcore2 calls it with a zero timeout
-    (it never blocks) for every idle connection whenever a request starts or
-    ends, which made connection reuse cost more CPU than new connections.
-    """
-    monkey = sys.modules.get("gevent.monkey")  # imported by whoever patched
-    if monkey is not None and monkey.is_module_patched("select"):
-        httpcore2._utils.select = types.SimpleNamespace(  # type: ignore[assignment]
-            poll=monkey.get_original("select", "poll"),
-            select=monkey.get_original("select", "select"),
-            POLLIN=select.POLLIN,
-        )
