@@ -50,12 +50,11 @@ from stream_bench import (
     MODEL,
     NOISE,
     ROOT,
-    answers,
     cpu_seconds,
-    free_port,
     gateway_settings,
     has_uvloop,
     kill,
+    launch_gunicorn,
     machine_cpu_seconds,
     machine_line,
     make_access_key,
@@ -64,6 +63,7 @@ from stream_bench import (
     read_line,
     rss_mb,
     stop,
+    worker_pids,
 )
 
 CHUNKS = 4  # content pieces per streamed answer (the simulator's default here)
@@ -203,52 +203,6 @@ def gateway_env(args: argparse.Namespace, logs: Path, upstreams: list[str]) -> d
     return env
 
 
-def start_gunicorn(
-    settings: dict[str, str], workers: int, logs: Path
-) -> tuple[subprocess.Popen[bytes], str]:
-    """Start gunicorn (gunicorn.conf.py) with `settings`; wait until every worker answers.
-
-    A free port is picked, then bound by gunicorn: should another program take
-    it in between, the next try picks another.
-    """
-    for _ in range(3):
-        port = free_port()
-        env = {**os.environ, **settings, "BIND": f"127.0.0.1:{port}"}
-        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
-        with (logs / "gunicorn.log").open("ab") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                start_new_session=True,
-            )
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            # Each worker loads the app after the fork: ask a few times so that all have.
-            booted = len(worker_pids(process.pid)) == workers
-            if booted and all(answers(f"{url}/healthz") for _ in range(2 * workers)):
-                return process, url
-            time.sleep(0.2)
-        kill(process)
-    raise RuntimeError(f"gunicorn did not start; see {logs / 'gunicorn.log'}")
-
-
-def worker_pids(master: int) -> list[int]:
-    """gunicorn's workers: the master's children, leaving out a simulator it may have started."""
-    workers = []
-    for pid in process_tree(master)[1:]:
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"chatproxy.simulator" not in command:
-            workers.append(pid)
-    return workers
-
-
 @contextlib.contextmanager
 def servers(args: argparse.Namespace) -> Iterator[Servers]:
     """Run the simulators and gunicorn for the duration of the block, and stop them after it."""
@@ -266,7 +220,7 @@ def servers(args: argparse.Namespace) -> Iterator[Servers]:
             upstreams.append(url)
         settings = gateway_env(args, logs, upstreams)
         key = make_access_key(settings, upstreams[0]) if args.auth == "keys" else None
-        gunicorn, gateway_url = start_gunicorn(settings, args.workers, logs)
+        gunicorn, gateway_url = launch_gunicorn(settings, args.workers, logs, attempts=3)
         yield Servers(simulators, upstreams, gunicorn, gateway_url, logs, key)
     finally:
         stop(gunicorn)

@@ -240,11 +240,8 @@ def start_gunicorn(
     simulator_url: str, workers: int, logs: Path, settings: dict[str, str]
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start gunicorn (the repo's gunicorn.conf.py) on the simulator; wait until it answers."""
-    port = free_port()
     env = {
-        **os.environ,
         **settings,
-        "BIND": f"127.0.0.1:{port}",
         "WORKERS": str(workers),
         "OPENAI_API_KEY": API_KEY,
         "OPENAI_BASE_URL": simulator_url,
@@ -253,28 +250,54 @@ def start_gunicorn(
         "LOG_LEVEL": "warning",
         "ACCESS_LOG": "",
     }
-    command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
-    with (logs / "gunicorn.log").open("wb") as log:
-        process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        # Each worker loads the app after the fork: ask a few times so that all have.
-        booted = len(process_tree(process.pid)) == workers + 1
-        if booted and all(answers(f"{url}/healthz") for _ in range(2 * workers)):
-            return process, url
-        time.sleep(0.2)
-    kill(process)
+    return launch_gunicorn(env, workers, logs)
+
+
+def launch_gunicorn(
+    settings: dict[str, str], workers: int, logs: Path, attempts: int = 1
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start gunicorn (gunicorn.conf.py) with `settings`; wait until every worker answers.
+
+    A free port is picked, then bound by gunicorn: should another program take
+    it in between, the next of `attempts` picks another. Its log goes to
+    `logs/gunicorn.log`. Raises RuntimeError when it never answers.
+    """
+    for _ in range(attempts):
+        port = free_port()
+        env = {**os.environ, **settings, "BIND": f"127.0.0.1:{port}"}
+        command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+        with (logs / "gunicorn.log").open("ab") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and process.poll() is None:
+            # Each worker loads the app after the fork: ask a few times so that all have.
+            booted = len(worker_pids(process.pid)) == workers
+            if booted and all(answers(f"{url}/healthz") for _ in range(2 * workers)):
+                return process, url
+            time.sleep(0.2)
+        kill(process)
     raise RuntimeError(f"gunicorn did not start; see {logs / 'gunicorn.log'}")
+
+
+def worker_pids(master: int) -> list[int]:
+    """gunicorn's workers: the master's children, leaving out a simulator it may have started."""
+    workers = []
+    for pid in process_tree(master)[1:]:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"chatproxy.simulator" not in command:
+            workers.append(pid)
+    return workers
 
 
 def answers(url: str) -> bool:
