@@ -30,8 +30,6 @@ import json
 import os
 import random
 import re
-import shlex
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,13 +48,13 @@ from stream_bench import (
     MODEL,
     NOISE,
     ROOT,
+    begin_run,
     cpu_seconds,
     gateway_settings,
     has_uvloop,
     kill,
     launch_gunicorn,
     machine_cpu_seconds,
-    machine_line,
     make_access_key,
     percentile,
     process_tree,
@@ -910,15 +908,7 @@ def main(argv: list[str] | None = None) -> int:
     """Start the servers, run the load, print the figures, stop the servers; 1 if a target fails."""
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))  # chatproxy, for the access key and the store's figures
-    # Ctrl-C and SIGTERM end the script through its `finally` blocks, so the servers are
-    # stopped either way (SIGINT is restored: a background job starts with it ignored).
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    shown = shlex.join(sys.orig_argv if argv is None else ["soak.py", *argv])
-    print("chatproxy soak benchmark")
-    print(machine_line())
-    print(f"command: {shown}")
-    print(f"load average before: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+    begin_run("chatproxy soak benchmark", "soak.py", argv)
     counts = split_concurrency(args.concurrency)
     print(f"clients: {', '.join(f'{kind} {n}' for kind, n in counts.items())}")
     for kind, (_, what) in KINDS.items():

@@ -884,18 +884,23 @@ async def bench(args: argparse.Namespace, found: Servers) -> list[Check]:
     return checks
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Start the servers, run the benchmark, print the figures, stop the servers."""
-    args = parse_args(argv)
+def begin_run(title: str, script: str, argv: list[str] | None) -> None:
+    """Let Ctrl-C and SIGTERM stop the run cleanly; print its title, machine and command."""
     # Ctrl-C and SIGTERM end the script through its `finally` blocks, so the servers are
     # stopped either way (SIGINT is restored: a background job starts with it ignored).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    shown = shlex.join(sys.orig_argv if argv is None else ["stream_bench.py", *argv])
-    print("chatproxy streaming benchmark")
+    shown = shlex.join(sys.orig_argv if argv is None else [script, *argv])
+    print(title)
     print(machine_line())
     print(f"command: {shown}")
     print(f"load average before: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start the servers, run the benchmark, print the figures, stop the servers."""
+    args = parse_args(argv)
+    begin_run("chatproxy streaming benchmark", "stream_bench.py", argv)
     uvloop_used = has_uvloop()
     worker_class = os.environ.get("WORKER_CLASS") or "gevent"
     connections = os.environ.get("WORKER_CONNECTIONS") or "1000"

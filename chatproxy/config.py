@@ -149,12 +149,12 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # The simulator gunicorn.conf.py starts (or `make simulator`) listens there.
         port = env.number("SIMULATOR_PORT", int, 8001, low=1, high=65535)
         base_url = f"http://127.0.0.1:{port}/v1"
-    api_key = env.optional("OPENAI_API_KEY")
-    if upstream == "simulator" and api_key is None:
-        api_key = SIMULATOR_KEY
+    openai_api_key = env.optional("OPENAI_API_KEY")
+    # The key of upstreams that name none: as Settings.upstream_key has it.
+    default_key = openai_api_key or (SIMULATOR_KEY if upstream == "simulator" else None)
     return Settings(
         upstream=upstream,
-        openai_api_key=env.optional("OPENAI_API_KEY"),
+        openai_api_key=openai_api_key,
         openai_base_url=base_url,
         openai_org_id=env.optional("OPENAI_ORG_ID"),
         openai_project_id=env.optional("OPENAI_PROJECT_ID"),
@@ -180,7 +180,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         trusted_proxies=env.number("CHATPROXY_TRUSTED_PROXIES", int, 0, low=0, high=5),
         log_format=env.choice("CHATPROXY_LOG_FORMAT", ("plain", "json"), "plain"),
         log_content=env.choice("CHATPROXY_LOG_CONTENT", ("0", "1"), "0") == "1",
-        upstreams=upstream_targets(env.optional("CHATPROXY_UPSTREAMS"), api_key),
+        upstreams=upstream_targets(env.optional("CHATPROXY_UPSTREAMS"), default_key),
         upstream_order=env.choice("CHATPROXY_UPSTREAM_ORDER", ("order", "weight"), "order"),
         upstream_failures=env.number("CHATPROXY_UPSTREAM_FAILURES", int, 3, low=1),
         upstream_cooldown=env.number("CHATPROXY_UPSTREAM_COOLDOWN", float, 30.0, low=0),
