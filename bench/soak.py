@@ -593,7 +593,7 @@ async def gateway_metrics(load: Load) -> dict[str, dict[str, float]]:
 # --- the store ---------------------------------------------------------------------------
 
 # What a question to /callChatGPT leaves in the store, by what its client saw:
-# (role, status) of the messages it adds (chatproxy.conversations).
+# (role, status) of the messages it adds (chatproxy.store.conversations).
 STORED = {
     "answered": (("user", "ok"), ("assistant", "ok")),
     "failed": (("user", "error"),),

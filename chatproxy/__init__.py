@@ -27,17 +27,18 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     malformed; or naming the file, as `personas/ID.json: <fault>`, when a
     persona is malformed.
     """
-    from chatproxy import api, ask, cli, conversations_api, health, openapi, page, v1
-    from chatproxy.access import register_access_check
+    from chatproxy.access.keys import register_access_check
+    from chatproxy.access.quotas import init_limits
+    from chatproxy.cli import commands as cli
     from chatproxy.errors import register_error_handlers
-    from chatproxy.headers import register_security_headers
     from chatproxy.personas import load_personas
-    from chatproxy.quotas import init_limits
-    from chatproxy.requestlog import register_request_log
     from chatproxy.state import PERSONAS, PRICES, SETTINGS, UPSTREAM
-    from chatproxy.store import INSTANCE_DIR, init_store
+    from chatproxy.store.database import INSTANCE_DIR, init_store
     from chatproxy.tokens import check_max_tokens, load_prices
-    from chatproxy.upstream import Upstream
+    from chatproxy.upstream.client import Upstream
+    from chatproxy.web import api, ask, conversations_api, health, openapi, page, v1
+    from chatproxy.web.headers import register_security_headers
+    from chatproxy.web.requestlog import register_request_log
 
     if environ is None:
         from dotenv import load_dotenv

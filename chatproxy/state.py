@@ -7,7 +7,7 @@ from flask import current_app
 from chatproxy.config import Settings
 from chatproxy.personas import Persona
 from chatproxy.tokens import Price
-from chatproxy.upstream import Upstream
+from chatproxy.upstream.client import Upstream
 
 SETTINGS = "chatproxy.settings"
 PERSONAS = "chatproxy.personas"
@@ -40,13 +40,13 @@ def current_owner() -> str | None:
 
     None, everyone's, while CHATPROXY_AUTH is `open`.
     """
-    from chatproxy.access import current_caller
+    from chatproxy.access.keys import current_caller
 
     return current_caller().owner
 
 
 def current_policy() -> Settings:
     """The settings as they apply to the current caller: the models its access key may use."""
-    from chatproxy.access import current_caller
+    from chatproxy.access.keys import current_caller
 
     return current_caller().policy(current_settings())

@@ -24,7 +24,7 @@ import pytest
 from dotenv import dotenv_values
 
 from chatproxy import create_app
-from chatproxy.access import issue_key
+from chatproxy.access.keys import issue_key
 from chatproxy.simulator import Simulator
 from tests.conftest import UPSTREAM_KEY, need
 

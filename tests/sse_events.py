@@ -20,7 +20,7 @@ class Event:
 
 
 class EventReader:
-    """Turns the lines of an SSE stream into Events as they arrive (chatproxy.sse's format)."""
+    """Turns the lines of an SSE stream into Events as they arrive (chatproxy.web.sse's format)."""
 
     def __init__(self) -> None:
         self.name = "message"

@@ -18,11 +18,11 @@ import openai
 import pytest
 from flask import Flask
 
-from chatproxy.access import issue_key
-from chatproxy.models import UsageDay
-from chatproxy.quotas import CLOCK
+from chatproxy.access.keys import issue_key
+from chatproxy.access.quotas import CLOCK
 from chatproxy.simulator import Simulator
-from chatproxy.store import db
+from chatproxy.store.database import db
+from chatproxy.store.models import UsageDay
 from tests.conftest import UPSTREAM_KEY, LiveServer
 
 QUESTION = [{"role": "user", "content": "谁赢了2022年世界杯?"}]

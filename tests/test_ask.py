@@ -214,7 +214,7 @@ def test_idle_stream_gets_keepalive_comments(make_server_with):
 
 
 def test_upstream_connections_are_reused(api_server, simulator):
-    from chatproxy.transport import POOL_SHARDS
+    from chatproxy.upstream.transport import POOL_SHARDS
 
     simulator.reset()
     for number in range(2 * POOL_SHARDS):

@@ -20,7 +20,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from chatproxy.access import issue_key
+from chatproxy.access.keys import issue_key
 from tests.browser import browser, expect
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from flask import Flask
 
-from chatproxy.access import issue_key, revoke_key
+from chatproxy.access.keys import issue_key, revoke_key
 from tests.browser import PHONE, ask, browser, expect, open_page, wait_until
 from tests.conftest import LiveServer, serve
 

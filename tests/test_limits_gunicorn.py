@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from chatproxy import create_app
-from chatproxy.access import issue_key
+from chatproxy.access.keys import issue_key
 from chatproxy.simulator import Simulator
 from tests.servers import REDIS_URL, Launcher, redis_is_there, upstream_settings
 

@@ -30,11 +30,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from chatproxy.access import issue_key
+from chatproxy.access.keys import issue_key
 from chatproxy.config import load_settings
-from chatproxy.openapi import VERSION, build_document
-from chatproxy.openapi_schemas import CONVERSATION_ID_PATTERN
 from chatproxy.personas import load_personas
+from chatproxy.web.openapi import VERSION, build_document
+from chatproxy.web.openapi_schemas import CONVERSATION_ID_PATTERN
 from tests.conftest import serve
 
 CHECKS = [

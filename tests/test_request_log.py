@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import httpx2
 
-from chatproxy.access import issue_key
+from chatproxy.access.keys import issue_key
 from tests.conftest import LiveServer, wait_for_record
 
 

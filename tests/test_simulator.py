@@ -18,8 +18,7 @@ from typing import Any
 import openai
 import pytest
 
-from chatproxy import simulator_answers as answers
-from chatproxy.simulator import Simulator
+from chatproxy.simulator import Simulator, answers
 
 MODEL, INSTRUCT = "gpt-4o-mini", "gpt-3.5-turbo-instruct"
 CHAT, LEGACY = "/chat/completions", "/completions"

@@ -1,18 +1,22 @@
 """`/v1/...`: the OpenAI-compatible API, so any OpenAI client can use chatproxy as its base URL.
 
-Requests are checked against the owner's policy (`chatproxy.passthrough`) and
+Requests are checked against the owner's policy (`chatproxy.web.passthrough`) and
 passed to the upstream set in settings; answers come back as the upstream sent
 them. The client's `Authorization` header carries an access key of chatproxy
-(`chatproxy.access`) and is never sent on: the upstream gets chatproxy's own
-key. Every answer's usage goes to the ledger (`chatproxy.quotas`).
+(`chatproxy.access.keys`) and is never sent on: the upstream gets chatproxy's own
+key. Every answer's usage goes to the ledger (`chatproxy.access.quotas`).
 """
 
 from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from chatproxy.access.quotas import usage_recorder
 from chatproxy.errors import APIError
-from chatproxy.passthrough import (
+from chatproxy.state import current_policy, current_prices, current_settings, current_upstream
+from chatproxy.store.database import db
+from chatproxy.tokens import cost
+from chatproxy.web.passthrough import (
     PassThrough,
     allowed_model,
     check_chat,
@@ -20,12 +24,8 @@ from chatproxy.passthrough import (
     model_object,
     read_body,
 )
-from chatproxy.quotas import usage_recorder
-from chatproxy.requestlog import note
-from chatproxy.sse import passthrough_response
-from chatproxy.state import current_policy, current_prices, current_settings, current_upstream
-from chatproxy.store import db
-from chatproxy.tokens import cost
+from chatproxy.web.requestlog import note
+from chatproxy.web.sse import passthrough_response
 
 bp = Blueprint("v1", __name__, url_prefix="/v1")
 

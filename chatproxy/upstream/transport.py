@@ -1,6 +1,6 @@
 """The HTTP transport under the `openai` SDK's clients: sharded connection pools.
 
-Used by `chatproxy.upstream` for every upstream server; kept apart because it
+Used by `chatproxy.upstream.client` for every upstream server; kept apart because it
 is about connections and gevent, not about what is asked.
 """
 

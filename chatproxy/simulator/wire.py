@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chatproxy import simulator_answers as answers
+from chatproxy.simulator import answers
 
 CHAT_MODELS = (
     "gpt-4o-mini",

@@ -29,12 +29,12 @@ from sqlalchemy import Connection, Engine, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from chatproxy.access import Caller, current_caller
+from chatproxy.access.keys import Caller, current_caller
 from chatproxy.config import Settings
 from chatproxy.errors import RateLimited, error_response
 from chatproxy.metrics import TOKENS
-from chatproxy.models import UsageDay
-from chatproxy.store import db
+from chatproxy.store.database import db
+from chatproxy.store.models import UsageDay
 
 LIMITER = "chatproxy.limiter"
 TOKEN_LIMITER = "chatproxy.token_limiter"

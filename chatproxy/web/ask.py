@@ -7,7 +7,18 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
-from chatproxy.conversations import (
+from chatproxy.access.quotas import usage_recorder
+from chatproxy.errors import APIError
+from chatproxy.questions import Question, parse_question
+from chatproxy.state import (
+    current_owner,
+    current_personas,
+    current_policy,
+    current_prices,
+    current_settings,
+    current_upstream,
+)
+from chatproxy.store.conversations import (
     Outcome,
     Turn,
     defaults_from,
@@ -17,22 +28,11 @@ from chatproxy.conversations import (
     parse_conversation_id,
     start_turn,
 )
-from chatproxy.errors import APIError
-from chatproxy.passthrough import read_body
-from chatproxy.questions import Question, parse_question
-from chatproxy.quotas import usage_recorder
-from chatproxy.requestlog import note
-from chatproxy.sse import stream_response
-from chatproxy.state import (
-    current_owner,
-    current_personas,
-    current_policy,
-    current_prices,
-    current_settings,
-    current_upstream,
-)
-from chatproxy.store import db
+from chatproxy.store.database import db
 from chatproxy.tokens import answer_cost
+from chatproxy.web.passthrough import read_body
+from chatproxy.web.requestlog import note
+from chatproxy.web.sse import stream_response
 
 bp = Blueprint("ask", __name__)
 
@@ -52,9 +52,10 @@ def call_chatgpt() -> Response:
     Answers `text/plain` (the answer only) by default; JSON
     `{"answer", "model", "usage", "finish_reason", "cost", "conversation_id",
     "message_id"}` (`cost` in USD, null for a model without a price) with
-    `Accept: application/json` or `format=json`; SSE events (see `chatproxy.sse`) with `stream=1` or
-    `Accept: text/event-stream`. Errors: 400 (`context_length_exceeded` when
-    the question does not fit the model's window), 403, 404
+    `Accept: application/json` or `format=json`; SSE events (see
+    `chatproxy.web.sse`) with `stream=1` or `Accept: text/event-stream`.
+    Errors: 400 (`context_length_exceeded` when the question does not fit the
+    model's window), 403, 404
     (`conversation_not_found`), 413, 429, 502, 503, 504 in OpenAI's error shape.
     """
     settings = current_policy()
@@ -80,7 +81,7 @@ def call_chatgpt() -> Response:
 def answer_turn(turn: Turn, question: Question) -> Response:
     """Call the upstream for a stored question and answer in the format `question` asked for.
 
-    The answer is stored as it ends (see `chatproxy.conversations.finish_turn`);
+    The answer is stored as it ends (see `chatproxy.store.conversations.finish_turn`);
     an upstream failure before the answer starts marks the question `error` and
     raises its APIError. Every response, errors included, carries the
     conversation's id in `X-Conversation-Id`.

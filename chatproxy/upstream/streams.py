@@ -21,7 +21,7 @@ from chatproxy.errors import UpstreamError, error_detail
 from chatproxy.metrics import TIME_TO_FIRST_TOKEN
 
 if TYPE_CHECKING:
-    from chatproxy.upstream import Upstream
+    from chatproxy.upstream.client import Upstream
 
 USAGE_KEY = b'"usage":'
 _FINISH_KEY = b'"finish_reason":'

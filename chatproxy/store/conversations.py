@@ -27,9 +27,9 @@ from sqlalchemy.orm import Session, scoped_session
 
 from chatproxy.config import Settings
 from chatproxy.errors import APIError, BadRequest, NotFound
-from chatproxy.models import TITLE_LENGTH, Conversation, Message, new_id, utcnow
 from chatproxy.personas import Persona
 from chatproxy.questions import Question
+from chatproxy.store.models import TITLE_LENGTH, Conversation, Message, new_id, utcnow
 
 TITLE_CHARS = 60  # a title taken from the first question keeps this many characters
 CONVERSATION_ID = re.compile(r"[0-9a-f]{32}")

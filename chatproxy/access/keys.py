@@ -26,8 +26,8 @@ from sqlalchemy import bindparam, select, update
 
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, Unauthorized
-from chatproxy.models import AccessKey, as_utc, utcnow
-from chatproxy.store import db
+from chatproxy.store.database import db
+from chatproxy.store.models import AccessKey, as_utc, utcnow
 
 KEY_PREFIX = "cpk-"
 SHOWN_CHARS = 12  # `cpk-` and 8 characters: enough to find a key, far too few to guess it
@@ -239,7 +239,7 @@ def register_access_check(app: Flask, settings: Settings, blueprints: set[str]) 
 
     CORS preflights (OPTIONS) pass: browsers send them without credentials.
     """
-    from chatproxy.quotas import asks_upstream, check_quotas
+    from chatproxy.access.quotas import asks_upstream, check_quotas
 
     @app.before_request
     def check_access() -> None:

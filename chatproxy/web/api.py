@@ -8,11 +8,11 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import func, select
 
-from chatproxy.access import current_caller
-from chatproxy.models import UsageDay
-from chatproxy.quotas import CLOCK, Spent
+from chatproxy.access.keys import current_caller
+from chatproxy.access.quotas import CLOCK, Spent
 from chatproxy.state import current_personas, current_policy
-from chatproxy.store import db
+from chatproxy.store.database import db
+from chatproxy.store.models import UsageDay
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, Forbidden, NotFound
-from chatproxy.upstream import CHAT_PATH, COMPLETIONS_PATH
+from chatproxy.upstream.client import CHAT_PATH, COMPLETIONS_PATH
 
 # OpenAI's default `max_tokens` for legacy completions, sent when none is given.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16

@@ -1,4 +1,4 @@
-"""The JSON Schemas of chatproxy's OpenAPI document (`chatproxy.openapi`): bodies and events.
+"""The JSON Schemas of chatproxy's OpenAPI document (`chatproxy.web.openapi`): bodies and events.
 
 Plain dicts in JSON Schema 2020-12, as OpenAPI 3.1 takes it. The bounds come
 from the app's settings (`Bounds`), so the document says what this deployment
@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chatproxy.exports import FORMAT, MAX_IMPORTED_MESSAGES
-from chatproxy.models import ROLES, STATUSES, TITLE_LENGTH
 from chatproxy.questions import FALSE_WORDS, MAX_STOP_SEQUENCES, NUMBER_RANGES, TRUE_WORDS
+from chatproxy.store.exports import FORMAT, MAX_IMPORTED_MESSAGES
+from chatproxy.store.models import ROLES, STATUSES, TITLE_LENGTH
 
 Schema = dict[str, Any]
 
@@ -179,7 +179,7 @@ def question_body(bounds: Bounds, *, form: bool, regenerate: bool = False) -> Sc
 
 
 def _answer_schemas() -> dict[str, Schema]:
-    """A question's answer as JSON, and as SSE events (`chatproxy.sse`)."""
+    """A question's answer as JSON, and as SSE events (`chatproxy.web.sse`)."""
     answer = shape(
         answer=string(),
         model=nullable(string()),

@@ -1,6 +1,6 @@
 """`/api/conversations`: list, read, rename, delete, regenerate, export and import conversations.
 
-Each client sees only its own conversations (`chatproxy.state.current_owner`).
+Each client sees only its own conversations (`chatproxy.access.keys.current_owner`).
 Shapes (JSON): a conversation summary is `{"id", "title", "persona",
 "model", "created_at", "updated_at", "message_count", "usage", "cost"}`, where
 `usage` sums the answers' `prompt_tokens`, `completion_tokens` and
@@ -20,19 +20,7 @@ from urllib.parse import quote
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import func, select
 
-from chatproxy.ask import answer_turn, request_values, wanted_format
-from chatproxy.conversations import (
-    clean_title,
-    defaults_from,
-    find_conversation,
-    last_question,
-    list_conversations,
-    start_regenerate,
-)
 from chatproxy.errors import BadRequest
-from chatproxy.exports import filename, from_json, iso, to_json, to_markdown
-from chatproxy.models import Conversation, Message
-from chatproxy.passthrough import read_body
 from chatproxy.questions import parse_question
 from chatproxy.state import (
     current_owner,
@@ -41,8 +29,20 @@ from chatproxy.state import (
     current_prices,
     current_settings,
 )
-from chatproxy.store import db
+from chatproxy.store.conversations import (
+    clean_title,
+    defaults_from,
+    find_conversation,
+    last_question,
+    list_conversations,
+    start_regenerate,
+)
+from chatproxy.store.database import db
+from chatproxy.store.exports import filename, from_json, iso, to_json, to_markdown
+from chatproxy.store.models import Conversation, Message
 from chatproxy.tokens import cost
+from chatproxy.web.ask import answer_turn, request_values, wanted_format
+from chatproxy.web.passthrough import read_body
 
 bp = Blueprint("conversations", __name__, url_prefix="/api/conversations")
 
@@ -115,7 +115,7 @@ def regenerate(conversation_id: str) -> Response:
 def export(conversation_id: str) -> Response:
     """Download a conversation: `format=md` (Markdown, the default) or `format=json`.
 
-    See `chatproxy.exports` for both shapes; sent as an attachment named after the title.
+    See `chatproxy.store.exports` for both shapes; sent as an attachment named after the title.
     """
     conversation = _find(conversation_id)
     kind = request.args.get("format", "md")

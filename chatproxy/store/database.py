@@ -86,7 +86,7 @@ def upgrade_database(environ: Mapping[str, str]) -> None:
     wrong setting; a database that cannot be reached raises SQLAlchemy's
     OperationalError.
     """
-    from chatproxy import models  # noqa: F401  (the tables Alembic compares against)
+    from chatproxy.store import models  # noqa: F401  (the tables Alembic compares against)
 
     settings = load_settings(environ)
     app = Flask("chatproxy", instance_path=str(INSTANCE_DIR))

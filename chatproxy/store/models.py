@@ -20,7 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from chatproxy.store import db
+from chatproxy.store.database import db
 
 STATUSES = ("ok", "error", "interrupted")
 """A message's status: answered (`ok`), the upstream failed (`error`), cut short (`interrupted`)."""

@@ -21,7 +21,7 @@ from flask import Response
 
 from chatproxy.errors import APIError
 from chatproxy.metrics import STREAMS_IN_FLIGHT, UPSTREAM_ERRORS
-from chatproxy.streams import ChatStream, RawStream, StreamClosed, UpstreamStream
+from chatproxy.upstream.streams import ChatStream, RawStream, StreamClosed, UpstreamStream
 
 KEEPALIVE = b": keep-alive\n\n"
 HEADERS = {

@@ -66,7 +66,7 @@ def note(**details: Any) -> dict[str, Any]:
 
 
 def _fields(response: Response, settings: Settings) -> dict[str, Any]:
-    from chatproxy.access import current_caller
+    from chatproxy.access.keys import current_caller
 
     fields: dict[str, Any] = {
         "request_id": g.request_id,

@@ -3,7 +3,7 @@
 Built in Python once per app from its settings (the models clients may name,
 the `max_tokens` cap, the longest question, whether access keys are needed)
 and its personas, so it states the bounds this deployment enforces. Schemas
-live in `chatproxy.openapi_schemas`; this module assembles parameters,
+live in `chatproxy.web.openapi_schemas`; this module assembles parameters,
 responses, security and paths (https://spec.openapis.org/oas/v3.1.1).
 """
 
@@ -14,7 +14,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 
 from chatproxy.config import Settings
-from chatproxy.openapi_schemas import (
+from chatproxy.state import current_personas, current_settings
+from chatproxy.web.openapi_schemas import (
     ID,
     Bounds,
     Schema,
@@ -24,7 +25,6 @@ from chatproxy.openapi_schemas import (
     ref,
     string,
 )
-from chatproxy.state import current_personas, current_settings
 
 bp = Blueprint("openapi", __name__)
 

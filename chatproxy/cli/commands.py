@@ -16,8 +16,11 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
-from chatproxy.access import issue_key, revoke_key
-from chatproxy.conversations import (
+from chatproxy.access.keys import issue_key, revoke_key
+from chatproxy.errors import APIError
+from chatproxy.questions import parse_question
+from chatproxy.state import current_personas, current_settings, current_upstream
+from chatproxy.store.conversations import (
     Outcome,
     Turn,
     defaults_from,
@@ -27,14 +30,11 @@ from chatproxy.conversations import (
     parse_conversation_id,
     start_turn,
 )
-from chatproxy.errors import APIError
-from chatproxy.exports import iso, to_json, to_markdown
-from chatproxy.models import AccessKey, Conversation, UsageDay
-from chatproxy.questions import parse_question
-from chatproxy.state import current_personas, current_settings, current_upstream
-from chatproxy.store import db
-from chatproxy.streams import StreamClosed
-from chatproxy.upstream import Upstream
+from chatproxy.store.database import db
+from chatproxy.store.exports import iso, to_json, to_markdown
+from chatproxy.store.models import AccessKey, Conversation, UsageDay
+from chatproxy.upstream.client import Upstream
+from chatproxy.upstream.streams import StreamClosed
 
 EXIT_WORDS = ("exit", "quit", "结束")
 BLOCK = '"""'

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
+from chatproxy.access.quotas import LIMITER
 from chatproxy.metrics import exposition
-from chatproxy.quotas import LIMITER
 from chatproxy.state import current_settings, current_upstream
-from chatproxy.store import db
+from chatproxy.store.database import db
 
 bp = Blueprint("health", __name__)
 

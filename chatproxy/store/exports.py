@@ -14,9 +14,9 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from chatproxy.conversations import title_from
 from chatproxy.errors import BadRequest
-from chatproxy.models import (
+from chatproxy.store.conversations import title_from
+from chatproxy.store.models import (
     ROLES,
     STATUSES,
     TITLE_LENGTH,

@@ -8,7 +8,7 @@ Retry-After, timeout → 504, connection failure → 502, context too long → 4
 Requests go through the SDK's low-level `client.post(..., cast_to=httpx2.Response)`
 with the body left unread, as `with_streaming_response` does, but without the
 SDK's per-call conversion of the params (about 0.3 ms) that a gateway passing
-checked params on does not need. Streams are read as raw SSE (`chatproxy.streams`)
+checked params on does not need. Streams are read as raw SSE (`chatproxy.upstream.streams`)
 and only the fields we need are parsed: the SDK's typed chunk objects cost about
 110 µs each, raw lines about 8 µs.
 
@@ -42,8 +42,8 @@ from chatproxy.errors import (
     error_detail,
 )
 from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_FAILOVERS, UPSTREAM_LATENCY
-from chatproxy.streams import ChatStream, RawStream
-from chatproxy.transport import PoolShards, use_real_poll_for_idle_checks
+from chatproxy.upstream.streams import ChatStream, RawStream
+from chatproxy.upstream.transport import PoolShards, use_real_poll_for_idle_checks
 
 log = logging.getLogger(__name__)
 

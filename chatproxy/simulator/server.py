@@ -2,7 +2,7 @@
 
 Serves `POST /v1/chat/completions` (JSON and SSE), `POST /v1/completions` (legacy),
 `GET /v1/models` and OpenAI's error bodies, in the formats of the OpenAI API
-reference (see `chatproxy.simulator_wire`). Latency, chunking and faults are set
+reference (see `chatproxy.simulator.wire`). Latency, chunking and faults are set
 per server (`Simulator(...)`) or per request by a `[[sim: key=value ...]]`
 directive in the last user message (keys: fault, times, chunks, delay, latency,
 answer, words; `times=N` limits the fault to the first N requests with that
@@ -22,7 +22,6 @@ import random
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
 import uuid
@@ -32,9 +31,8 @@ from typing import Any
 
 from aiohttp import web
 
-from chatproxy import simulator_answers as answers
-from chatproxy import simulator_wire as wire
-from chatproxy.simulator_wire import ApiError
+from chatproxy.simulator import answers, wire
+from chatproxy.simulator.wire import ApiError
 
 DEFAULT_API_KEY = "sk-sim-local"
 # Faults answered with an OpenAI error body, then those that break the connection or stream.
@@ -500,7 +498,3 @@ def main(argv: list[str] | None = None) -> int:
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         runner.run(serve())
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

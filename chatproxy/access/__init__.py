@@ -1,0 +1,3 @@
+"""Who may ask and how much: access keys (`keys`), and per-minute limits, daily
+quotas and the usage ledger (`quotas`).
+"""

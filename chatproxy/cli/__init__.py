@@ -1,0 +1,1 @@
+"""The `flask` terminal commands: `chat`, `conversations`, `keys`, `usage`."""
