@@ -17,8 +17,7 @@ from typing import Any
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, Forbidden
 from chatproxy.personas import Persona
-from chatproxy.tokens import Message, context_window, fit_messages
-from chatproxy.web.passthrough import limit_field
+from chatproxy.tokens import Message, context_window, fit_messages, limit_field
 
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit for `stop`
 MAX_LISTED_PERSONAS = 20  # how many ids an unknown-persona error names

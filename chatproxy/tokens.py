@@ -45,6 +45,9 @@ MAX_PRICES_FILE_BYTES = 1024 * 1024
 _O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "chatgpt-4o")
 _CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35", "davinci-002", "babbage-002", "text-embedding")
 # A dated snapshot of a model: gpt-4o-mini-2024-07-18, gpt-4-0613.
+# Reasoning models (o1, o3, o4-mini, gpt-5, ...) refuse `max_tokens` and take
+# `max_completion_tokens`; a provider prefix such as `openai/` may come first.
+_REASONING = re.compile(r"(?:[\w.-]+/)?(?:o\d+|gpt-5)(?:[-.]|$)")
 _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 
 # Context windows in tokens (prompt and answer together), from OpenAI's model
@@ -212,6 +215,15 @@ def _text_of(value: Any) -> str:
 def context_window(model: str, default: int) -> int:
     """The context window of `model` in tokens (CONTEXT_WINDOWS), or `default` if unknown."""
     return _known(CONTEXT_WINDOWS, _base_model(model)) or default
+
+
+def limit_field(model: str) -> str:
+    """The body field that caps the length of `model`'s answers.
+
+    `max_tokens`, which every OpenAI-compatible server knows, or
+    `max_completion_tokens` for OpenAI's reasoning models, which refuse `max_tokens`.
+    """
+    return "max_completion_tokens" if _REASONING.match(model) else "max_tokens"
 
 
 def fit_messages(

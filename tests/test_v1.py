@@ -23,9 +23,9 @@ import pytest
 
 from chatproxy.config import load_settings
 from chatproxy.errors import UpstreamError
+from chatproxy.tokens import limit_field
 from chatproxy.upstream.client import CHAT_PATH, Upstream
 from chatproxy.upstream.streams import RawStream
-from chatproxy.web.passthrough import limit_field
 from tests.conftest import UPSTREAM_KEY, serve, wait_for_record
 from tests.test_bad_input import assert_openai_error
 

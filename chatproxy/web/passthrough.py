@@ -13,20 +13,17 @@ unknown ones too, and the upstream judges them. A bad body raises BadRequest
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, Forbidden, NotFound
+from chatproxy.tokens import limit_field
 from chatproxy.upstream.client import CHAT_PATH, COMPLETIONS_PATH
 
 # OpenAI's default `max_tokens` for legacy completions, sent when none is given.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 LIMITS = ("max_tokens", "max_completion_tokens")
-# Reasoning models (o1, o3, o4-mini, gpt-5, ...) refuse `max_tokens` and take
-# `max_completion_tokens`; a provider prefix such as `openai/` may come first.
-_REASONING = re.compile(r"(?:[\w.-]+/)?(?:o\d+|gpt-5)(?:[-.]|$)")
 
 
 @dataclass(frozen=True)
@@ -117,15 +114,6 @@ def check_completion(body: dict[str, Any], settings: Settings) -> PassThrough:
     if _limit(body, "max_tokens", settings.max_tokens) is None:
         body = {**body, "max_tokens": min(COMPLETIONS_DEFAULT_MAX_TOKENS, settings.max_tokens)}
     return PassThrough(COMPLETIONS_PATH, body, _stream(body), model)
-
-
-def limit_field(model: str) -> str:
-    """The body field that caps the length of `model`'s answers.
-
-    `max_tokens`, which every OpenAI-compatible server knows, or
-    `max_completion_tokens` for OpenAI's reasoning models, which refuse `max_tokens`.
-    """
-    return "max_completion_tokens" if _REASONING.match(model) else "max_tokens"
 
 
 def model_object(model: str) -> dict[str, Any]:
