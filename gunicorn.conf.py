@@ -86,7 +86,7 @@ def _upgrade_database(server):
     """Apply the migrations in migrations/ (Alembic) once, before any worker starts."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from chatproxy.store.database import upgrade_database
+    from chatproxy.store.schema import upgrade_database
 
     try:
         upgrade_database(os.environ)

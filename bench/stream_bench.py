@@ -222,7 +222,7 @@ def make_access_key(settings: dict[str, str], simulator_url: str) -> str:
     sys.path.insert(0, str(ROOT))  # run as `python bench/stream_bench.py`
     from chatproxy import create_app
     from chatproxy.access.keys import issue_key
-    from chatproxy.store.database import upgrade_database
+    from chatproxy.store.schema import upgrade_database
 
     env = {**settings, "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": simulator_url}
     upgrade_database(env)

@@ -27,15 +27,15 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     malformed; or naming the file, as `personas/ID.json: <fault>`, when a
     persona is malformed.
     """
-    from chatproxy.access.keys import register_access_check
+    from chatproxy.access.check import register_access_check
     from chatproxy.access.quotas import init_limits
-    from chatproxy.cli import commands as cli
+    from chatproxy.cli import register_commands
     from chatproxy.errors import register_error_handlers
     from chatproxy.personas import load_personas
-    from chatproxy.state import PERSONAS, PRICES, SETTINGS, UPSTREAM
+    from chatproxy.state import PERSONAS, PRICES, SETTINGS
     from chatproxy.store.database import INSTANCE_DIR, init_store
     from chatproxy.tokens import check_max_tokens, load_prices
-    from chatproxy.upstream.client import Upstream
+    from chatproxy.upstream.client import UPSTREAM, Upstream
     from chatproxy.web import api, ask, conversations_api, health, openapi, page, v1
     from chatproxy.web.headers import register_security_headers
     from chatproxy.web.requestlog import register_request_log
@@ -95,7 +95,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     app.register_blueprint(openapi.bp)
     for blueprint in api_blueprints:
         app.register_blueprint(blueprint)
-    cli.register_commands(app)
+    register_commands(app)
     _configure_logging()
     _log_start(settings, personas)
     return app

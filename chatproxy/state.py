@@ -1,4 +1,8 @@
-"""The application's per-process state: settings, personas, prices and the upstream client."""
+"""The application's per-process state: settings, personas and prices.
+
+The upstream client is `chatproxy.upstream.client.current_upstream`; the caller
+and what it may do, `chatproxy.access.keys.current_caller`.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,9 @@ from flask import current_app
 from chatproxy.config import Settings
 from chatproxy.personas import Persona
 from chatproxy.tokens import Price
-from chatproxy.upstream.client import Upstream
 
 SETTINGS = "chatproxy.settings"
 PERSONAS = "chatproxy.personas"
-UPSTREAM = "chatproxy.upstream"
 PRICES = "chatproxy.prices"
 
 
@@ -28,25 +30,3 @@ def current_personas() -> dict[str, Persona]:
 def current_prices() -> dict[str, Price]:
     """USD per 1M tokens by model: the built-in table with CHATPROXY_PRICES_FILE over it."""
     return current_app.extensions[PRICES]
-
-
-def current_upstream() -> Upstream:
-    """The current process's upstream client (one per process)."""
-    return current_app.extensions[UPSTREAM]
-
-
-def current_owner() -> str | None:
-    """Whose conversations the current request sees and makes: its access key's name.
-
-    None, everyone's, while CHATPROXY_AUTH is `open`.
-    """
-    from chatproxy.access.keys import current_caller
-
-    return current_caller().owner
-
-
-def current_policy() -> Settings:
-    """The settings as they apply to the current caller: the models its access key may use."""
-    from chatproxy.access.keys import current_caller
-
-    return current_caller().policy(current_settings())

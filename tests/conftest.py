@@ -24,7 +24,7 @@ from werkzeug.serving import make_server
 from chatproxy import create_app
 from chatproxy.config import database_url as database_url_setting
 from chatproxy.simulator import Simulator
-from chatproxy.store.database import upgrade_database
+from chatproxy.store.schema import upgrade_database
 
 UPSTREAM_KEY = "sk-sim-test-upstream-key-0123456789"
 IN_CI = os.environ.get("CI") == "true"

@@ -21,11 +21,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from flask import Flask, g, request
+from flask import g, request
 from sqlalchemy import bindparam, select, update
 
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, Unauthorized
+from chatproxy.state import current_settings
 from chatproxy.store.database import db
 from chatproxy.store.models import AccessKey, as_utc, utcnow
 
@@ -167,6 +168,19 @@ def current_caller() -> Caller:
     return g.get("caller", OPEN_CALLER)  # type: ignore[no-any-return]
 
 
+def current_owner() -> str | None:
+    """Whose conversations the current request sees and makes: its access key's name.
+
+    None, everyone's, while CHATPROXY_AUTH is `open`.
+    """
+    return current_caller().owner
+
+
+def current_policy() -> Settings:
+    """The settings as they apply to the current caller: the models its access key may use."""
+    return current_caller().policy(current_settings())
+
+
 def presented_key() -> str | None:
     """The key the request carries: `Authorization: Bearer ...`, else `?key=`, else None."""
     header = request.headers.get("Authorization", "")
@@ -232,22 +246,3 @@ def _note_use(key_id: int) -> None:
         update(AccessKey).where(AccessKey.id == key_id).values(last_used_at=utcnow())
     )
     db.session.commit()
-
-
-def register_access_check(app: Flask, settings: Settings, blueprints: set[str]) -> None:
-    """Check the caller (`authenticate`) and its quotas before every request to `blueprints`.
-
-    CORS preflights (OPTIONS) pass: browsers send them without credentials.
-    """
-    from chatproxy.access.quotas import asks_upstream, check_quotas
-
-    @app.before_request
-    def check_access() -> None:
-        if request.blueprint in blueprints and request.method != "OPTIONS":
-            try:
-                caller = authenticate(settings)
-                if asks_upstream():
-                    check_quotas(caller)
-            finally:
-                # Give the connection back: the request may now wait on the upstream for minutes.
-                db.session.close()

@@ -3,26 +3,23 @@
 SQLite by default (`instance/chatproxy.db`, WAL journal, foreign keys on), or
 PostgreSQL through psycopg 3 when DATABASE_URL says so (psycopg waits
 cooperatively under gevent by itself, from 3.1.14 on). The schema lives in
-`migrations/` (Alembic); `upgrade_database` brings a database to the newest
-revision and runs when gunicorn starts (gunicorn.conf.py) or by
-`flask --app app db upgrade`.
+`migrations/` (Alembic); `chatproxy.store.schema.upgrade_database` brings a
+database to the newest revision.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from flask_migrate import Migrate
-from flask_migrate import upgrade as _alembic_upgrade
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
-from chatproxy.config import PROJECT_ROOT, load_settings
+from chatproxy.config import PROJECT_ROOT
 
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 INSTANCE_DIR = PROJECT_ROOT / "instance"
@@ -77,20 +74,3 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")  # safe with WAL; no fsync per commit
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
-
-
-def upgrade_database(environ: Mapping[str, str]) -> None:
-    """Bring the database of DATABASE_URL in `environ` to the newest schema (Alembic upgrade).
-
-    Needs only DATABASE_URL, not a configured upstream. Raises ConfigError for a
-    wrong setting; a database that cannot be reached raises SQLAlchemy's
-    OperationalError.
-    """
-    from chatproxy.store import models  # noqa: F401  (the tables Alembic compares against)
-
-    settings = load_settings(environ)
-    app = Flask("chatproxy", instance_path=str(INSTANCE_DIR))
-    init_store(app, settings.database_url)
-    with app.app_context():
-        _alembic_upgrade(directory=str(MIGRATIONS_DIR))
-        db.engine.dispose()

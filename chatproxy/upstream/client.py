@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx2
 import openai
+from flask import current_app
 from openai._constants import RAW_RESPONSE_HEADER
 
 from chatproxy.config import Settings, UpstreamTarget
@@ -54,6 +55,8 @@ CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"  # legacy
 # The upstream paths (under OPENAI_BASE_URL) a pass-through request may call.
 RAW_PATHS = (CHAT_PATH, COMPLETIONS_PATH)
+# Where create_app keeps the process's Upstream (app.extensions).
+UPSTREAM = "chatproxy.upstream"
 
 
 @dataclass
@@ -397,3 +400,8 @@ def _retry_after(response: httpx2.Response) -> int:
         return max(1, round(float(response.headers.get("retry-after", "1"))))
     except ValueError:
         return 1
+
+
+def current_upstream() -> Upstream:
+    """The current process's upstream client (one per process, made by create_app)."""
+    return current_app.extensions[UPSTREAM]  # type: ignore[no-any-return]

@@ -13,20 +13,31 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httpx2
 
-from chatproxy.errors import UpstreamError, error_detail
+from chatproxy.errors import UpstreamError, UpstreamTimeout, error_detail
 from chatproxy.metrics import TIME_TO_FIRST_TOKEN
-
-if TYPE_CHECKING:
-    from chatproxy.upstream.client import Upstream
 
 USAGE_KEY = b'"usage":'
 _FINISH_KEY = b'"finish_reason":'
 _DONE_LINES = (b"data: [DONE]", b"data:[DONE]")
 _DONE_ENDS = (b"[DONE]\n\n", b"[DONE]\r\n\r\n")
+
+
+class UpstreamClient(Protocol):
+    """What a stream needs of the client that opened it (`chatproxy.upstream.client.Upstream`)."""
+
+    keys_bytes: tuple[bytes, ...]  # the upstream keys, to blank out of what is passed on
+
+    def timeout_error(self) -> UpstreamTimeout:
+        """The error for a read that timed out."""
+        ...
+
+    def scrub(self, text: str) -> str:
+        """`text` with any upstream key replaced by `[redacted]`."""
+        ...
 
 
 class StreamClosed(Exception):
@@ -36,7 +47,7 @@ class StreamClosed(Exception):
 class UpstreamStream:
     """An upstream response being read; `close()` from another thread ends the read."""
 
-    def __init__(self, response: httpx2.Response, upstream: Upstream) -> None:
+    def __init__(self, response: httpx2.Response, upstream: UpstreamClient) -> None:
         self._response = response
         self._upstream = upstream
         self._closed = False
@@ -97,7 +108,7 @@ class ChatStream(UpstreamStream):
     "The chat completion chunk object".
     """
 
-    def __init__(self, response: httpx2.Response, upstream: Upstream) -> None:
+    def __init__(self, response: httpx2.Response, upstream: UpstreamClient) -> None:
         super().__init__(response, upstream)
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
@@ -169,7 +180,7 @@ class RawStream(UpstreamStream):
     """
 
     def __init__(
-        self, response: httpx2.Response, upstream: Upstream, hide_usage: bool = False
+        self, response: httpx2.Response, upstream: UpstreamClient, hide_usage: bool = False
     ) -> None:
         super().__init__(response, upstream)
         self.usage: dict[str, Any] | None = None

@@ -8,9 +8,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify
 from sqlalchemy import func, select
 
-from chatproxy.access.keys import current_caller
+from chatproxy.access.keys import current_caller, current_policy
 from chatproxy.access.quotas import CLOCK, Spent
-from chatproxy.state import current_personas, current_policy
+from chatproxy.state import current_personas
 from chatproxy.store.database import db
 from chatproxy.store.models import UsageDay
 

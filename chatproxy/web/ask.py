@@ -7,17 +7,11 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
+from chatproxy.access.keys import current_owner, current_policy
 from chatproxy.access.quotas import usage_recorder
 from chatproxy.errors import APIError
 from chatproxy.questions import Question, parse_question
-from chatproxy.state import (
-    current_owner,
-    current_personas,
-    current_policy,
-    current_prices,
-    current_settings,
-    current_upstream,
-)
+from chatproxy.state import current_personas, current_prices, current_settings
 from chatproxy.store.conversations import (
     Outcome,
     Turn,
@@ -30,6 +24,7 @@ from chatproxy.store.conversations import (
 )
 from chatproxy.store.database import db
 from chatproxy.tokens import answer_cost
+from chatproxy.upstream.client import current_upstream
 from chatproxy.web.passthrough import read_body
 from chatproxy.web.requestlog import note
 from chatproxy.web.sse import stream_response

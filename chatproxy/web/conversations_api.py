@@ -20,15 +20,10 @@ from urllib.parse import quote
 from flask import Blueprint, Response, jsonify, request
 from sqlalchemy import func, select
 
+from chatproxy.access.keys import current_owner, current_policy
 from chatproxy.errors import BadRequest
 from chatproxy.questions import parse_question
-from chatproxy.state import (
-    current_owner,
-    current_personas,
-    current_policy,
-    current_prices,
-    current_settings,
-)
+from chatproxy.state import current_personas, current_prices, current_settings
 from chatproxy.store.conversations import (
     clean_title,
     defaults_from,

@@ -7,8 +7,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chatproxy.access.quotas import LIMITER
 from chatproxy.metrics import exposition
-from chatproxy.state import current_settings, current_upstream
+from chatproxy.state import current_settings
 from chatproxy.store.database import db
+from chatproxy.upstream.client import current_upstream
 
 bp = Blueprint("health", __name__)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from flask import Flask, Response, g, request
 
+from chatproxy.access.keys import current_caller
 from chatproxy.config import Settings
 from chatproxy.metrics import REQUESTS
 
@@ -66,8 +67,6 @@ def note(**details: Any) -> dict[str, Any]:
 
 
 def _fields(response: Response, settings: Settings) -> dict[str, Any]:
-    from chatproxy.access.keys import current_caller
-
     fields: dict[str, Any] = {
         "request_id": g.request_id,
         "method": request.method,

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from chatproxy.access.keys import current_policy
 from chatproxy.access.quotas import usage_recorder
 from chatproxy.errors import APIError
-from chatproxy.state import current_policy, current_prices, current_settings, current_upstream
+from chatproxy.state import current_prices, current_settings
 from chatproxy.store.database import db
 from chatproxy.tokens import cost
+from chatproxy.upstream.client import current_upstream
 from chatproxy.web.passthrough import (
     PassThrough,
     allowed_model,

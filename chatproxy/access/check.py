@@ -1,0 +1,30 @@
+"""The check before every API request: who the caller is (`keys`), then its quotas (`quotas`)."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+
+from chatproxy.access.keys import authenticate
+from chatproxy.access.quotas import asks_upstream, check_quotas
+from chatproxy.config import Settings
+from chatproxy.store.database import db
+
+
+def register_access_check(app: Flask, settings: Settings, blueprints: set[str]) -> None:
+    """Check the caller (`authenticate`) and its quotas before every request to `blueprints`.
+
+    Raises, from the hook, Unauthorized (401) for a missing or unknown key and
+    RateLimited (429) for a key over a quota. CORS preflights (OPTIONS) pass:
+    browsers send them without credentials.
+    """
+
+    @app.before_request
+    def check_access() -> None:
+        if request.blueprint in blueprints and request.method != "OPTIONS":
+            try:
+                caller = authenticate(settings)
+                if asks_upstream():
+                    check_quotas(caller)
+            finally:
+                # Give the connection back: the request may now wait on the upstream for minutes.
+                db.session.close()

@@ -1,0 +1,160 @@
+"""`flask chat`: a conversation in the terminal, stored like the page's.
+
+It uses the same store, personas and upstream as the service, with the
+settings of `.env` and the environment (`flask --app app chat`).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from flask.cli import with_appcontext
+
+from chatproxy.errors import APIError
+from chatproxy.questions import parse_question
+from chatproxy.state import current_personas, current_settings
+from chatproxy.store.conversations import (
+    Outcome,
+    Turn,
+    defaults_from,
+    fail_turn,
+    find_conversation,
+    finish_turn,
+    parse_conversation_id,
+    start_turn,
+)
+from chatproxy.store.database import db
+from chatproxy.store.models import Conversation
+from chatproxy.upstream.client import Upstream, current_upstream
+from chatproxy.upstream.streams import StreamClosed
+
+EXIT_WORDS = ("exit", "quit", "结束")
+BLOCK = '"""'
+
+
+@click.command("chat")
+@with_appcontext
+@click.option("--persona", help="A persona's id (see personas/).")
+@click.option("--model", help="A model of CHATPROXY_MODELS.")
+@click.option("--conversation", "conversation_id", help="Go on with this conversation's id.")
+@click.option("--key", "owner", help="As the access key of this name (its conversations).")
+def chat(
+    persona: str | None, model: str | None, conversation_id: str | None, owner: str | None
+) -> None:
+    """Chat in the terminal; the conversation is stored like those of the page.
+
+    Enter sends. A line ending in a backslash goes on on the next line; a
+    line of three double quotes starts and ends a block of several lines.
+    `exit`, `quit` or `结束` (or Ctrl-D) leaves; Ctrl-C stops an answer.
+    """
+    settings = current_settings()
+    personas = current_personas()
+    upstream = current_upstream()
+    conversation = _conversation(conversation_id, owner)
+    options = {"persona": persona, "model": model}
+    defaults = defaults_from(conversation, settings, personas)
+    shown = {**defaults, **{k: v for k, v in options.items() if v}}
+    click.echo(
+        f"chatproxy chat · model {shown.get('model') or settings.model}"
+        + (f" · persona {shown['persona']}" if shown.get("persona") else "")
+        + f' · "{EXIT_WORDS[0]}", "{EXIT_WORDS[1]}" or "{EXIT_WORDS[2]}" leaves'
+    )
+    if conversation is not None:
+        click.echo(f"Going on with: {conversation.title}")
+    while True:
+        text = _read_question()
+        if text is None:
+            break
+        if not text.strip():
+            continue
+        values = {**defaults_from(conversation, settings, personas), **options, "input": text}
+        values = {k: v for k, v in values.items() if v}
+        try:
+            question = parse_question(values, settings, wants="text", personas=personas)
+            turn = start_turn(db.engine, question, settings, conversation, owner)
+        except APIError as error:
+            click.echo(click.style(f"Error: {error.message}", fg="red"), err=True)
+            continue
+        _answer(turn, upstream)
+        db.session.expire_all()
+        conversation = db.session.get(Conversation, turn.conversation_id)
+    if conversation is not None:
+        click.echo(
+            f"Saved as conversation {conversation.id}; "
+            f"go on with: flask chat --conversation {conversation.id}"
+        )
+
+
+def _conversation(conversation_id: str | None, owner: str | None = None) -> Conversation | None:
+    try:
+        checked = parse_conversation_id(conversation_id)
+        return find_conversation(db.session, checked, owner) if checked else None
+    except APIError as error:
+        raise click.BadParameter(error.message, param_hint="--conversation") from None
+
+
+def _read_question() -> str | None:
+    """One question from the terminal, or None to leave (an exit word, or end of input)."""
+    lines: list[str] = []
+    in_block = False
+    prompt = "\nYou: "
+    while True:
+        try:
+            line = input(prompt)
+        except EOFError:
+            return None
+        prompt = "... "
+        if line.strip() == BLOCK:
+            if in_block:
+                return "\n".join(lines)
+            in_block = True
+            continue
+        if in_block:
+            lines.append(line)
+        elif line.endswith("\\"):
+            lines.append(line[:-1])
+        else:
+            lines.append(line)
+            text = "\n".join(lines)
+            if not in_block and text.strip().lower() in EXIT_WORDS:
+                return None
+            return text
+
+
+def _answer(turn: Turn, upstream: Upstream) -> None:
+    """Stream the answer of `turn` to the terminal and store it; Ctrl-C stops it."""
+    engine = db.engine
+    try:
+        stream = upstream.open_chat_stream(turn.params)
+    except APIError as error:
+        fail_turn(engine, turn, error)
+        click.echo(click.style(f"Error: {error.message}", fg="red"), err=True)
+        return
+    pieces: list[str] = []
+    outcome = Outcome(content="")
+    click.echo("AI: ", nl=False)
+    try:
+        for piece in stream:
+            pieces.append(piece)
+            click.echo(piece, nl=False)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        stream.close()
+        outcome.closed = True
+        click.echo(click.style(" [stopped]", fg="yellow"), nl=False)
+    except StreamClosed:
+        outcome.closed = True
+    except APIError as error:
+        outcome.error = error
+        click.echo(click.style(f"\nError: {error.message}", fg="red"), err=True)
+    finally:
+        stream.close()
+    click.echo()
+    outcome.content = "".join(pieces)
+    outcome.model, outcome.finish_reason, outcome.usage = (
+        stream.model,
+        stream.finish_reason,
+        stream.usage,
+    )
+    finish_turn(engine, turn, outcome)
