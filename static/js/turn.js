@@ -1,0 +1,231 @@
+/*
+ * One question and its answer as the page shows them (a clone of the
+ * template's #turn-template): the answer drawn as Markdown while it arrives,
+ * its state (thinking, answering, done, stopped, error) and notes, the tokens
+ * and cost it took, Copy, and the Retry and Regenerate buttons. A Turn is also
+ * how a question the server keeps is shown again (`restore`).
+ */
+import * as i18n from "./i18n.js";
+import { formatCount, formatCost } from "./api.js";
+import { state, show, announce, keepFollowing } from "./page.js";
+import { renderMarkdown, highlightCode } from "./markdown.js";
+
+const $ = window.jQuery;
+const t = i18n.t;
+const turnTemplate = document.getElementById("turn-template");
+
+// `persona` is {id, name} or null; `again(turn)` is what Retry and
+// Regenerate do (conversation.js answers the question again).
+export function Turn(question, model, persona, again) {
+  this.question = question;
+  this.model = model;
+  this.persona = persona;
+  this.markdown = ""; // raw answer as received: what Copy copies
+  this.finished = false;
+  this.frame = 0;
+  this.view = state.view;
+  this.controller = new AbortController();
+
+  this.$el = $(turnTemplate.content.firstElementChild.cloneNode(true));
+  this.$answer = this.$el.find(".answer");
+  this.$body = this.$el.find(".answer-body");
+  this.$status = this.$el.find(".answer-status");
+  this.$notes = this.$el.find(".answer-notes");
+  this.$usage = this.$el.find(".answer-usage");
+  this.$copy = this.$el.find(".copy-button");
+  this.$retry = this.$el.find(".retry-button");
+  this.$regenerate = this.$el.find(".regenerate-button");
+
+  this.$el.find(".question-text").text(question);
+  this.$el.find(".answer-model").text(model || "");
+  this.$el.find(".answer-persona").text(persona ? persona.name : "");
+  i18n.translate(this.$el[0]);
+  this.$copy.on("click", this.copy.bind(this));
+  this.$retry.on("click", () => again(this));
+  this.$regenerate.on("click", () => again(this));
+}
+
+// The server keeps this question (it answered with the conversation's id):
+// Retry and Regenerate may act on it.
+Turn.prototype.markStored = function () {
+  this.$el.attr("data-stored", "true");
+};
+
+Turn.prototype.append = function (text) {
+  if (!text || this.finished) return;
+  if (this.markdown === "") this.setState("streaming", "answer.answering");
+  this.markdown += text;
+  this.scheduleRender();
+};
+
+// Pieces can arrive faster than the screen refreshes: render at most once a frame.
+Turn.prototype.scheduleRender = function () {
+  if (this.frame) return;
+  this.frame = requestAnimationFrame(() => {
+    this.frame = 0;
+    this.render(false);
+  });
+};
+
+Turn.prototype.render = function (final) {
+  keepFollowing(() => this.draw(final));
+};
+
+Turn.prototype.draw = function (final) {
+  // innerHTML, not jQuery's .html(): .html() runs any <script> it is given.
+  // DOMPurify already removed them; this is a second lock on the same door.
+  this.$body[0].innerHTML = renderMarkdown(this.markdown);
+  highlightCode(this.$body[0], final);
+};
+
+// `status` is an i18n key, or "" for none.
+Turn.prototype.setState = function (name, status) {
+  this.$answer.attr("data-state", name);
+  show(this.$status, status);
+};
+
+// `text` is an i18n text {key, params}, or a key.
+Turn.prototype.addNote = function (kind, text) {
+  if (typeof text === "string") text = { key: text };
+  const $note = $("<p>", { class: "note note-" + kind });
+  show($note, text.key, text.params);
+  $note.appendTo(this.$notes);
+};
+
+// Ends the turn whichever way it ended: done, stopped or failed.
+Turn.prototype.finish = function (name, status) {
+  if (this.finished) return false;
+  this.finished = true;
+  if (this.frame) cancelAnimationFrame(this.frame);
+  this.frame = 0;
+  this.draw(true);
+  this.setState(name, status);
+  this.$answer.attr("aria-busy", "false");
+  this.$copy.prop("disabled", this.markdown === "");
+  return true;
+};
+
+Turn.prototype.done = function (info) {
+  keepFollowing(() => this.showDone(info || {}));
+};
+
+Turn.prototype.showDone = function (info) {
+  if (!this.finish("done", "")) return;
+  if (info.model) this.$el.find(".answer-model").text(info.model);
+  this.showFinishReason(info.finish_reason);
+  if (this.markdown === "") this.addNote("info", "note.empty");
+  if (info.usage) this.showUsage(info.usage, info.cost);
+  announce(t("status.finished"));
+};
+
+Turn.prototype.showFinishReason = function (reason) {
+  if (reason === "length") {
+    this.addNote("warning", "note.cutOff");
+  } else if (reason && reason !== "stop") {
+    this.addNote("warning", { key: "note.endedEarly", params: { reason: reason } });
+  }
+};
+
+// "Tokens: 8 in · 95 out · $0.000058"; a model without a price has no cost.
+Turn.prototype.showUsage = function (usage, cost) {
+  const priced = typeof cost === "number";
+  const params = { in: formatCount(usage.prompt_tokens), out: formatCount(usage.completion_tokens) };
+  if (priced) params.cost = formatCost(cost);
+  show(this.$usage, priced ? "answer.usageCost" : "answer.usage", params);
+  i18n.setAttribute(this.$usage, "title", priced ? "answer.usage.priced" : "answer.usage.unpriced");
+};
+
+Turn.prototype.stop = function () {
+  keepFollowing(() => {
+    if (!this.finish("stopped", "answer.stopped")) return;
+    this.addNote("info", this.markdown ? "note.stoppedPartial" : "note.stoppedEmpty");
+    announce(t("status.stopped"));
+  });
+};
+
+// Keeps whatever part of the answer already arrived and says what went wrong
+// under it. `message` is an i18n text {key, params}.
+Turn.prototype.fail = function (message) {
+  keepFollowing(() => {
+    if (!this.finish("error", "answer.error")) return;
+    this.addNote("error", message);
+    announce(t(message.key, message.params));
+  });
+};
+
+// Shows a question and its answer as the server keeps them (`answer` may
+// be null: the question failed, or its answer never came).
+Turn.prototype.restore = function (question, answer) {
+  this.markStored();
+  if (answer) {
+    this.markdown = answer.content || "";
+    if (answer.model) this.$el.find(".answer-model").text(answer.model);
+    if (answer.status === "interrupted") {
+      this.finish("stopped", "answer.interrupted");
+      this.addNote("info", this.markdown ? "note.interruptedPartial" : "note.interruptedEmpty");
+    } else if (answer.status === "error") {
+      this.finish("error", "answer.error");
+      this.addNote("error", storedError(answer));
+    } else {
+      this.finish("done", "");
+      this.showFinishReason(answer.finish_reason);
+      if (this.markdown === "") this.addNote("info", "note.empty");
+    }
+    if (answer.usage) this.showUsage(answer.usage, answer.cost);
+  } else if (question.status === "error") {
+    this.finish("error", "answer.error");
+    this.addNote("error", storedError(question));
+  } else {
+    this.finish("stopped", "");
+    this.addNote("info", "note.unanswered");
+  }
+};
+
+// The error the server kept with a message: its own words, in its language.
+function storedError(message) {
+  const text = (message.error && message.error.message) || t("error.unknown");
+  return { key: "raw", params: { text: text } };
+}
+
+Turn.prototype.copy = function () {
+  const $button = this.$copy;
+  copyText(this.markdown).then(
+    () => flash($button, "answer.copied"),
+    () => flash($button, "answer.copyFailed"),
+  );
+};
+
+function flash($button, key) {
+  $button.text(t(key));
+  clearTimeout($button.data("timer"));
+  $button.data("timer", setTimeout(() => $button.text(t("answer.copy")), 1500));
+}
+
+// navigator.clipboard exists only on https and localhost; plain-http
+// deployments fall back to selecting text in a hidden textarea.
+function copyText(text) {
+  if (navigator.clipboard && window.isSecureContext) {
+    return navigator.clipboard.writeText(text).catch(() => legacyCopy(text));
+  }
+  return legacyCopy(text);
+}
+
+function legacyCopy(text) {
+  return new Promise((resolve, reject) => {
+    const focused = document.activeElement;
+    const $helper = $("<textarea>", { class: "clipboard-helper", readonly: true, "aria-hidden": "true" })
+      .val(text)
+      .appendTo(document.body);
+    $helper[0].select();
+    let ok = false;
+    try {
+      ok = document.execCommand("copy");
+    } catch (e) {
+      ok = false;
+    }
+    $helper.remove();
+    if (focused) focused.focus();
+    if (ok) resolve();
+    else reject(new Error("copy failed"));
+  });
+}
