@@ -18,7 +18,8 @@
  *   sidebar.js       the conversation list
  *   access.js        the access key dialog and the usage line
  *   api.js           chatproxy's API: requests with the access key, errors
- *   i18n.js          the page's texts in English and Chinese
+ *   i18n.js          the page in English or Chinese: texts put on the page
+ *   texts.js         the texts themselves
  *
  * Each question goes to the server's question endpoint as a streaming POST and
  * its answer is shown while it arrives. The OpenAI key stays on the server;
