@@ -61,6 +61,8 @@ class Settings:
     model: str = DEFAULT_MODELS[0]
     models: tuple[str, ...] = DEFAULT_MODELS
     max_tokens: int = 4096
+    max_n: int = 4
+    reservation_seconds: float = 600.0
     context_window: int = 8192
     prices_file: Path | None = None
     max_input_chars: int = 16000
@@ -162,6 +164,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         model=model,
         models=models,
         max_tokens=env.number("CHATPROXY_MAX_TOKENS", int, 4096, low=1),
+        max_n=env.number("CHATPROXY_MAX_N", int, 4, low=1, high=128),
+        reservation_seconds=env.number("CHATPROXY_RESERVATION_SECONDS", float, 600.0, low=1),
         context_window=env.number("CHATPROXY_CONTEXT_WINDOW", int, 8192, low=256),
         prices_file=env.path("CHATPROXY_PRICES_FILE"),
         max_input_chars=env.number("CHATPROXY_MAX_INPUT_CHARS", int, 16000, low=1),

@@ -1,4 +1,5 @@
-"""The stored tables (SQLAlchemy 2 models; schema in `migrations/`): conversations, keys, usage."""
+"""The stored tables (SQLAlchemy 2 models; schema in `migrations/`): conversations, keys, usage
+and reservations."""
 
 from __future__ import annotations
 
@@ -136,6 +137,8 @@ class UsageDay(db.Model):  # type: ignore[name-defined,misc]
 
     `key_name` is the access key's name, or `open` for questions asked while
     CHATPROXY_AUTH=open; `cost` is in USD (0 for a model without a price).
+    `counted_requests` of the `requests` had no usage from the upstream (cut
+    short, or a server that sends none): chatproxy counted their tokens itself.
     """
 
     __tablename__ = "usage_days"
@@ -149,3 +152,22 @@ class UsageDay(db.Model):  # type: ignore[name-defined,misc]
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
+    counted_requests: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Reservation(db.Model):  # type: ignore[name-defined,misc]
+    """A request's worst case held against its key's daily quotas while it is answered.
+
+    `tokens` and `cost` (USD) are deleted when the answer's usage is written
+    (`chatproxy.access.reservations`); a row whose worker died stops counting
+    at `expires_at`.
+    """
+
+    __tablename__ = "reservations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_name: Mapped[str] = mapped_column(String(100), index=True)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

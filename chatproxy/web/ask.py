@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from chatproxy.access.keys import current_owner, current_policy
-from chatproxy.access.quotas import usage_recorder
+from chatproxy.access.ledger import usage_recorder
 from chatproxy.errors import APIError
 from chatproxy.questions import Question, parse_question
 from chatproxy.state import current_personas, current_prices, current_settings
@@ -23,7 +23,7 @@ from chatproxy.store.conversations import (
     start_turn,
 )
 from chatproxy.store.database import db
-from chatproxy.tokens import answer_cost
+from chatproxy.tokens import answer_cost, count_messages, count_text, counted_usage
 from chatproxy.upstream.client import current_upstream
 from chatproxy.web.passthrough import read_body
 from chatproxy.web.requestlog import note
@@ -90,6 +90,16 @@ def answer_turn(turn: Turn, question: Question) -> Response:
     record_usage = usage_recorder()
     cost_of = partial(answer_cost, asked_model=question.model, prices=current_prices())
     logged = note(model=question.model)
+    messages = turn.params["messages"]
+    cap = turn.params.get("max_completion_tokens") or turn.params.get("max_tokens")
+    try:
+        record_usage.reserve(
+            question.model, lambda: count_messages(messages, question.model), int(cap or 0)
+        )
+    except APIError as error:  # a quota reached, counting the answers in flight
+        logged["outcome"] = error.code
+        fail_turn(engine, turn, error)
+        raise
     try:
         if question.stream:
             stream = upstream.open_chat_stream(turn.params)
@@ -104,28 +114,43 @@ def answer_turn(turn: Turn, question: Question) -> Response:
             partial(record_usage.write, model=question.model, usage=None, cost=None),
         )
         raise
+
+    def charge(usage: dict[str, Any] | None, content: str) -> tuple[dict[str, Any], bool]:
+        """The usage to charge: the upstream's, else counted (cut short, or none reported)."""
+        if usage is not None:
+            return usage, False
+        model = question.model
+        return counted_usage(count_messages(messages, model), count_text(content, model)), True
+
     if question.stream:
 
         def on_end(content: str, error: APIError | None, closed: bool) -> dict[str, Any]:
             outcome = Outcome(
                 content, stream.model, stream.finish_reason, stream.usage, error, closed
             )
-            spent = cost_of(stream.usage, stream.model)
+            usage, counted = charge(stream.usage, content)
             ledger = partial(
-                record_usage.write, model=question.model, usage=stream.usage, cost=spent
+                record_usage.write,
+                model=question.model,
+                usage=usage,
+                cost=cost_of(usage, stream.model),
+                counted=counted,
             )
             answer_id = finish_turn(engine, turn, outcome, ledger)
-            record_usage.count_tokens(stream.usage)
-            logged.update(usage=stream.usage, outcome=_outcome(error, closed))
+            record_usage.count_tokens(usage)
+            logged.update(usage=usage, outcome=_outcome(error, closed))
             return {"conversation_id": turn.conversation_id, "message_id": answer_id}
 
         return stream_response(stream, current_settings().keepalive_interval, cost_of, on_end)
     outcome = Outcome(answer.content, answer.model, answer.finish_reason, answer.usage)
-    spent = cost_of(answer.usage, answer.model)
-    ledger = partial(record_usage.write, model=question.model, usage=answer.usage, cost=spent)
+    usage, counted = charge(answer.usage, answer.content)
+    spent = cost_of(usage, answer.model)
+    ledger = partial(
+        record_usage.write, model=question.model, usage=usage, cost=spent, counted=counted
+    )
     answer_id = finish_turn(engine, turn, outcome, ledger)
-    record_usage.count_tokens(answer.usage)
-    logged.update(usage=answer.usage, outcome="ok")
+    record_usage.count_tokens(usage)
+    logged.update(usage=usage, outcome="ok")
     if question.format == "json":
         return jsonify(
             answer=answer.content,
