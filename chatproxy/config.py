@@ -72,6 +72,7 @@ class Settings:
     max_retries: int = 2
     max_connections: int = 1000
     keepalive_interval: float = 15.0
+    checkpoint_seconds: float = 5.0
     cors_origins: tuple[str, ...] = ()
     auth: str = "keys"
     personas_dir: Path = PROJECT_ROOT / "personas"
@@ -175,6 +176,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_retries=env.number("CHATPROXY_MAX_RETRIES", int, 2, low=0, high=10),
         max_connections=env.number("CHATPROXY_MAX_CONNECTIONS", int, 1000, low=1),
         keepalive_interval=env.number("CHATPROXY_KEEPALIVE", float, 15.0, low=0.1),
+        checkpoint_seconds=env.number("CHATPROXY_CHECKPOINT_SECONDS", float, 5.0, low=0),
         cors_origins=origins,
         auth=env.choice("CHATPROXY_AUTH", ("keys", "open"), "keys"),
         personas_dir=env.folder("CHATPROXY_PERSONAS_DIR", PROJECT_ROOT / "personas"),

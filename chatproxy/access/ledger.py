@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from flask import current_app
@@ -28,6 +29,7 @@ from chatproxy.access.quotas import CLOCK, LEDGER, TOKEN_LIMITER, Clock
 from chatproxy.access.reservations import Hold, reserve, settle, settle_minute
 from chatproxy.metrics import TOKENS
 from chatproxy.state import current_prices, current_settings
+from chatproxy.store import spool
 from chatproxy.store.database import db
 from chatproxy.tokens import Price, price_for
 
@@ -76,37 +78,35 @@ class Recorder:
         cost: float | None,
         counted: bool = False,
     ) -> None:
-        """Record a request of `model`: its `usage` (or None), USD `cost`, whether `counted`."""
-        with self.engine.begin() as connection:
-            self.write(connection, model, usage, cost, counted)
+        """Record a request of `model`: its `usage` (or None), USD `cost`, whether `counted`.
+
+        Written at once, or kept in the spool while the database is away.
+        """
+        spool.commit(self.engine, [self.charge(model, usage, cost, counted)])
         self.count_tokens(usage)
 
-    def write(
+    def charge(
         self,
-        connection: Connection,
         model: str,
         usage: Mapping[str, Any] | None,
         cost: float | None,
         counted: bool = False,
-    ) -> None:
-        """Add the request to the ledger on `connection`, in its transaction, and give back its
-        reservation there; see `count_tokens` for the minute window."""
-        prompt, completion = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
-        values = {
-            "key_name": self.caller.name,
-            "day": self.clock().date(),
-            "model": model[:200],
-            "requests": 1,
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "cost": cost or 0.0,
-            "counted_requests": int(counted),
-        }
-        connection.execute(_ledger_upsert(self.engine.dialect.name), values)
-        settle(connection, self.hold)
-        for kind, tokens in (("prompt", prompt), ("completion", completion)):
-            if tokens:
-                TOKENS.labels(self.caller.name, values["model"], kind).inc(tokens)
+    ) -> spool.Write:
+        """The ledger's write for a request of `model` (see `__call__`), for the transaction
+        that stores its answer; it gives back the request's reservation there."""
+        return spool.Write(
+            "charge",
+            {
+                "key_name": self.caller.name,
+                "day": self.clock().date().isoformat(),
+                "model": model[:200],
+                "prompt_tokens": _tokens(usage, "prompt_tokens"),
+                "completion_tokens": _tokens(usage, "completion_tokens"),
+                "cost": cost or 0.0,
+                "counted": counted,
+                "reservation": self.hold.reservation if self.hold else None,
+            },
+        )
 
     def count_tokens(self, usage: Mapping[str, Any] | None) -> None:
         """Put the used tokens in the key's tokens-per-minute window, in place of what was held.
@@ -117,6 +117,26 @@ class Recorder:
         """
         used = _tokens(usage, "prompt_tokens") + _tokens(usage, "completion_tokens")
         settle_minute(self.minute_window, self.caller, self.hold, used)
+
+
+def write_charge(connection: Connection, charge: dict[str, Any]) -> None:
+    """Add one request (a payload of `Recorder.charge`) to the ledger, and give back its
+    reservation, in the transaction of `connection`."""
+    values = {
+        "key_name": charge["key_name"],
+        "day": date.fromisoformat(charge["day"]),
+        "model": charge["model"],
+        "requests": 1,
+        "prompt_tokens": charge["prompt_tokens"],
+        "completion_tokens": charge["completion_tokens"],
+        "cost": charge["cost"],
+        "counted_requests": int(charge["counted"]),
+    }
+    connection.execute(_ledger_upsert(connection.dialect.name), values)
+    settle(connection, charge["reservation"])
+    for kind in ("prompt", "completion"):
+        if tokens := values[f"{kind}_tokens"]:
+            TOKENS.labels(values["key_name"], values["model"], kind).inc(tokens)
 
 
 @functools.cache
@@ -154,3 +174,6 @@ def usage_recorder() -> Recorder:
 def _tokens(usage: Mapping[str, Any] | None, name: str) -> int:
     value = usage.get(name) if isinstance(usage, Mapping) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+spool.register("charge", write_charge)

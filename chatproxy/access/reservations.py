@@ -90,16 +90,16 @@ def reserve(
         except RateLimited:
             if hold.reservation is not None:
                 with engine.begin() as connection:
-                    settle(connection, hold)
+                    settle(connection, hold.reservation)
             raise
     return hold
 
 
-def settle(connection: Connection, hold: Hold | None) -> None:
-    """Give back `hold`'s daily reservation, in the transaction that writes the real usage."""
-    if hold is not None and hold.reservation is not None:
-        connection.execute(_SETTLE, {"reservation": hold.reservation})
-        hold.reservation = None
+def settle(connection: Connection, reservation: int | None) -> None:
+    """Give back a daily reservation (`Hold.reservation`), in the transaction that writes the
+    real usage."""
+    if reservation is not None:
+        connection.execute(_SETTLE, {"reservation": reservation})
 
 
 def settle_minute(

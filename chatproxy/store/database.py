@@ -9,23 +9,29 @@ database to the newest revision.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase
 
 from chatproxy.config import PROJECT_ROOT
+from chatproxy.errors import StoreUnavailable, error_response
 
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 # Seconds a SQLite writer waits for another process's write to end before
 # "database is locked"; writes here last a millisecond or so.
 SQLITE_BUSY_TIMEOUT = 10
+STORE_RETRY_AFTER = 5  # seconds a client is asked to wait while the database is away
+log = logging.getLogger(__name__)
 
 
 class Base(DeclarativeBase):
@@ -47,6 +53,28 @@ def init_store(app: Flask, database_url: str) -> None:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
     migrate.init_app(app, db)
+
+
+def register_store_errors(app: Flask) -> None:
+    """Answer 503 `store_unavailable` (Retry-After) while the database cannot be reached.
+
+    Before a question is stored nothing has been asked, so the client may
+    simply try again; the session is given back so the pool recovers.
+    """
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    def store_unavailable(error: SQLAlchemyError) -> Response:
+        db.session.remove()
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0][:200]
+        log.warning("the database is unavailable: %s", reason)
+        unavailable = StoreUnavailable(
+            "The conversation store is unavailable right now; nothing was asked. "
+            "Try again shortly.",
+            retry_after=STORE_RETRY_AFTER,
+        )
+        return error_response(unavailable)
 
 
 def engine_options(database_url: str) -> dict[str, Any]:

@@ -23,8 +23,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from chatproxy.store.database import db
 
-STATUSES = ("ok", "error", "interrupted")
-"""A message's status: answered (`ok`), the upstream failed (`error`), cut short (`interrupted`)."""
+STATUSES = ("ok", "error", "interrupted", "streaming")
+"""A message's status: answered (`ok`), the upstream failed (`error`), cut short
+(`interrupted`), or an answer still arriving (`streaming`, saved every few seconds)."""
 ROLES = ("system", "user", "assistant")
 TITLE_LENGTH = 200
 
@@ -79,6 +80,9 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
     wrote it, its `finish_reason`, the usage the upstream reported
     (`prompt_tokens` of the whole request, `completion_tokens`), and status
     `interrupted` when it was cut short (Stop, a closed tab, a broken stream).
+    While it streams it is saved every CHATPROXY_CHECKPOINT_SECONDS with status
+    `streaming` and `updated_at`; one left so by a worker that died is marked
+    `interrupted` when a worker starts (`conversations.sweep_unfinished`).
     """
 
     __tablename__ = "messages"
@@ -103,6 +107,7 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
 
 
@@ -171,3 +176,12 @@ class Reservation(db.Model):  # type: ignore[name-defined,misc]
     cost: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SpooledWrite(db.Model):  # type: ignore[name-defined,misc]
+    """A transaction of the spool already written (`chatproxy.store.spool`): never twice."""
+
+    __tablename__ = "spooled_writes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
