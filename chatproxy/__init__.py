@@ -106,12 +106,14 @@ def recover(app: Flask) -> None:
     """Finish, in the background, what a worker that died left behind.
 
     Answers it was streaming (saved as `streaming`, not since) are marked
-    `interrupted`, and answers kept in the spool while the database was away
-    are written. Called by gunicorn as each worker starts (gunicorn.conf.py);
+    `interrupted`, now and once more when those of a worker that just died
+    have gone stale, and answers kept in the spool while the database was
+    away are written. Called by gunicorn as each worker starts (gunicorn.conf.py);
     safe to run in several processes at once. A database still away is only
     logged: the spool waits for the next write.
     """
     import threading
+    import time
 
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -121,16 +123,21 @@ def recover(app: Flask) -> None:
     from chatproxy.store.models import utcnow
     from chatproxy.store.spool import replay
 
+    def sweep(seconds: float) -> None:
+        swept = sweep_unfinished(db.engine, utcnow() - stale_after(seconds))
+        if swept:
+            log.warning("%d answers a stopped worker left: interrupted", swept)
+
     def run() -> None:
         with app.app_context():
+            seconds = current_settings().checkpoint_seconds
             try:
-                seconds = current_settings().checkpoint_seconds
-                swept = sweep_unfinished(db.engine, utcnow() - stale_after(seconds))
-                if swept:
-                    log.warning(
-                        "%d answers left unfinished by a stopped worker: interrupted", swept
-                    )
+                sweep(seconds)
                 replay(db.engine)
+                # A worker that died just now (this one's predecessor) saved its
+                # answers moments ago: they look unfinished only once stale.
+                time.sleep(stale_after(seconds).total_seconds())
+                sweep(seconds)
             except SQLAlchemyError as error:
                 log.warning("recovery waits for the database: %s", type(error).__name__)
 

@@ -28,7 +28,8 @@ from chatproxy.errors import StoreUnavailable, error_response
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 # Seconds a SQLite writer waits for another process's write to end before
-# "database is locked"; writes here last a millisecond or so.
+# "database is locked"; writes here last a millisecond or so. A DATABASE_URL
+# ending in `?timeout=SECONDS` sets another.
 SQLITE_BUSY_TIMEOUT = 10
 STORE_RETRY_AFTER = 5  # seconds a client is asked to wait while the database is away
 log = logging.getLogger(__name__)
@@ -80,6 +81,9 @@ def register_store_errors(app: Flask) -> None:
 def engine_options(database_url: str) -> dict[str, Any]:
     """SQLAlchemy engine options for the database at `database_url`."""
     if database_url.startswith("sqlite"):
+        # `?timeout=SECONDS` in the URL (SQLAlchemy passes it to sqlite3) wins.
+        if "timeout=" in database_url.partition("?")[2]:
+            return {}
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
     # Streams hold no connection while they wait on the upstream, so a small
     # pool serves many answers; pre-ping survives a database restart.
