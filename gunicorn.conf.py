@@ -82,6 +82,13 @@ def on_starting(server):
         )
 
 
+def post_worker_init(worker):
+    """In each new worker: mark answers a dead worker left unfinished, write the spool."""
+    from chatproxy import recover
+
+    recover(worker.wsgi)
+
+
 def _upgrade_database(server):
     """Apply the migrations in migrations/ (Alembic) once, before any worker starts."""
     from sqlalchemy.exc import SQLAlchemyError

@@ -33,7 +33,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     from chatproxy.errors import register_error_handlers
     from chatproxy.personas import load_personas
     from chatproxy.state import PERSONAS, PRICES, SETTINGS
-    from chatproxy.store.database import INSTANCE_DIR, init_store
+    from chatproxy.store.database import INSTANCE_DIR, init_store, register_store_errors
     from chatproxy.tokens import check_max_tokens, load_prices
     from chatproxy.upstream.client import UPSTREAM, Upstream
     from chatproxy.web import api, ask, conversations_api, health, openapi, page, v1
@@ -84,6 +84,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
             expose_headers=["Retry-After", "X-Conversation-Id"],
         )
     register_error_handlers(app)
+    register_store_errors(app)
     register_security_headers(app)
     register_request_log(app, settings)  # first: every later failure has a request id
     api_blueprints = [ask.bp, api.bp, conversations_api.bp, v1.bp]
@@ -99,6 +100,48 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     _configure_logging()
     _log_start(settings, personas)
     return app
+
+
+def recover(app: Flask) -> None:
+    """Finish, in the background, what a worker that died left behind.
+
+    Answers it was streaming (saved as `streaming`, not since) are marked
+    `interrupted`, now and once more when those of a worker that just died
+    have gone stale, and answers kept in the spool while the database was
+    away are written. Called by gunicorn as each worker starts (gunicorn.conf.py);
+    safe to run in several processes at once. A database still away is only
+    logged: the spool waits for the next write.
+    """
+    import threading
+    import time
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from chatproxy.state import current_settings
+    from chatproxy.store.answers import stale_after, sweep_unfinished
+    from chatproxy.store.database import db
+    from chatproxy.store.models import utcnow
+    from chatproxy.store.spool import replay
+
+    def sweep(seconds: float) -> None:
+        swept = sweep_unfinished(db.engine, utcnow() - stale_after(seconds))
+        if swept:
+            log.warning("%d answers a stopped worker left: interrupted", swept)
+
+    def run() -> None:
+        with app.app_context():
+            seconds = current_settings().checkpoint_seconds
+            try:
+                sweep(seconds)
+                replay(db.engine)
+                # A worker that died just now (this one's predecessor) saved its
+                # answers moments ago: they look unfinished only once stale.
+                time.sleep(stale_after(seconds).total_seconds())
+                sweep(seconds)
+            except SQLAlchemyError as error:
+                log.warning("recovery waits for the database: %s", type(error).__name__)
+
+    threading.Thread(target=run, daemon=True, name="recover").start()
 
 
 def _configure_logging() -> None:

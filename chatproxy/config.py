@@ -61,6 +61,8 @@ class Settings:
     model: str = DEFAULT_MODELS[0]
     models: tuple[str, ...] = DEFAULT_MODELS
     max_tokens: int = 4096
+    max_n: int = 4
+    reservation_seconds: float = 600.0
     context_window: int = 8192
     prices_file: Path | None = None
     max_input_chars: int = 16000
@@ -70,6 +72,7 @@ class Settings:
     max_retries: int = 2
     max_connections: int = 1000
     keepalive_interval: float = 15.0
+    checkpoint_seconds: float = 5.0
     cors_origins: tuple[str, ...] = ()
     auth: str = "keys"
     personas_dir: Path = PROJECT_ROOT / "personas"
@@ -162,6 +165,8 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         model=model,
         models=models,
         max_tokens=env.number("CHATPROXY_MAX_TOKENS", int, 4096, low=1),
+        max_n=env.number("CHATPROXY_MAX_N", int, 4, low=1, high=128),
+        reservation_seconds=env.number("CHATPROXY_RESERVATION_SECONDS", float, 600.0, low=1),
         context_window=env.number("CHATPROXY_CONTEXT_WINDOW", int, 8192, low=256),
         prices_file=env.path("CHATPROXY_PRICES_FILE"),
         max_input_chars=env.number("CHATPROXY_MAX_INPUT_CHARS", int, 16000, low=1),
@@ -171,6 +176,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_retries=env.number("CHATPROXY_MAX_RETRIES", int, 2, low=0, high=10),
         max_connections=env.number("CHATPROXY_MAX_CONNECTIONS", int, 1000, low=1),
         keepalive_interval=env.number("CHATPROXY_KEEPALIVE", float, 15.0, low=0.1),
+        checkpoint_seconds=env.number("CHATPROXY_CHECKPOINT_SECONDS", float, 5.0, low=0),
         cors_origins=origins,
         auth=env.choice("CHATPROXY_AUTH", ("keys", "open"), "keys"),
         personas_dir=env.folder("CHATPROXY_PERSONAS_DIR", PROJECT_ROOT / "personas"),

@@ -122,6 +122,14 @@ class UpstreamNotConfigured(APIError):
     default_code = "upstream_not_configured"
 
 
+class StoreUnavailable(APIError):
+    """503: the database cannot be reached (or stays locked); nothing was stored or asked."""
+
+    status = 503
+    type = "server_error"
+    default_code = "store_unavailable"
+
+
 class UpstreamTimeout(APIError):
     """504: the upstream did not answer within CHATPROXY_TIMEOUT."""
 

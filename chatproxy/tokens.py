@@ -17,6 +17,7 @@ the count from above, and a prompt whose bound fits is sent uncounted.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -156,6 +157,43 @@ def count_messages(messages: Sequence[Message], model: str) -> int:
     """
     encoding = encoding_for(model)
     return REPLY_PRIMING + sum(_message_tokens(message, encoding) for message in messages)
+
+
+def count_prompt(body: Mapping[str, Any], model: str) -> int:
+    """Prompt tokens of a `/v1` request body as a client sent it: chat `messages` or a legacy
+    `prompt` (a string, strings, or token arrays). Items of other shapes count nothing."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        return count_messages([m for m in messages if isinstance(m, dict)], model)
+    prompt = body.get("prompt")
+    prompts = prompt if isinstance(prompt, list) else [prompt]
+    if prompts and all(isinstance(item, int) for item in prompts):
+        return len(prompts)  # one prompt as token ids
+    total = 0
+    for item in prompts:
+        if isinstance(item, str):
+            total += count_text(item, model)
+        elif isinstance(item, list):
+            total += len(item)  # token ids
+    return total
+
+
+def size_bound(value: Any) -> int:
+    """An upper bound of the tokens in any JSON `value` (a request's `messages` or `prompt`).
+
+    Its UTF-8 JSON length: a byte-level BPE token covers at least one byte, and
+    the quotes, commas and braces outweigh the few tokens a message adds.
+    """
+    return len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+
+
+def counted_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    """A `usage` object (OpenAI's three fields) for tokens chatproxy counted itself."""
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
 
 
 def token_bound(messages: Sequence[Message], *, quick: bool = False) -> int:

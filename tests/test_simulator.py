@@ -229,6 +229,22 @@ def test_max_completion_tokens_is_honoured_too(client: openai.OpenAI) -> None:
     assert result.usage.completion_tokens == 3
 
 
+def test_n_answers_come_as_choices_and_are_billed_n_times(client: openai.OpenAI) -> None:
+    one = client.chat.completions.create(model=MODEL, messages=ask("Hi"))
+    three = client.chat.completions.create(model=MODEL, messages=ask("Hi"), n=3)
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    assert {c.message.content for c in three.choices} == {one.choices[0].message.content}
+    assert three.usage.completion_tokens == 3 * one.usage.completion_tokens  # type: ignore[union-attr]
+    texts: dict[int, str] = {}
+    for chunk in client.chat.completions.create(model=MODEL, messages=ask("Hi"), n=2, stream=True):
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+    assert texts == {0: one.choices[0].message.content, 1: one.choices[0].message.content}
+    with pytest.raises(openai.BadRequestError) as too_many:
+        client.chat.completions.create(model=MODEL, messages=ask("Hi"), n=129)
+    assert too_many.value.code == "integer_above_max_value"
+
+
 def test_stop_string_cuts_before_it(client: openai.OpenAI) -> None:
     full = answer(client, "Hi")
     result = client.chat.completions.create(model=MODEL, messages=ask("Hi"), stop=["```"])

@@ -14,25 +14,23 @@ Storage: memory (one process) or Redis (REDIS_URL), shared by workers and hosts.
 
 from __future__ import annotations
 
-import functools
+import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from time import monotonic as _monotonic
 from typing import Any
 
 from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RateLimitExceeded
 from limits import RateLimitItemPerMinute
 from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import Connection, Engine, bindparam, func, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, func, select
 
 from chatproxy.access.keys import Caller, current_caller
 from chatproxy.config import Settings
 from chatproxy.errors import RateLimited, error_response
-from chatproxy.metrics import TOKENS
 from chatproxy.store.database import db
 from chatproxy.store.models import UsageDay
 
@@ -42,6 +40,9 @@ CLOCK = "chatproxy.clock"
 LEDGER = UsageDay.__table__
 
 Clock = Callable[[], datetime]
+WARN_EVERY = 60.0  # seconds between two warnings that Redis is down
+_window_warned_at = -WARN_EVERY
+log = logging.getLogger(__name__)
 
 
 def utc_clock() -> datetime:
@@ -140,8 +141,13 @@ def check_quotas(caller: Caller) -> None:
     if caller.tpm is not None:
         limiter: FixedWindowRateLimiter = current_app.extensions[TOKEN_LIMITER]
         item = RateLimitItemPerMinute(caller.tpm)
-        if not limiter.test(item, "tpm", caller.name):
-            reset = limiter.get_window_stats(item, "tpm", caller.name).reset_time
+        try:
+            full = not limiter.test(item, "tpm", caller.name)
+            reset = limiter.get_window_stats(item, "tpm", caller.name).reset_time if full else 0
+        except Exception as error:  # the storage's client raises its own errors
+            minute_window_down(error)
+            full = False
+        if full:
             raise RateLimited(
                 f"This access key used its {caller.tpm:,} tokens for this minute.",
                 code="tokens_per_minute_exceeded",
@@ -151,7 +157,7 @@ def check_quotas(caller: Caller) -> None:
         return
     now = current_app.extensions[CLOCK]()
     spent = usage_on(caller.name, now.date())
-    until_tomorrow = _seconds_to_midnight(now)
+    until_tomorrow = seconds_to_midnight(now)
     if caller.tokens_per_day is not None and spent.tokens >= caller.tokens_per_day:
         raise RateLimited(
             f"This access key used its {caller.tokens_per_day:,} tokens for today (UTC).",
@@ -166,7 +172,25 @@ def check_quotas(caller: Caller) -> None:
         )
 
 
-def _seconds_to_midnight(now: datetime) -> int:
+def minute_window_down(error: Exception) -> None:
+    """Note that the tokens-per-minute window's storage (Redis) failed; the request goes on.
+
+    Limits then degrade as Flask-Limiter's do (RATELIMIT_SWALLOW_ERRORS): answered
+    without the per-minute limits. Logged at most once a minute per process.
+    """
+    global _window_warned_at
+    now = _monotonic()
+    if now - _window_warned_at >= WARN_EVERY:
+        _window_warned_at = now
+        log.warning(
+            "the rate-limit storage (REDIS_URL) is unreachable (%s): answering without "
+            "the per-minute limits until it is back",
+            type(error).__name__,
+        )
+
+
+def seconds_to_midnight(now: datetime) -> int:
+    """Whole seconds from `now` to the next midnight (UTC), at least 1."""
     tomorrow = datetime.combine(now.date() + timedelta(days=1), time(), tzinfo=UTC)
     return max(1, math.ceil((tomorrow - now).total_seconds()))
 
@@ -188,7 +212,7 @@ class Spent:
 
 # Built once, with its values bound at each call: it runs before every question of a
 # key with a daily quota, and a statement built anew costs more than the query.
-_SPENT_ON = select(
+SPENT_ON = select(
     func.coalesce(func.sum(LEDGER.c.requests), 0),
     func.coalesce(func.sum(LEDGER.c.prompt_tokens), 0),
     func.coalesce(func.sum(LEDGER.c.completion_tokens), 0),
@@ -199,89 +223,5 @@ _SPENT_ON = select(
 def usage_on(key_name: str, day: date) -> Spent:
     """What `key_name` used on `day` (UTC), summed over models, from the ledger."""
     with db.engine.connect() as connection:
-        row = connection.execute(_SPENT_ON, {"key_name": key_name, "day": day}).one()
+        row = connection.execute(SPENT_ON, {"key_name": key_name, "day": day}).one()
     return Spent(int(row[0]), int(row[1]), int(row[2]), float(row[3]))
-
-
-@dataclass
-class Recorder:
-    """Adds one answer's usage to the ledger and the tokens-per-minute window.
-
-    Made in the request (`usage_recorder()`), called when the answer ends,
-    possibly in the thread that read a stream, after the request is gone.
-    """
-
-    engine: Engine
-    caller: Caller
-    token_limiter: FixedWindowRateLimiter
-    clock: Clock
-
-    def __call__(self, model: str, usage: Mapping[str, Any] | None, cost: float | None) -> None:
-        """Record a request of `model`: the upstream's `usage` (or None) and its USD `cost`."""
-        with self.engine.begin() as connection:
-            self.write(connection, model, usage, cost)
-        self.count_tokens(usage)
-
-    def write(
-        self,
-        connection: Connection,
-        model: str,
-        usage: Mapping[str, Any] | None,
-        cost: float | None,
-    ) -> None:
-        """Add the request to the ledger on `connection`, in its transaction; see `count_tokens`."""
-        prompt, completion = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
-        values = {
-            "key_name": self.caller.name,
-            "day": self.clock().date(),
-            "model": model[:200],
-            "requests": 1,
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "cost": cost or 0.0,
-        }
-        connection.execute(_ledger_upsert(self.engine.dialect.name), values)
-        for kind, tokens in (("prompt", prompt), ("completion", completion)):
-            if tokens:
-                TOKENS.labels(self.caller.name, values["model"], kind).inc(tokens)
-
-    def count_tokens(self, usage: Mapping[str, Any] | None) -> None:
-        """Add the tokens to the key's tokens-per-minute window.
-
-        Never inside a database transaction: with Redis this waits on the
-        network, and under gevent another request of the worker would then
-        wait for SQLite's write lock while holding the worker.
-        """
-        tokens = _tokens(usage, "prompt_tokens") + _tokens(usage, "completion_tokens")
-        if self.caller.tpm is not None and tokens:
-            item = RateLimitItemPerMinute(self.caller.tpm)
-            self.token_limiter.hit(item, "tpm", self.caller.name, cost=tokens)
-
-
-@functools.cache
-def _ledger_upsert(dialect: str) -> Any:
-    """`INSERT ... ON CONFLICT DO UPDATE` adding to a ledger row, built once per dialect."""
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(LEDGER)
-    return statement.on_conflict_do_update(
-        index_elements=["key_name", "day", "model"],
-        set_={
-            name: LEDGER.c[name] + statement.excluded[name]
-            for name in ("requests", "prompt_tokens", "completion_tokens", "cost")
-        },
-    )
-
-
-def usage_recorder() -> Recorder:
-    """A Recorder for the current request's caller."""
-    return Recorder(
-        engine=db.engine,
-        caller=current_caller(),
-        token_limiter=current_app.extensions[TOKEN_LIMITER],
-        clock=current_app.extensions[CLOCK],
-    )
-
-
-def _tokens(usage: Mapping[str, Any] | None, name: str) -> int:
-    value = usage.get(name) if isinstance(usage, Mapping) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0

@@ -136,13 +136,18 @@ def keys_revoke(name: str) -> None:
 @click.option("--key", "key_name", help="Only this key (`open` for open access).")
 @click.option("--csv", "as_csv", is_flag=True, help="CSV instead of a table.")
 def usage_command(since: datetime | None, key_name: str | None, as_csv: bool) -> None:
-    """The usage ledger: per UTC day, key and model, requests, tokens and USD."""
+    """The usage ledger: per UTC day, key and model, requests, tokens and USD.
+
+    `counted` is how many of the requests had no usage from the upstream (cut
+    short, or a server that sends none) and were counted by chatproxy.
+    """
     query = select(UsageDay).order_by(UsageDay.day, UsageDay.key_name, UsageDay.model)
     if since is not None:
         query = query.where(UsageDay.day >= since.date())
     if key_name is not None:
         query = query.where(UsageDay.key_name == key_name)
     header = ["day", "key", "model", "requests", "prompt_tokens", "completion_tokens", "cost_usd"]
+    header.append("counted")
     rows = [
         [
             row.day.isoformat(),
@@ -152,6 +157,7 @@ def usage_command(since: datetime | None, key_name: str | None, as_csv: bool) ->
             row.prompt_tokens,
             row.completion_tokens,
             f"{row.cost:.6f}",
+            row.counted_requests,
         ]
         for row in db.session.scalars(query)
     ]

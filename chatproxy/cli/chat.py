@@ -14,13 +14,11 @@ from flask.cli import with_appcontext
 from chatproxy.errors import APIError
 from chatproxy.questions import parse_question
 from chatproxy.state import current_personas, current_settings
+from chatproxy.store.answers import Outcome, fail_turn, finish_turn
 from chatproxy.store.conversations import (
-    Outcome,
     Turn,
     defaults_from,
-    fail_turn,
     find_conversation,
-    finish_turn,
     parse_conversation_id,
     start_turn,
 )

@@ -337,15 +337,16 @@ class Simulator:
             return early
         text = answers.compose_answer(messages, question, plan.answer, plan.words)
         text, reason, completion = wire.finish(text, body)
-        use = wire.usage(answers.prompt_tokens(messages, model), completion)
+        n = int(body.get("n") or 1)  # each of the n choices is the same answer, billed n times
+        use = wire.usage(answers.prompt_tokens(messages, model), completion * n)
         pieces = answers.split_pieces(text, plan.chunks)
         ident, created = f"chatcmpl-sim{uuid.uuid4().hex[:20]}", int(time.time())
         if stream:
             options = body.get("stream_options") or {}
-            events = wire.chat_events(ident, created, model, pieces, reason, use, options)
+            events = wire.chat_events(ident, created, model, pieces, reason, use, options, n)
             return await self._stream(request, events, plan)
         await asyncio.sleep(plan.delay * len(pieces))
-        result = wire.chat_completion(ident, created, model, text, reason, use)
+        result = wire.chat_completion(ident, created, model, text, reason, use, n)
         return web.json_response(result, dumps=wire.dumps)
 
     async def _legacy(self, request: web.Request) -> web.StreamResponse:

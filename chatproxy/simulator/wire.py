@@ -153,7 +153,7 @@ def _missing(name: str) -> ApiError:
 
 def _check_number(body: dict[str, Any], name: str, low: float, high: float) -> None:
     value = body.get(name)
-    integer = name.startswith("max_")
+    integer = name.startswith("max_") or name in ("n", "best_of")
     kind = "integer" if integer else "decimal"
     if value is None:
         return
@@ -212,6 +212,9 @@ def check_request(body: dict[str, Any], chat: bool) -> str:
         _check_number(body, name, low, high)
     for name in ("max_tokens", "max_completion_tokens"):
         _check_number(body, name, 1, 2**31)
+    _check_number(body, "n", 1, 128)
+    if not chat:
+        _check_number(body, "best_of", 1, 20)
     _check_type(body, "stop", (str, list))
     _check_type(body, "stream_options", (dict,))
     if not chat:
@@ -262,22 +265,31 @@ def usage(prompt: int, completion: int) -> dict[str, Any]:
 
 
 def chat_completion(
-    ident: str, created: int, model: str, text: str, reason: str, use: dict[str, Any]
+    ident: str,
+    created: int,
+    model: str,
+    text: str,
+    reason: str,
+    use: dict[str, Any],
+    n: int = 1,
 ) -> dict[str, Any]:
-    """A non-streamed `chat.completion` object with one choice."""
+    """A non-streamed `chat.completion` object with `n` choices (the same answer each)."""
     message: dict[str, Any] = {
         "role": "assistant",
         "content": text,
         "refusal": None,
         "annotations": [],
     }
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": reason}
+    choices = [
+        {"index": i, "message": message, "logprobs": None, "finish_reason": reason}
+        for i in range(n)
+    ]
     return {
         "id": ident,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [choice],
+        "choices": choices,
         "usage": use,
         "service_tier": "default",
         "system_fingerprint": FINGERPRINT,
@@ -292,8 +304,12 @@ def chat_events(
     reason: str,
     use: dict[str, Any],
     options: dict[str, Any],
+    choices: int = 1,
 ) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """A chat stream as (head, content events, tail) of pre-serialised SSE events.
+
+    With `choices` > 1 (the request's `n`), each event comes once per choice
+    index, in turn, as OpenAI interleaves them.
 
     As OpenAI sends it: a role-only first delta, one event per piece, a last
     choice with an empty `delta: {}` and the finish_reason; with
@@ -319,22 +335,27 @@ def chat_events(
             obj["obfuscation"] = _PAD[n % 8 : n % 8 + max(2, 24 - size)]
         return event(obj)
 
-    def delta(d: dict[str, Any], n: int, reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": d, "logprobs": None, "finish_reason": reason}
+    def delta(d: dict[str, Any], n: int, reason: str | None = None, index: int = 0) -> bytes:
+        choice = {"index": index, "delta": d, "logprobs": None, "finish_reason": reason}
         return chunk([choice], n, len(d.get("content") or ""))
 
     # Content events differ only in their text and padding: splice the JSON of
     # each piece into one serialised shell (the hot path of a 1,000-stream run).
-    choice = {"index": 0, "delta": {"content": "\0"}, "logprobs": None, "finish_reason": None}
-    shell = {**base, "choices": [choice], **({"usage": None} if with_usage else {})}
-    before, after = dumps(shell).split('"\\u0000"')
+    shells = []
+    for index in range(choices):
+        choice = {"index": index, "delta": {"content": "\0"}, "logprobs": None}
+        choice["finish_reason"] = None
+        shell = {**base, "choices": [choice], **({"usage": None} if with_usage else {})}
+        shells.append(dumps(shell).split('"\\u0000"'))
     body = []
     for n, piece in enumerate(pieces, 1):
         pad = _PAD[n % 8 : n % 8 + max(2, 24 - len(piece))]
         end = f',"obfuscation":"{pad}"}}' if obfuscate else "}"
-        body.append(f"data: {before}{dumps(piece)}{after[:-1]}{end}\n\n".encode())
-    head = [delta({"role": "assistant", "content": "", "refusal": None}, 0)]
-    tail = [delta({}, 0, reason)]
+        for before, after in shells:
+            body.append(f"data: {before}{dumps(piece)}{after[:-1]}{end}\n\n".encode())
+    role = {"role": "assistant", "content": "", "refusal": None}
+    head = [delta(role, 0, index=i) for i in range(choices)]
+    tail = [delta({}, 0, reason, index=i) for i in range(choices)]
     tail += [chunk([], 1, 0, use)] if with_usage else []
     return head, body, [*tail, DONE]
 

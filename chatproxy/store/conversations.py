@@ -3,30 +3,25 @@
 A turn goes: the question is checked and fitted with the conversation's
 history into the model's window (`start_turn`, which raises before anything is
 stored if it does not fit), then committed with its conversation, then the
-upstream is called; the answer is stored by `finish_turn` (status `ok`, or
-`interrupted` with what arrived) or the question is marked `error` by
-`fail_turn`. Regenerate answers a conversation's last question again and
-replaces the last answer only once a new one exists.
-
-An answer is stored on a connection of its own (`engine.begin()`), so that a
-stream's end can be stored from the helper thread that reads it, after the
-request is gone.
+upstream is called; the answer is kept by `chatproxy.store.answers` (saved
+while it streams, stored as it ends, or the question marked `error`).
+Regenerate answers a conversation's last question again and replaces the last
+answer only once a new one exists.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, CursorResult, Engine, bindparam, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import CursorResult, Engine, bindparam, select
 from sqlalchemy.orm import Session, scoped_session
 
 from chatproxy.config import Settings
-from chatproxy.errors import APIError, BadRequest, NotFound
+from chatproxy.errors import BadRequest, NotFound
 from chatproxy.personas import Persona
 from chatproxy.questions import Question
 from chatproxy.store.models import TITLE_LENGTH, Conversation, Message, new_id, utcnow
@@ -51,7 +46,8 @@ class Turn:
     """A question stored and about to be answered: what to send upstream, where the answer goes.
 
     `again` marks a question asked again (Retry, Regenerate); `replaces` are
-    the ids of the answer it replaces once a new one is stored.
+    the ids of the answer it replaces once a new one is stored; `answer_id`
+    is the answer's row once it was first saved while streaming.
     """
 
     conversation_id: str
@@ -60,23 +56,7 @@ class Turn:
     params: dict[str, Any]
     again: bool = False
     replaces: list[int] = field(default_factory=list)
-
-
-@dataclass
-class Outcome:
-    """How an answer ended: its text so far and what the upstream reported.
-
-    `error` is the upstream failure, if any; `closed` is True when the client
-    went away (Stop, a closed tab). An answer with text that did not finish
-    is stored as `interrupted`.
-    """
-
-    content: str
-    model: str | None = None
-    finish_reason: str | None = None
-    usage: Mapping[str, Any] | None = None
-    error: APIError | None = None
-    closed: bool = False
+    answer_id: int | None = None
 
 
 def parse_conversation_id(value: object) -> str | None:
@@ -190,7 +170,14 @@ def start_turn(
                 "created_at": now,
             },
         )
-    return Turn(conversation_id, _inserted_id(asked), question.model, params)
+    return Turn(conversation_id, inserted_id(asked), question.model, params)
+
+
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the row an INSERT made."""
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def last_question(conversation: Conversation) -> Message:
@@ -234,94 +221,6 @@ def start_regenerate(
     conversation.updated_at = utcnow()
     session.commit()
     return turn
-
-
-def finish_turn(
-    engine: Engine,
-    turn: Turn,
-    outcome: Outcome,
-    also: Callable[[Connection], None] | None = None,
-) -> int | None:
-    """Store how `turn` ended; returns the stored answer's id, or None when none was stored.
-
-    An answer with text is stored (`ok`, or `interrupted` when it did not
-    finish), replacing `turn.replaces`; without text, the question is marked
-    `error` with the upstream's error (a regenerate keeps the answer it was
-    to replace, and its question stays as it was). `also(connection)` runs in
-    the same transaction (the usage ledger: one commit for both). A database
-    failure is logged, not raised: the client already has the answer.
-    """
-    try:
-        with engine.begin() as connection:
-            answer_id = _store_outcome(connection, turn, outcome)
-            if also is not None:
-                also(connection)
-            return answer_id
-    except SQLAlchemyError:
-        log.exception("could not store the answer of conversation %s", turn.conversation_id)
-        return None
-
-
-def _store_outcome(connection: Connection, turn: Turn, outcome: Outcome) -> int | None:
-    now = utcnow()
-    finished = outcome.error is None and not outcome.closed
-    if not outcome.content and not finished:
-        if outcome.closed and outcome.error is None:
-            return None  # the client left before any answer: the question waits for Retry
-        if not turn.replaces:
-            error = outcome.error
-            connection.execute(
-                _UPDATE_MESSAGE,
-                {
-                    "key": turn.question_id,
-                    "status": "error",
-                    "error_code": error.code if error else None,
-                    "error_message": error.message if error else None,
-                },
-            )
-        return None
-    if turn.again:
-        if turn.replaces:
-            connection.execute(MESSAGES.delete().where(MESSAGES.c.id.in_(turn.replaces)))
-        connection.execute(
-            _UPDATE_MESSAGE,
-            {"key": turn.question_id, "status": "ok", "error_code": None, "error_message": None},
-        )
-    usage = outcome.usage or {}
-    error = outcome.error
-    answer = connection.execute(
-        _INSERT_MESSAGE,
-        {
-            "conversation_id": turn.conversation_id,
-            "role": "assistant",
-            "content": outcome.content,
-            "model": outcome.model or turn.model,
-            "prompt_tokens": _count(usage.get("prompt_tokens")),
-            "completion_tokens": _count(usage.get("completion_tokens")),
-            "finish_reason": outcome.finish_reason,
-            "status": "ok" if finished else "interrupted",
-            "error_code": error.code if error else None,
-            "error_message": error.message if error else None,
-            "created_at": now,
-        },
-    )
-    return _inserted_id(answer)
-
-
-def _inserted_id(result: CursorResult[Any]) -> int:
-    key = result.inserted_primary_key
-    assert key is not None
-    return int(key[0])
-
-
-def fail_turn(
-    engine: Engine,
-    turn: Turn,
-    error: APIError,
-    also: Callable[[Connection], None] | None = None,
-) -> None:
-    """Mark `turn`'s question `error` (the upstream failed before answering); see finish_turn."""
-    finish_turn(engine, turn, Outcome(content="", error=error), also)
 
 
 def title_from(text: str) -> str:
@@ -371,10 +270,6 @@ def _history(messages: Sequence[Message]) -> _History:
             history.turns.append({"role": "assistant", "content": message.content})
             pending = None
     return history
-
-
-def _count(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def list_conversations(

@@ -9,23 +9,30 @@ database to the newest revision.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import DeclarativeBase
 
 from chatproxy.config import PROJECT_ROOT
+from chatproxy.errors import StoreUnavailable, error_response
 
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 # Seconds a SQLite writer waits for another process's write to end before
-# "database is locked"; writes here last a millisecond or so.
+# "database is locked"; writes here last a millisecond or so. A DATABASE_URL
+# ending in `?timeout=SECONDS` sets another.
 SQLITE_BUSY_TIMEOUT = 10
+STORE_RETRY_AFTER = 5  # seconds a client is asked to wait while the database is away
+log = logging.getLogger(__name__)
 
 
 class Base(DeclarativeBase):
@@ -49,9 +56,34 @@ def init_store(app: Flask, database_url: str) -> None:
     migrate.init_app(app, db)
 
 
+def register_store_errors(app: Flask) -> None:
+    """Answer 503 `store_unavailable` (Retry-After) while the database cannot be reached.
+
+    Before a question is stored nothing has been asked, so the client may
+    simply try again; the session is given back so the pool recovers.
+    """
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    def store_unavailable(error: SQLAlchemyError) -> Response:
+        db.session.remove()
+        reason = str(getattr(error, "orig", None) or error).splitlines()[0][:200]
+        log.warning("the database is unavailable: %s", reason)
+        unavailable = StoreUnavailable(
+            "The conversation store is unavailable right now; nothing was asked. "
+            "Try again shortly.",
+            retry_after=STORE_RETRY_AFTER,
+        )
+        return error_response(unavailable)
+
+
 def engine_options(database_url: str) -> dict[str, Any]:
     """SQLAlchemy engine options for the database at `database_url`."""
     if database_url.startswith("sqlite"):
+        # `?timeout=SECONDS` in the URL (SQLAlchemy passes it to sqlite3) wins.
+        if "timeout=" in database_url.partition("?")[2]:
+            return {}
         return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
     # Streams hold no connection while they wait on the upstream, so a small
     # pool serves many answers; pre-ping survives a database restart.

@@ -1,4 +1,5 @@
-"""The stored tables (SQLAlchemy 2 models; schema in `migrations/`): conversations, keys, usage."""
+"""The stored tables (SQLAlchemy 2 models; schema in `migrations/`): conversations, keys, usage
+and reservations."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from chatproxy.store.database import db
 
-STATUSES = ("ok", "error", "interrupted")
-"""A message's status: answered (`ok`), the upstream failed (`error`), cut short (`interrupted`)."""
+STATUSES = ("ok", "error", "interrupted", "streaming")
+"""A message's status: answered (`ok`), the upstream failed (`error`), cut short
+(`interrupted`), or an answer still arriving (`streaming`, saved every few seconds)."""
 ROLES = ("system", "user", "assistant")
 TITLE_LENGTH = 200
 
@@ -78,6 +80,9 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
     wrote it, its `finish_reason`, the usage the upstream reported
     (`prompt_tokens` of the whole request, `completion_tokens`), and status
     `interrupted` when it was cut short (Stop, a closed tab, a broken stream).
+    While it streams it is saved every CHATPROXY_CHECKPOINT_SECONDS with status
+    `streaming` and `updated_at`; one left so by a worker that died is marked
+    `interrupted` when a worker starts (`conversations.sweep_unfinished`).
     """
 
     __tablename__ = "messages"
@@ -102,6 +107,7 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
 
 
@@ -136,6 +142,8 @@ class UsageDay(db.Model):  # type: ignore[name-defined,misc]
 
     `key_name` is the access key's name, or `open` for questions asked while
     CHATPROXY_AUTH=open; `cost` is in USD (0 for a model without a price).
+    `counted_requests` of the `requests` had no usage from the upstream (cut
+    short, or a server that sends none): chatproxy counted their tokens itself.
     """
 
     __tablename__ = "usage_days"
@@ -149,3 +157,31 @@ class UsageDay(db.Model):  # type: ignore[name-defined,misc]
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     cost: Mapped[float] = mapped_column(Float, default=0.0)
+    counted_requests: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Reservation(db.Model):  # type: ignore[name-defined,misc]
+    """A request's worst case held against its key's daily quotas while it is answered.
+
+    `tokens` and `cost` (USD) are deleted when the answer's usage is written
+    (`chatproxy.access.reservations`); a row whose worker died stops counting
+    at `expires_at`.
+    """
+
+    __tablename__ = "reservations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_name: Mapped[str] = mapped_column(String(100), index=True)
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SpooledWrite(db.Model):  # type: ignore[name-defined,misc]
+    """A transaction of the spool already written (`chatproxy.store.spool`): never twice."""
+
+    __tablename__ = "spooled_writes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

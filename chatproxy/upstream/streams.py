@@ -24,6 +24,7 @@ USAGE_KEY = b'"usage":'
 _FINISH_KEY = b'"finish_reason":'
 _DONE_LINES = (b"data: [DONE]", b"data:[DONE]")
 _DONE_ENDS = (b"[DONE]\n\n", b"[DONE]\r\n\r\n")
+KEPT_BYTES = 64 * 1024  # of a passed-through stream, kept to count its tokens if need be
 
 
 class UpstreamClient(Protocol):
@@ -185,6 +186,10 @@ class RawStream(UpstreamStream):
         super().__init__(response, upstream)
         self.usage: dict[str, Any] | None = None
         self.hide_usage = hide_usage
+        # The first KEPT_BYTES of the events, to count the answer's tokens when no
+        # usage comes (`received_text`); the count of all bytes passed on.
+        self._kept: list[bytes] = []
+        self._kept_bytes = self._passed_bytes = 0
 
     def __iter__(self) -> Iterator[bytes]:
         done = finished = False
@@ -220,13 +225,75 @@ class RawStream(UpstreamStream):
                     done = done or ends_with_done(events)
                 if self._sent_at is not None:
                     self._first_piece()
+                self._keep(events)
                 yield events
             if pending.strip():  # a last event without its blank line
                 events = pending.rstrip(b"\r\n") + b"\n\n"
                 done = done or ends_with_done(events)
+                self._keep(events)
                 yield events
         if not (done or finished or b'"error":' in events):
             raise self._ended_early()
+
+    def _keep(self, events: bytes) -> None:
+        self._passed_bytes += len(events)
+        if self._kept_bytes < KEPT_BYTES:
+            self._kept.append(events)
+            self._kept_bytes += len(events)
+
+    def received_text(self) -> tuple[str, float]:
+        """The text the passed-on chunks carried, and how many times more bytes passed on.
+
+        Text: each choice's `delta.content`, reasoning (`delta.reasoning_content`,
+        `delta.reasoning`), tool-call arguments, or a legacy completion's `text`,
+        from the first KEPT_BYTES of events; the ratio (1.0 when all were kept)
+        scales a count of it to the whole answer. For counting an answer's
+        tokens when the upstream reported no usage.
+        """
+        texts: list[str] = []
+        for line in b"".join(self._kept).splitlines():
+            if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+                continue
+            try:
+                chunk = json.loads(line[5:])
+            except ValueError:
+                continue
+            texts.extend(_texts_of(chunk))
+        ratio = self._passed_bytes / self._kept_bytes if self._kept_bytes else 1.0
+        return "".join(texts), ratio
+
+
+def answer_text(body: bytes) -> str:
+    """The text of a whole answer (`chat.completion` or legacy `text_completion` JSON), as
+    `RawStream.received_text` takes it from chunks; "" for a body that is not JSON."""
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return ""
+    return "".join(_texts_of(answer))
+
+
+def _texts_of(chunk: Any) -> Iterator[str]:
+    """The texts of each choice of a chunk or answer: content, reasoning, tool-call arguments."""
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        places: list[Any] = [choice]
+        for name in ("delta", "message"):
+            inner = choice.get(name)
+            if isinstance(inner, dict):
+                places.append(inner)
+                calls = inner.get("tool_calls")
+                if isinstance(calls, list):
+                    places += [c.get("function") for c in calls if isinstance(c, dict)]
+        for place in places:
+            if not isinstance(place, dict):
+                continue
+            for name in ("text", "content", "reasoning_content", "reasoning", "arguments"):
+                value = place.get(name)
+                if isinstance(value, str):
+                    yield value
 
 
 def events_end(buffer: bytes) -> int:

@@ -8,26 +8,24 @@ from typing import Any
 from flask import Blueprint, Response, g, jsonify, request
 
 from chatproxy.access.keys import current_owner, current_policy
-from chatproxy.access.quotas import usage_recorder
+from chatproxy.access.ledger import usage_recorder
 from chatproxy.errors import APIError
 from chatproxy.questions import Question, parse_question
 from chatproxy.state import current_personas, current_prices, current_settings
+from chatproxy.store.answers import Outcome, checkpoint, fail_turn, finish_turn
 from chatproxy.store.conversations import (
-    Outcome,
     Turn,
     defaults_from,
-    fail_turn,
     find_conversation,
-    finish_turn,
     parse_conversation_id,
     start_turn,
 )
 from chatproxy.store.database import db
-from chatproxy.tokens import answer_cost
+from chatproxy.tokens import answer_cost, count_messages, count_text, counted_usage
 from chatproxy.upstream.client import current_upstream
 from chatproxy.web.passthrough import read_body
 from chatproxy.web.requestlog import note
-from chatproxy.web.sse import stream_response
+from chatproxy.web.sse import Checkpoint, stream_response
 
 bp = Blueprint("ask", __name__)
 
@@ -76,10 +74,14 @@ def call_chatgpt() -> Response:
 def answer_turn(turn: Turn, question: Question) -> Response:
     """Call the upstream for a stored question and answer in the format `question` asked for.
 
-    The answer is stored as it ends (see `chatproxy.store.conversations.finish_turn`);
-    an upstream failure before the answer starts marks the question `error` and
-    raises its APIError. Every response, errors included, carries the
-    conversation's id in `X-Conversation-Id`.
+    The request's worst case is reserved against the key's quotas first (429,
+    the question marked `error`, when they are reached). A streamed answer is
+    saved every CHATPROXY_CHECKPOINT_SECONDS while it arrives, and stored as it
+    ends (see `chatproxy.store.answers`), with `stored: false` in the `done`
+    event or JSON when it waits in the spool for the database; an upstream
+    failure before the answer starts marks the question `error` and raises
+    its APIError. Every response, errors included, carries the conversation's
+    id in `X-Conversation-Id`.
     """
     g.conversation_id = turn.conversation_id
     # No connection is held while the upstream answers (that may take minutes);
@@ -90,6 +92,16 @@ def answer_turn(turn: Turn, question: Question) -> Response:
     record_usage = usage_recorder()
     cost_of = partial(answer_cost, asked_model=question.model, prices=current_prices())
     logged = note(model=question.model)
+    messages = turn.params["messages"]
+    cap = turn.params.get("max_completion_tokens") or turn.params.get("max_tokens")
+    try:
+        record_usage.reserve(
+            question.model, lambda: count_messages(messages, question.model), int(cap or 0)
+        )
+    except APIError as error:  # a quota reached, counting the answers in flight
+        logged["outcome"] = error.code
+        fail_turn(engine, turn, error)
+        raise
     try:
         if question.stream:
             stream = upstream.open_chat_stream(turn.params)
@@ -97,35 +109,50 @@ def answer_turn(turn: Turn, question: Question) -> Response:
             answer = upstream.complete_chat(turn.params)
     except APIError as error:
         logged["outcome"] = error.code
-        fail_turn(
-            engine,
-            turn,
-            error,
-            partial(record_usage.write, model=question.model, usage=None, cost=None),
-        )
+        fail_turn(engine, turn, error, record_usage.charge(question.model, None, None))
         raise
+
+    def charge(usage: dict[str, Any] | None, content: str) -> tuple[dict[str, Any], bool]:
+        """The usage to charge: the upstream's, else counted (cut short, or none reported)."""
+        if usage is not None:
+            return usage, False
+        model = question.model
+        return counted_usage(count_messages(messages, model), count_text(content, model)), True
+
     if question.stream:
 
         def on_end(content: str, error: APIError | None, closed: bool) -> dict[str, Any]:
             outcome = Outcome(
                 content, stream.model, stream.finish_reason, stream.usage, error, closed
             )
-            spent = cost_of(stream.usage, stream.model)
-            ledger = partial(
-                record_usage.write, model=question.model, usage=stream.usage, cost=spent
-            )
-            answer_id = finish_turn(engine, turn, outcome, ledger)
-            record_usage.count_tokens(stream.usage)
-            logged.update(usage=stream.usage, outcome=_outcome(error, closed))
-            return {"conversation_id": turn.conversation_id, "message_id": answer_id}
+            usage, counted = charge(stream.usage, content)
+            spent = cost_of(usage, stream.model)
+            ledger = record_usage.charge(question.model, usage, spent, counted)
+            kept = finish_turn(engine, turn, outcome, ledger)
+            record_usage.count_tokens(usage)
+            logged.update(usage=usage, outcome=_outcome(error, closed))
+            return {
+                "conversation_id": turn.conversation_id,
+                "message_id": kept.answer_id,
+                "stored": kept.stored,
+            }
 
-        return stream_response(stream, current_settings().keepalive_interval, cost_of, on_end)
+        settings = current_settings()
+        return stream_response(
+            stream,
+            settings.keepalive_interval,
+            cost_of,
+            on_end,
+            checkpoint=Checkpoint(partial(checkpoint, engine, turn), settings.checkpoint_seconds),
+        )
     outcome = Outcome(answer.content, answer.model, answer.finish_reason, answer.usage)
-    spent = cost_of(answer.usage, answer.model)
-    ledger = partial(record_usage.write, model=question.model, usage=answer.usage, cost=spent)
-    answer_id = finish_turn(engine, turn, outcome, ledger)
-    record_usage.count_tokens(answer.usage)
-    logged.update(usage=answer.usage, outcome="ok")
+    usage, counted = charge(answer.usage, answer.content)
+    spent = cost_of(usage, answer.model)
+    kept = finish_turn(
+        engine, turn, outcome, record_usage.charge(question.model, usage, spent, counted)
+    )
+    record_usage.count_tokens(usage)
+    logged.update(usage=usage, outcome="ok")
     if question.format == "json":
         return jsonify(
             answer=answer.content,
@@ -134,7 +161,8 @@ def answer_turn(turn: Turn, question: Question) -> Response:
             finish_reason=answer.finish_reason,
             cost=cost_of(answer.usage, answer.model),
             conversation_id=turn.conversation_id,
-            message_id=answer_id,
+            message_id=kept.answer_id,
+            stored=kept.stored,
         )
     return Response(answer.content, mimetype="text/plain")
 

@@ -188,6 +188,7 @@ def _answer_schemas() -> dict[str, Schema]:
         cost=COST,
         conversation_id=ID,
         message_id=nullable(integer()),
+        stored=BOOLEAN,
     )
     done = loose(
         "finish_reason usage model cost",
@@ -197,6 +198,7 @@ def _answer_schemas() -> dict[str, Schema]:
         cost=COST,
         conversation_id=ID,
         message_id=nullable(integer()),
+        stored=BOOLEAN,
     )
     events = {"delta": shape(content=string()), "done": done, "error": ref("Error")}
     return {

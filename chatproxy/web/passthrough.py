@@ -33,7 +33,9 @@ class PassThrough:
     `path`: the upstream path (one of `upstream.RAW_PATHS`); `body`: what to
     send there; `stream`: whether the answer comes as SSE events; `model`: the
     model asked for; `hide_usage`: chatproxy asked for the stream's usage
-    chunk itself (to record the usage) and the client must not get it.
+    chunk itself (to record the usage) and the client must not get it;
+    `cap`: the output tokens one answer may take; `answers`: how many answers
+    the upstream writes (`n`, or a legacy `best_of`), each up to `cap`.
     """
 
     path: str
@@ -41,6 +43,8 @@ class PassThrough:
     stream: bool
     model: str = ""
     hide_usage: bool = False
+    cap: int = 0
+    answers: int = 1
 
 
 def read_body(data: bytes) -> dict[str, Any]:
@@ -70,6 +74,7 @@ def check_chat(body: dict[str, Any], settings: Settings) -> PassThrough:
     `model`: a string (400), one of CHATPROXY_MODELS (403 `model_not_allowed`);
     `messages`: a non-empty list (400); `max_tokens`, `max_completion_tokens`:
     if given, integers from 1 to CHATPROXY_MAX_TOKENS (400 naming the field);
+    `n`: if given, an integer from 1 to CHATPROXY_MAX_N (400);
     `stream`: true, false or null (400). With neither limit given, the cap
     is added as `max_tokens`, or as `max_completion_tokens` for a reasoning
     model (they refuse `max_tokens`). A stream is asked for its usage
@@ -91,6 +96,8 @@ def check_chat(body: dict[str, Any], settings: Settings) -> PassThrough:
     given = [_limit(body, name, settings.max_tokens) for name in LIMITS]
     if not any(given):
         body = {**body, limit_field(model): settings.max_tokens}
+    cap = min(value for value in given if value) if any(given) else settings.max_tokens
+    answers = _answers(body, "n", settings.max_n) or 1
     stream = _stream(body)
     options = body.get("stream_options")
     asked_usage = isinstance(options, dict) and options.get("include_usage") is True
@@ -98,22 +105,27 @@ def check_chat(body: dict[str, Any], settings: Settings) -> PassThrough:
         # The usage is recorded for every answer (quotas, ledger): ask for it,
         # and keep its chunk from a client that did not.
         body = {**body, "stream_options": {**(options or {}), "include_usage": True}}
-        return PassThrough(CHAT_PATH, body, stream, model, hide_usage=True)
-    return PassThrough(CHAT_PATH, body, stream, model)
+        return PassThrough(CHAT_PATH, body, stream, model, True, cap, answers)
+    return PassThrough(CHAT_PATH, body, stream, model, False, cap, answers)
 
 
 def check_completion(body: dict[str, Any], settings: Settings) -> PassThrough:
     """Check a legacy completion request; returns what to send to `/completions`.
 
-    `model` and `stream` as for chat; `max_tokens`, if given, from 1 to
-    CHATPROXY_MAX_TOKENS (400). Without it, OpenAI's default of 16 (or the
+    `model`, `stream` and `n` as for chat, `best_of` as `n`; `max_tokens`, if
+    given, from 1 to CHATPROXY_MAX_TOKENS (400). Without it, OpenAI's default of 16 (or the
     cap, if lower) is sent, so that a server with a larger default stays
     within the cap. Nothing else (`prompt`, `suffix`, `echo`, ...) is looked at.
     """
     model = _model(body, settings)
-    if _limit(body, "max_tokens", settings.max_tokens) is None:
-        body = {**body, "max_tokens": min(COMPLETIONS_DEFAULT_MAX_TOKENS, settings.max_tokens)}
-    return PassThrough(COMPLETIONS_PATH, body, _stream(body), model)
+    cap = _limit(body, "max_tokens", settings.max_tokens)
+    if cap is None:
+        cap = min(COMPLETIONS_DEFAULT_MAX_TOKENS, settings.max_tokens)
+        body = {**body, "max_tokens": cap}
+    n = _answers(body, "n", settings.max_n) or 1
+    best_of = _answers(body, "best_of", settings.max_n) or 1
+    answers = max(n, best_of)  # best_of answers are written (and billed); n are sent back
+    return PassThrough(COMPLETIONS_PATH, body, _stream(body), model, False, cap, answers)
 
 
 def model_object(model: str) -> dict[str, Any]:
@@ -169,6 +181,22 @@ def _limit(body: dict[str, Any], name: str, cap: int) -> int | None:
             f"{name!r} is {value}; the limit here is {cap} (CHATPROXY_MAX_TOKENS).",
             param=name,
             code="above_max_tokens",
+        )
+    return value
+
+
+def _answers(body: dict[str, Any], name: str, cap: int) -> int | None:
+    """`body[name]` (`n`, `best_of`) if given: an integer from 1 to `cap` (CHATPROXY_MAX_N)."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"{name!r} must be an integer.", param=name, code="invalid_type")
+    if not 1 <= value <= cap:
+        raise BadRequest(
+            f"{name!r} is {value}; it must be from 1 to {cap} here (CHATPROXY_MAX_N).",
+            param=name,
+            code="invalid_value",
         )
     return value
 

@@ -14,7 +14,9 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Response
@@ -43,8 +45,22 @@ def event(name: str, data: Any) -> bytes:
     return f"event: {name}\ndata: {payload}\n\n".encode()
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """Saves an answer's text so far (`save(text)`) every `every` seconds while it streams.
+
+    `every` 0 saves nothing.
+    """
+
+    save: Callable[[str], None]
+    every: float
+
+
 def answer_events(
-    stream: ChatStream, cost_of: CostOf, on_end: OnEnd | None = None
+    stream: ChatStream,
+    cost_of: CostOf,
+    on_end: OnEnd | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> Iterator[bytes]:
     """The events of one streamed answer; a failure mid-stream becomes `event: error`.
 
@@ -53,12 +69,18 @@ def answer_events(
     ends: `content` is all the text that arrived, `error` the upstream's
     failure or None, `closed` True when the client went away; after a whole
     answer, the fields it returns are added to the `done` event.
+    `checkpoint` saves the text so far as it grows.
     """
     pieces: list[str] = []
+    every = checkpoint.every if checkpoint is not None and checkpoint.every > 0 else 0.0
+    saved_at = time.monotonic()
     try:
         for content in stream:
             pieces.append(content)
             yield event("delta", {"content": content})
+            if every and time.monotonic() - saved_at >= every:
+                checkpoint.save("".join(pieces))  # type: ignore[union-attr]
+                saved_at = time.monotonic()
     except StreamClosed:
         log.info("client went away mid-answer")
         if on_end is not None:
@@ -170,13 +192,15 @@ def stream_response(
     cost_of: CostOf,
     on_end: OnEnd | None = None,
     headers: Mapping[str, str] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> Response:
     """A `text/event-stream` response carrying one answer, with keep-alives.
 
     `cost_of(usage, model)` gives the answer's cost in USD, or None;
-    `on_end` stores how the answer ended (see `answer_events`).
+    `on_end` stores how the answer ended and `checkpoint` saves it while it
+    streams (see `answer_events`).
     """
-    events = answer_events(stream, cost_of, on_end)
+    events = answer_events(stream, cost_of, on_end, checkpoint)
     body = with_keepalive(events, keepalive_interval, stream.close)
     return Response(body, mimetype="text/event-stream", headers={**HEADERS, **(headers or {})})
 

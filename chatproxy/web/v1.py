@@ -4,20 +4,23 @@ Requests are checked against the owner's policy (`chatproxy.web.passthrough`) an
 passed to the upstream set in settings; answers come back as the upstream sent
 them. The client's `Authorization` header carries an access key of chatproxy
 (`chatproxy.access.keys`) and is never sent on: the upstream gets chatproxy's own
-key. Every answer's usage goes to the ledger (`chatproxy.access.quotas`).
+key. Every answer's usage goes to the ledger (`chatproxy.access.ledger`).
 """
 
 from __future__ import annotations
 
+import math
+
 from flask import Blueprint, Response, jsonify, request
 
 from chatproxy.access.keys import current_policy
-from chatproxy.access.quotas import usage_recorder
+from chatproxy.access.ledger import usage_recorder
 from chatproxy.errors import APIError
 from chatproxy.state import current_prices, current_settings
 from chatproxy.store.database import db
-from chatproxy.tokens import cost
+from chatproxy.tokens import cost, count_prompt, count_text, counted_usage, size_bound
 from chatproxy.upstream.client import current_upstream
+from chatproxy.upstream.streams import answer_text
 from chatproxy.web.passthrough import (
     PassThrough,
     allowed_model,
@@ -74,20 +77,36 @@ def model(model: str) -> Response:
 def forward(call: PassThrough) -> Response:
     """Send a checked request upstream; answer with what came back, streamed or whole.
 
-    A stream is opened before the response starts, so an upstream failure
-    before its first byte is answered with its own status.
+    The request's worst case is reserved against the key's quotas first (429
+    when they are reached). A stream is opened before the response starts, so
+    an upstream failure before its first byte is answered with its own status.
+    Every answer is charged: a stream that ends without usage (cut short, or
+    a server that sends none) with the tokens counted from what passed.
     """
     upstream = current_upstream()
     record_usage = usage_recorder()
+    prompt = call.body.get("messages", call.body.get("prompt"))
+    record_usage.reserve(call.model, lambda: size_bound(prompt), call.cap, call.answers)
     db.session.close()  # no connection held while the upstream answers
     logged = note(model=call.model)
     prices = current_prices()
     if call.stream:
-        stream = upstream.open_raw_stream(call.path, call.body, call.hide_usage)
+        try:
+            stream = upstream.open_raw_stream(call.path, call.body, call.hide_usage)
+        except APIError as error:
+            record_usage(call.model, None, None)
+            logged["outcome"] = error.code
+            raise
 
         def on_end() -> None:
-            record_usage(call.model, stream.usage, cost(call.model, stream.usage, prices))
-            logged["usage"] = stream.usage
+            usage, counted = stream.usage, False
+            if usage is None:
+                text, ratio = stream.received_text()
+                completion = math.ceil(count_text(text, call.model) * ratio)
+                usage = counted_usage(count_prompt(call.body, call.model), completion)
+                counted = True
+            record_usage(call.model, usage, cost(call.model, usage, prices), counted)
+            logged["usage"] = usage
 
         return passthrough_response(stream, current_settings().keepalive_interval, on_end)
     try:
@@ -96,6 +115,11 @@ def forward(call: PassThrough) -> Response:
         record_usage(call.model, None, None)
         logged["outcome"] = error.code
         raise
-    record_usage(call.model, answer.usage, cost(call.model, answer.usage, prices))
-    logged.update(usage=answer.usage, outcome="ok")
+    usage, counted = answer.usage, False
+    if usage is None:  # a server that reports none: count what was asked and answered
+        text = answer_text(answer.body)
+        usage = counted_usage(count_prompt(call.body, call.model), count_text(text, call.model))
+        counted = True
+    record_usage(call.model, usage, cost(call.model, usage, prices), counted)
+    logged.update(usage=usage, outcome="ok")
     return Response(answer.body, content_type="application/json")

@@ -114,6 +114,7 @@ Turn.prototype.showDone = function (info) {
   if (info.model) this.$el.find(".answer-model").text(info.model);
   this.showFinishReason(info.finish_reason);
   if (this.markdown === "") this.addNote("info", "note.empty");
+  if (info.stored === false) this.addNote("warning", "note.notYetStored");
   if (info.usage) this.showUsage(info.usage, info.cost);
   announce(t("status.finished"));
 };
@@ -166,6 +167,9 @@ Turn.prototype.restore = function (question, answer) {
     } else if (answer.status === "error") {
       this.finish("error", "answer.error");
       this.addNote("error", storedError(answer));
+    } else if (answer.status === "streaming") {
+      this.finish("stopped", "answer.streaming");
+      this.addNote("info", "note.streaming");
     } else {
       this.finish("done", "");
       this.showFinishReason(answer.finish_reason);

@@ -1,0 +1,271 @@
+"""Nothing accepted is lost when the database or a worker goes away.
+
+On PostgreSQL the database goes away for real: the server reaches it through a
+TCP proxy the test cuts. On SQLite (a local file, never "unreachable") it
+stays locked by another writer, with the server's busy timeout made short
+(`?timeout=0.3` in DATABASE_URL) so that the wait ends within the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx2
+import openai
+import pytest
+from sqlalchemy import create_engine, select
+
+from chatproxy.access.keys import issue_key
+from chatproxy.config import database_url as database_url_setting
+from chatproxy.simulator import Simulator
+from chatproxy.store import spool
+from chatproxy.store.database import db
+from chatproxy.store.models import Message, SpooledWrite, UsageDay
+from tests.conftest import UPSTREAM_KEY, LiveServer
+from tests.servers import Launcher, TcpProxy, upstream_settings
+from tests.sse_events import EventReader
+
+
+@dataclass
+class Outage:
+    """A way for the store to go away: `url` is the DATABASE_URL that goes through it."""
+
+    url: str
+    cut: Callable[[], None]
+    restore: Callable[[], None]
+
+
+@pytest.fixture
+def outage(database_url: str) -> Iterator[Outage]:
+    if database_url.startswith("postgresql"):
+        parts = urlsplit(database_url)
+        proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+        netloc = f"{parts.username}@127.0.0.1:{proxy.port}"
+        url = urlunsplit(parts._replace(netloc=netloc))
+        yield Outage(url, proxy.cut, proxy.restore)
+        proxy.cut()
+        return
+    path = database_url.removeprefix("sqlite:///")
+    holder: dict[str, sqlite3.Connection] = {}
+
+    def lock() -> None:
+        connection = sqlite3.connect(path, isolation_level=None, timeout=10)
+        connection.execute("BEGIN EXCLUSIVE")
+        holder["lock"] = connection
+
+    def unlock() -> None:
+        if connection := holder.pop("lock", None):
+            connection.execute("ROLLBACK")
+            connection.close()
+
+    yield Outage(f"{database_url}?timeout=0.3", lock, unlock)
+    unlock()
+
+
+def new_key(server: LiveServer) -> tuple[str, dict[str, str]]:
+    name = f"outage-{uuid.uuid4().hex[:10]}"
+    with server.app.app_context():
+        key = issue_key(name)
+    return name, {"Authorization": f"Bearer {key}"}
+
+
+def test_the_store_away_before_a_question_is_stored_is_a_503_in_openais_shape(
+    make_server_with: Callable[..., LiveServer], outage: Outage, chatproxy_log: list[Any]
+) -> None:
+    server = make_server_with(DATABASE_URL=outage.url)
+    assert httpx2.get(f"{server.url}/callChatGPT", params={"input": "hi"}).status_code == 200
+    outage.cut()
+    refused = httpx2.get(f"{server.url}/callChatGPT", params={"input": "hi"}, timeout=30)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "store_unavailable"
+    assert refused.headers["Retry-After"] == "5"
+    if outage.url.startswith("postgresql"):  # SQLite's readers are never locked out
+        for route in ("/api/conversations", "/api/usage", f"/api/conversations/{'0' * 32}"):
+            answer = httpx2.get(server.url + route, timeout=30)
+            assert answer.status_code == 503, (route, answer.text)
+            assert answer.json()["error"]["code"] == "store_unavailable"
+    assert not [r for r in chatproxy_log if r.exc_info], "a traceback was logged"
+    outage.restore()
+    assert httpx2.get(f"{server.url}/callChatGPT", params={"input": "hi"}).status_code == 200
+
+
+def test_an_answer_that_ends_while_the_store_is_away_is_kept_and_stored_later(
+    make_server_with: Callable[..., LiveServer], outage: Outage
+) -> None:
+    server = make_server_with(DATABASE_URL=outage.url, CHATPROXY_AUTH="keys")
+    name, headers = new_key(server)
+    question = {"input": "tell me [[sim: chunks=8 delay=0.1]]", "stream": "1"}
+    reader, events, text = EventReader(), [], []
+    with httpx2.stream(
+        "GET", f"{server.url}/callChatGPT", params=question, headers=headers, timeout=60
+    ) as response:
+        conversation = response.headers["X-Conversation-Id"]
+        for line in response.iter_lines():
+            if (event := reader.feed(line)) is None:
+                continue
+            events.append(event)
+            if event.name == "delta":
+                text.append(event.data["content"])
+                if len(text) == 1:
+                    outage.cut()  # the database goes away while the answer streams
+    done = events[-1]
+    assert done.name == "done"
+    assert done.data["stored"] is False
+    assert done.data["message_id"] is None
+    outage.restore()
+    # The next answer that is stored brings the kept one in after it.
+    assert (
+        httpx2.get(
+            f"{server.url}/callChatGPT", params={"input": "again"}, headers=headers
+        ).status_code
+        == 200
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        stored = httpx2.get(f"{server.url}/api/conversations/{conversation}", headers=headers)
+        answers = [m for m in stored.json()["messages"] if m["role"] == "assistant"]
+        if answers:
+            break
+        assert time.monotonic() < deadline, "the kept answer was never stored"
+        time.sleep(0.1)
+    assert answers[0]["content"] == "".join(text)
+    assert answers[0]["status"] == "ok"
+    with server.app.app_context():
+        requests = db.session.scalar(select(UsageDay.requests).where(UsageDay.key_name == name))
+        db.session.remove()
+    assert requests == 2  # both answers charged, the kept one once
+
+
+def test_a_spooled_answer_is_written_once_even_if_replayed_again(
+    make_server_with: Callable[..., LiveServer], tmp_path: Any
+) -> None:
+    """A process that dies after writing a spooled answer but before emptying the spool."""
+    server = make_server_with()
+    conversation = httpx2.get(f"{server.url}/callChatGPT", params={"input": "hello"}).headers[
+        "X-Conversation-Id"
+    ]
+    with server.app.app_context():
+        question = db.session.scalars(
+            select(Message).where(Message.conversation_id == conversation)
+        ).first()
+        assert question is not None
+        engine = db.engine
+        entry = {
+            "id": uuid.uuid4().hex,
+            "writes": [
+                {
+                    "kind": "answer",
+                    "payload": {
+                        "conversation_id": conversation,
+                        "question_id": question.id,
+                        "asked_model": "gpt-4o-mini",
+                        "again": False,
+                        "replaces": [],
+                        "answer_id": None,
+                        "content": "kept while the database was away",
+                        "model": None,
+                        "finish_reason": "stop",
+                        "usage": None,
+                        "error": None,
+                        "closed": False,
+                        "at": "2026-12-06T07:00:00+00:00",
+                    },
+                }
+            ],
+        }
+        path = spool.spool_path(engine, tmp_path)
+        for _ in range(2):  # the same line twice: as if the first replay died before the end
+            path.write_text(json.dumps(entry) + "\n")
+            spool.replay(engine, tmp_path)
+        kept = db.session.scalars(
+            select(Message.content).where(
+                Message.conversation_id == conversation, Message.role == "assistant"
+            )
+        ).all()
+        assert kept.count("kept while the database was away") == 1
+        assert db.session.get(SpooledWrite, entry["id"]) is not None
+        db.session.remove()
+    assert not path.exists()
+
+
+@pytest.fixture
+def launch(tmp_path_factory: pytest.TempPathFactory, database_url: str) -> Iterator[Launcher]:
+    launcher = Launcher(tmp_path_factory.mktemp("gunicorn-outages"), database_url)
+    yield launcher
+    launcher.stop_all()
+
+
+@pytest.mark.e2e
+def test_a_worker_killed_mid_answer_loses_at_most_a_checkpoints_worth(
+    launch: Launcher, simulator: Simulator, database_url: str
+) -> None:
+    settings = upstream_settings(simulator, WORKERS="1", CHATPROXY_CHECKPOINT_SECONDS="0.5")
+    server = launch("checkpoints", **settings)
+    engine = create_engine(database_url_setting(database_url))
+    question = {"input": "a long story [[sim: chunks=80 delay=0.1]]", "stream": "1"}
+    reader, text = EventReader(), []
+    with httpx2.stream("GET", f"{server.url}/callChatGPT", params=question, timeout=60) as response:
+        conversation = response.headers["X-Conversation-Id"]
+        lines = response.iter_lines()
+        saved = None
+        deadline = time.monotonic() + 20
+        for line in lines:
+            if (event := reader.feed(line)) and event.name == "delta":
+                text.append(event.data["content"])
+            saved = _streaming_answer(engine, conversation)
+            if saved is not None and len(saved) > 20:
+                break  # a checkpoint holds some of the answer: now the worker dies
+            assert time.monotonic() < deadline, "no checkpoint was saved"
+        worker = _worker_pid(server.process.pid)
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises(httpx2.HTTPError):
+            for _line in lines:
+                pass  # the stream breaks off
+    # The new worker marks what the dead one left as interrupted, keeping its text.
+    deadline = time.monotonic() + 40
+    while (row := _answer_row(engine, conversation)) is None or row[1] != "interrupted":
+        assert time.monotonic() < deadline, f"still {row}"
+        time.sleep(0.2)
+    content = row[0]
+    assert len(content) >= len(saved)
+    # What was kept is the beginning of the answer, as the upstream writes it whole.
+    whole = openai.OpenAI(api_key=UPSTREAM_KEY, base_url=simulator.base_url).chat.completions
+    full = whole.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": question["input"]}]
+    )
+    assert (full.choices[0].message.content or "").startswith(content)
+    assert "".join(text)[: len(content)] == content[: len("".join(text))]
+    engine.dispose()
+
+
+def _answer_row(engine: Any, conversation: str) -> tuple[str, str] | None:
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(Message.content, Message.status).where(
+                Message.conversation_id == conversation, Message.role == "assistant"
+            )
+        ).first()
+    return (row[0], row[1]) if row else None
+
+
+def _streaming_answer(engine: Any, conversation: str) -> str | None:
+    row = _answer_row(engine, conversation)
+    return row[0] if row and row[1] == "streaming" else None
+
+
+def _worker_pid(master: int) -> int:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    for pid in children:
+        if b"chatproxy.simulator" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return int(pid)
+    raise AssertionError("no worker found")
