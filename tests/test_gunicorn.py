@@ -1,6 +1,6 @@
-"""Real gunicorn, started as the README says: gevent workers, streaming, start-up checks, stop.
+"""Real gunicorn, as docs/production.md starts it: gevent workers, streaming, start-up, stop.
 
-Servers are started by `tests.servers` exactly as the README says. The
+Servers are started by `tests.servers` exactly as docs/production.md says. The
 upstream is the `simulator` fixture over real HTTP, except in simulator
 mode, where gunicorn starts its own.
 """
