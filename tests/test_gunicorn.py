@@ -227,6 +227,13 @@ def test_one_worker_holds_a_hundred_slow_streams(launch: Launcher) -> None:
     [
         pytest.param({"CHATPROXY_TIMEOUT": "abc"}, "CHATPROXY_TIMEOUT", id="bad-timeout"),
         pytest.param({"OPENAI_API_KEY": None}, "OPENAI_API_KEY", id="no-key"),
+        # Checked beyond the settings themselves: before, each worker failed with a traceback.
+        pytest.param(
+            {"CHATPROXY_PERSONAS_DIR": "nowhere"}, "CHATPROXY_PERSONAS_DIR", id="no-personas"
+        ),
+        pytest.param(
+            {"CHATPROXY_MAX_TOKENS": "200000"}, "CHATPROXY_MAX_TOKENS", id="max-tokens-over-window"
+        ),
     ],
 )
 def test_start_up_refuses_bad_settings_in_one_line(
