@@ -189,4 +189,4 @@ def _log_start(settings: Settings, personas: Mapping[str, object]) -> None:
             "on the upstream key"
         )
     else:
-        log.info("CHATPROXY_AUTH=keys: questions need an access key (flask keys create)")
+        log.info("CHATPROXY_AUTH=keys: questions need an access key (make one: make key NAME=me)")
