@@ -7,6 +7,7 @@ Modelled on gunicorn's examples/example_config.py.
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
@@ -115,6 +116,16 @@ def on_exit(server):
         _simulator.stop()
     if _metrics_folder_made:
         shutil.rmtree(_metrics_folder_made, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    """A worker ignores SIGINT: the master stops the workers itself (SIGQUIT) on Ctrl-C.
+
+    A terminal's Ctrl-C sends SIGINT to the whole foreground process group, so
+    each worker got it twice, from the terminal and from the master, and the
+    second exit printed gevent's SystemExit traceback.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def child_exit(server, worker):
