@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN = $(VENV)/bin
 
-.PHONY: run key install install-dev test lint bench simulator clean
+.PHONY: run chat key install install-dev test lint bench simulator clean
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,24 +19,26 @@ install: $(BIN)/.installed
 
 install-dev: $(BIN)/.installed-dev
 
-# With no OPENAI_API_KEY in the environment or .env, answer from the simulator.
-run: install
-	@if [ -z "$$OPENAI_API_KEY" ] && ! grep -qsE '^OPENAI_API_KEY=.+' .env; then \
+# With no OPENAI_API_KEY in the environment or .env, answer from the simulator
+# (gunicorn and flask chat start it themselves in simulator mode).
+DEMO_IF_NO_KEY = if [ -z "$$OPENAI_API_KEY" ] && ! grep -qsE '^OPENAI_API_KEY=.+' .env; then \
 		echo "No OPENAI_API_KEY in the environment or .env: answering from the built-in simulator."; \
 		export CHATPROXY_UPSTREAM=simulator; \
-	fi; \
-	exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	fi
+
+run: install
+	@$(DEMO_IF_NO_KEY); exec $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+# A conversation in the terminal, stored like the page's.
+chat: install
+	@$(DEMO_IF_NO_KEY); exec $(BIN)/flask --app app chat
 
 # The suite runs twice: on SQLite (the default store), then on PostgreSQL.
 TEST_POSTGRESQL ?= postgresql://postgres@127.0.0.1:5432/test
 
 # An access key for the page and API clients: make key NAME=alice (prints cpk-..., once).
 key: install
-	@if [ -z "$$OPENAI_API_KEY" ] && ! grep -qsE '^OPENAI_API_KEY=.+' .env; then \
-		export CHATPROXY_UPSTREAM=simulator; \
-	fi; \
-	$(BIN)/flask --app app db upgrade && \
-	$(BIN)/flask --app app keys create --name "$${NAME:-me}"
+	@$(BIN)/flask --app app keys create --name "$${NAME:-me}"
 
 test: install-dev
 	$(BIN)/pytest

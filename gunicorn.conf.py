@@ -6,28 +6,26 @@ Modelled on gunicorn's examples/example_config.py.
 """
 
 import os
-import select
 import shutil
-import subprocess
+import signal
 import sys
 import tempfile
 
 from dotenv import load_dotenv
 
-from chatproxy.config import ConfigError, load_server_settings, load_settings
+from chatproxy import load_configuration
+from chatproxy.config import ConfigError, load_server_settings, require_upstream
+from chatproxy.simulator_process import SimulatorProcess, start_simulator
 
 load_dotenv(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env"))
 try:
+    # Every start-up check (settings, personas, prices) here in the master: one
+    # line naming what is wrong, instead of a traceback from every worker.
     _server = load_server_settings(os.environ)
-    _app = load_settings(os.environ)
+    _app = load_configuration(os.environ).settings
+    require_upstream(_app)
 except ConfigError as error:
-    # One line naming the variable, instead of a traceback from every worker.
     sys.exit(f"chatproxy: {error}")
-if not _app.upstream_targets:
-    sys.exit(
-        "chatproxy: OPENAI_API_KEY is not set: set it, or set CHATPROXY_UPSTREAM=simulator "
-        "to answer from the built-in simulator"
-    )
 
 # Server socket: where to listen (host:port or unix:PATH; BIND).
 bind = _server.bind
@@ -65,7 +63,7 @@ proc_name = "chatproxy"
 # the same host would take over the first one's; chatproxy is managed by signals.
 control_socket_disable = True
 
-_simulator = None
+_simulator: SimulatorProcess | None = None
 
 
 def on_starting(server):
@@ -80,13 +78,6 @@ def on_starting(server):
             _server.workers,
             _server.workers,
         )
-
-
-def post_worker_init(worker):
-    """In each new worker: mark answers a dead worker left unfinished, write the spool."""
-    from chatproxy import recover
-
-    recover(worker.wsgi)
 
 
 def _upgrade_database(server):
@@ -106,25 +97,14 @@ def _upgrade_database(server):
 def _start_simulator(server):
     """Start the built-in simulator when chosen and no OPENAI_BASE_URL points at one."""
     global _simulator
-    if not _app.simulator_in_use or os.environ.get("OPENAI_BASE_URL"):
+    if _app.simulator_port is None:
         return
-    port = os.environ.get("SIMULATOR_PORT") or "8001"
-    command = [sys.executable, "-m", "chatproxy.simulator", "--port", port]
-    _simulator = subprocess.Popen(
-        [*command, "--no-record", "--exit-with-parent"],
-        env={**os.environ, "SIMULATOR_API_KEY": _app.upstream_key},
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    ready = ""
-    if select.select([_simulator.stdout], [], [], 15)[0]:
-        ready = _simulator.stdout.readline().strip()
-    # Nothing more is read from the pipe: the simulator prints only this line.
-    if not ready.startswith("simulator listening on "):
-        _stop_simulator()
-        sys.exit(f"chatproxy: the simulator did not start on port {port} (SIMULATOR_PORT)")
+    try:
+        _simulator = start_simulator(_app.simulator_port, _app.upstream_key)
+    except ConfigError as error:
+        sys.exit(f"chatproxy: {error}")
     # Workers are forked from this process and inherit the setting.
-    os.environ["OPENAI_BASE_URL"] = ready.rsplit(" ", 1)[-1]
+    os.environ["OPENAI_BASE_URL"] = _simulator.url
     server.log.warning(
         "CHATPROXY_UPSTREAM=simulator: answers come from %s", os.environ["OPENAI_BASE_URL"]
     )
@@ -132,9 +112,25 @@ def _start_simulator(server):
 
 def on_exit(server):
     """Stop the simulator started by on_starting; remove the metrics folder made there."""
-    _stop_simulator()
+    if _simulator is not None:
+        _simulator.stop()
     if _metrics_folder_made:
         shutil.rmtree(_metrics_folder_made, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    """Each new worker ignores SIGINT, then finishes what a dead worker left (in the background).
+
+    A terminal's Ctrl-C sends SIGINT to the whole foreground process group, so
+    each worker got it twice, from the terminal and from the master (which
+    stops the workers itself, with SIGQUIT), and the second exit printed
+    gevent's SystemExit traceback. Then answers a dead worker left streaming
+    are marked interrupted and the spool is written (`chatproxy.recover`).
+    """
+    from chatproxy import recover
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    recover(worker.wsgi)
 
 
 def child_exit(server, worker):
@@ -164,14 +160,3 @@ def _prepare_metrics():
         return
     _metrics_folder_made = tempfile.mkdtemp(prefix="chatproxy-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_folder_made
-
-
-def _stop_simulator():
-    if _simulator is None or _simulator.poll() is not None:
-        return
-    _simulator.terminate()
-    try:
-        _simulator.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        _simulator.kill()
-        _simulator.wait()

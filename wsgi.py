@@ -2,4 +2,5 @@
 
 from chatproxy import create_app
 
-app = create_app()
+# Serving needs an upstream to ask (gunicorn.conf.py has already checked).
+app = create_app(serving=True)

@@ -175,7 +175,7 @@ def start_simulator(logs: Path, name: str, options: list[str]) -> tuple[subproce
 def upstream_settings(upstreams: list[str]) -> dict[str, str]:
     """The gateway's upstream settings: OPENAI_* for one, CHATPROXY_UPSTREAMS for several.
 
-    CHATPROXY_UPSTREAMS replaces OPENAI_BASE_URL (README, "Several upstreams").
+    CHATPROXY_UPSTREAMS replaces OPENAI_BASE_URL (docs/upstreams.md, "Several upstreams").
     """
     if len(upstreams) == 1:
         return {"OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": upstreams[0]}

@@ -6,35 +6,67 @@ import logging
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Flask
 
-from chatproxy.config import ConfigError, Settings, load_settings
+from chatproxy.config import Settings, load_settings, require_upstream
+
+if TYPE_CHECKING:
+    from chatproxy.personas import Persona
+    from chatproxy.tokens import Price
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("chatproxy")
 
 
-def create_app(environ: Mapping[str, str] | None = None) -> Flask:
+@dataclass(frozen=True)
+class Configuration:
+    """What chatproxy is configured with, read and checked: settings, personas, prices."""
+
+    settings: Settings
+    personas: dict[str, Persona]
+    prices: dict[str, Price]
+
+
+def load_configuration(environ: Mapping[str, str]) -> Configuration:
+    """Read and check the settings in `environ`, the persona files and the prices file.
+
+    Every check start-up makes, in one place: create_app calls it, and so does
+    gunicorn.conf.py in the master, so that a wrong setting stops gunicorn
+    before any worker starts. Raises ConfigError with one line naming the
+    variable when a setting is wrong, when CHATPROXY_MAX_TOKENS does not fit a
+    model's context window or when CHATPROXY_PRICES_FILE is malformed; or
+    naming the file, as `personas/ID.json: <fault>`, when a persona is.
+    """
+    from chatproxy.personas import load_personas
+    from chatproxy.tokens import check_max_tokens, load_prices
+
+    settings = load_settings(environ)
+    personas = load_personas(settings.personas_dir, settings.models)
+    check_max_tokens(settings.models, settings.max_tokens, settings.context_window)
+    return Configuration(settings, personas, load_prices(settings.prices_file))
+
+
+def create_app(environ: Mapping[str, str] | None = None, *, serving: bool = False) -> Flask:
     """Build the application.
 
     `environ` holds the settings (see `.env.example`); by default `.env` is
     loaded into the process environment and that is read. Raises ConfigError
-    with one line naming the variable when a setting is wrong, or when no
-    upstream is configured outside debug mode, when CHATPROXY_MAX_TOKENS does
-    not fit a model's context window, or when CHATPROXY_PRICES_FILE is
-    malformed; or naming the file, as `personas/ID.json: <fault>`, when a
-    persona is malformed.
+    with one line naming what is wrong (see load_configuration). Without an
+    upstream (no OPENAI_API_KEY, simulator not chosen) the app answers 503
+    `upstream_not_configured`: the `flask` commands that never ask need none.
+    When `serving` (wsgi.py, `flask run`) it raises ConfigError instead, unless
+    in debug mode, and logs where answers come from.
     """
     from chatproxy.access.check import register_access_check
     from chatproxy.access.quotas import init_limits
     from chatproxy.cli import register_commands
     from chatproxy.errors import register_error_handlers
-    from chatproxy.personas import load_personas
     from chatproxy.state import PERSONAS, PRICES, SETTINGS
     from chatproxy.store.database import INSTANCE_DIR, init_store, register_store_errors
-    from chatproxy.tokens import check_max_tokens, load_prices
     from chatproxy.upstream.client import UPSTREAM, Upstream
     from chatproxy.web import api, ask, conversations_api, health, openapi, page, v1
     from chatproxy.web.headers import register_security_headers
@@ -45,21 +77,20 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
 
         load_dotenv(ROOT / ".env")
         environ = os.environ
-    settings = load_settings(environ)
+    configuration = load_configuration(environ)
+    settings, personas, prices = (
+        configuration.settings,
+        configuration.personas,
+        configuration.prices,
+    )
     app = Flask(
         __name__,
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),
         instance_path=str(INSTANCE_DIR),
     )
-    if not settings.upstream_targets and not app.debug:
-        raise ConfigError(
-            "OPENAI_API_KEY is not set: set it, or set CHATPROXY_UPSTREAM=simulator "
-            "to answer from the built-in simulator"
-        )
-    personas = load_personas(settings.personas_dir, settings.models)
-    check_max_tokens(settings.models, settings.max_tokens, settings.context_window)
-    prices = load_prices(settings.prices_file)
+    if serving and not app.debug:
+        require_upstream(settings)
     if settings.trusted_proxies:
         from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -98,7 +129,8 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         app.register_blueprint(blueprint)
     register_commands(app)
     _configure_logging()
-    _log_start(settings, personas)
+    if serving:
+        _log_start(settings, personas)
     return app
 
 
@@ -190,6 +222,8 @@ def _log_start(settings: Settings, personas: Mapping[str, object]) -> None:
     if settings.upstreams:
         names = ", ".join(target.name for target in settings.upstreams)
         upstream = f"{len(settings.upstreams)} upstreams by {settings.upstream_order} ({names})"
+    if not settings.upstream_targets:
+        upstream = "no upstream (OPENAI_API_KEY is not set): questions get 503"
     log.info("chatproxy answers from %s, default model %s", upstream, settings.model)
     log.info("personas: %s", ", ".join(personas) or "none")
     if settings.auth == "open":
@@ -198,4 +232,4 @@ def _log_start(settings: Settings, personas: Mapping[str, object]) -> None:
             "on the upstream key"
         )
     else:
-        log.info("CHATPROXY_AUTH=keys: questions need an access key (flask keys create)")
+        log.info("CHATPROXY_AUTH=keys: questions need an access key (make one: make key NAME=me)")

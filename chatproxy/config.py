@@ -53,6 +53,9 @@ class Settings:
     """What the application needs to know, validated (see `.env.example`)."""
 
     upstream: str = "openai"
+    # Where gunicorn, `flask run` and `flask chat` start the built-in simulator:
+    # set in simulator mode when no OPENAI_BASE_URL names a server.
+    simulator_port: int | None = None
     openai_api_key: str | None = field(default=None, repr=False)
     openai_base_url: str | None = None
     openai_org_id: str | None = None
@@ -148,15 +151,17 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
                 f"CHATPROXY_CORS_ORIGINS must list origins like https://example.com, got {origin!r}"
             )
     base_url = env.url("OPENAI_BASE_URL", ("http", "https"))
+    simulator_port = None
     if upstream == "simulator" and base_url is None:
         # The simulator gunicorn.conf.py starts (or `make simulator`) listens there.
-        port = env.number("SIMULATOR_PORT", int, 8001, low=1, high=65535)
-        base_url = f"http://127.0.0.1:{port}/v1"
+        simulator_port = env.number("SIMULATOR_PORT", int, 8001, low=1, high=65535)
+        base_url = f"http://127.0.0.1:{simulator_port}/v1"
     openai_api_key = env.optional("OPENAI_API_KEY")
     # The key of upstreams that name none: as Settings.upstream_key has it.
     default_key = openai_api_key or (SIMULATOR_KEY if upstream == "simulator" else None)
     return Settings(
         upstream=upstream,
+        simulator_port=simulator_port,
         openai_api_key=openai_api_key,
         openai_base_url=base_url,
         openai_org_id=env.optional("OPENAI_ORG_ID"),
@@ -266,6 +271,19 @@ def database_url(value: str) -> str:
     raise ConfigError(
         f"DATABASE_URL must start with sqlite:// or postgresql://, got {scheme + '://'!r}"
     )
+
+
+def require_upstream(settings: Settings) -> None:
+    """Raise ConfigError unless there is an upstream to ask: a key, or the simulator chosen.
+
+    Serving and `flask chat` need one; the commands that never ask (keys,
+    usage, conversations) do not.
+    """
+    if not settings.upstream_targets:
+        raise ConfigError(
+            "OPENAI_API_KEY is not set: set it (in .env), or set CHATPROXY_UPSTREAM=simulator "
+            "to answer from the built-in simulator"
+        )
 
 
 def load_server_settings(environ: Mapping[str, str]) -> ServerSettings:

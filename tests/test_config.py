@@ -76,9 +76,9 @@ def test_key_is_not_in_the_settings_repr():
     assert "sk-sim-repr" not in repr(settings)
 
 
-def test_production_start_refuses_without_a_key():
+def test_serving_refuses_to_start_without_a_key():
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
-        create_app({})
+        create_app({}, serving=True)
 
 
 def test_simulator_mode_without_a_url_answers_from_the_simulator_port():

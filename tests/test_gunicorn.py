@@ -1,6 +1,6 @@
-"""Real gunicorn, started as the README says: gevent workers, streaming, start-up checks, stop.
+"""Real gunicorn, as docs/production.md starts it: gevent workers, streaming, start-up, stop.
 
-Servers are started by `tests.servers` exactly as the README says. The
+Servers are started by `tests.servers` exactly as docs/production.md says. The
 upstream is the `simulator` fixture over real HTTP, except in simulator
 mode, where gunicorn starts its own.
 """
@@ -8,6 +8,7 @@ mode, where gunicorn starts its own.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import time
@@ -227,6 +228,13 @@ def test_one_worker_holds_a_hundred_slow_streams(launch: Launcher) -> None:
     [
         pytest.param({"CHATPROXY_TIMEOUT": "abc"}, "CHATPROXY_TIMEOUT", id="bad-timeout"),
         pytest.param({"OPENAI_API_KEY": None}, "OPENAI_API_KEY", id="no-key"),
+        # Checked beyond the settings themselves: before, each worker failed with a traceback.
+        pytest.param(
+            {"CHATPROXY_PERSONAS_DIR": "nowhere"}, "CHATPROXY_PERSONAS_DIR", id="no-personas"
+        ),
+        pytest.param(
+            {"CHATPROXY_MAX_TOKENS": "200000"}, "CHATPROXY_MAX_TOKENS", id="max-tokens-over-window"
+        ),
     ],
 )
 def test_start_up_refuses_bad_settings_in_one_line(
@@ -270,6 +278,36 @@ def test_simulator_mode_starts_and_stops_its_own_simulator(launch: Launcher) -> 
     assert server.wait_for_exit(STOP_TIMEOUT) == 0, server.log()
     assert not accepts_connections(simulator_port), "the simulator outlived gunicorn"
     assert "Traceback" not in server.log()
+
+
+def test_ctrl_c_ends_make_run_quietly(launch: Launcher) -> None:
+    """Ctrl-C in the terminal of `make run`: status 0, no traceback, the simulator gone too.
+
+    A terminal sends SIGINT to its whole foreground process group: the master
+    and every worker. An answer streams meanwhile, as when one stops a demo.
+    """
+    simulator_port = free_port()
+    server = launch(
+        "ctrl-c",
+        WORKERS="2",
+        CHATPROXY_UPSTREAM="simulator",
+        CHATPROXY_AUTH="open",
+        SIMULATOR_PORT=str(simulator_port),
+    )
+    with (
+        httpx2.Client(base_url=server.url, timeout=30) as client,
+        client.stream(
+            "GET", "/callChatGPT", params={"input": "[[sim: chunks=20 delay=0.5]]", "stream": "1"}
+        ) as response,
+    ):
+        assert next(response.iter_lines()).startswith("event: ")  # the answer has begun
+        os.killpg(server.process.pid, signal.SIGINT)
+        status = server.wait_for_exit(STOP_TIMEOUT)
+
+    assert status == 0, server.output()
+    assert "Traceback" not in server.output()
+    assert "Handling signal: int" in server.log()
+    assert not accepts_connections(simulator_port), "the simulator outlived gunicorn"
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP"])

@@ -9,6 +9,8 @@ sees only its own conversations, usage and limits.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ from flask import Flask
 from chatproxy.access.keys import issue_key, revoke_key
 from tests.browser import PHONE, ask, browser, expect, open_page, wait_until
 from tests.conftest import LiveServer, serve
+from tests.servers import ROOT, server_env
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -81,7 +84,8 @@ def test_the_page_asks_for_a_key_refuses_a_wrong_one_and_keeps_the_right_one(
     dialog = page.locator("#key-dialog")
     expect(dialog).to_be_visible()
     expect(page.locator("#key-dialog-title")).to_have_text(NEEDS_A_KEY)
-    expect(page.locator("#key-dialog-lead")).to_contain_text("owner")
+    expect(page.locator("#key-dialog-command")).to_have_text("make key NAME=me")
+    expect(page.locator("#key-dialog-others")).to_contain_text("ask whoever runs it")
     expect(page.locator("#key-input")).to_have_attribute("type", "password")
     expect(page.locator("#key-input")).to_be_focused()
     expect(page.locator("#open-banner")).to_have_count(0)
@@ -106,6 +110,35 @@ def test_the_page_asks_for_a_key_refuses_a_wrong_one_and_keeps_the_right_one(
     wait_until(page.locator(".answer"), "done")
     expect(page.locator("#usage")).to_be_visible()
     expect(dialog).to_be_hidden()  # everything loaded with the kept key: nothing asked
+
+
+def test_the_command_the_dialog_names_makes_a_key_the_page_takes(
+    open_page: Callable[..., Page], keys_server: LiveServer, database_url: str
+) -> None:
+    """A newcomer after `make run`: runs what the dialog shows, pastes what it prints."""
+    page = open_page(server=keys_server)
+    command = page.locator("#key-dialog-command").inner_text().split()
+    assert command[:2] == ["make", "key"], command
+    # As typed in the project's folder, in a clean environment (no OPENAI_API_KEY),
+    # on the server's store; a name of this test's own, and this test's Python.
+    name = f"me-{uuid.uuid4().hex[:8]}"
+    tools = Path(sys.executable).parent
+    made = subprocess.run(
+        [*command[:2], f"NAME={name}", f"BIN={tools}", "-o", f"{tools}/.installed"],
+        cwd=ROOT,
+        env=server_env(DATABASE_URL=database_url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]
+
+    enter_key(page, key)
+
+    expect(page.locator("#key-dialog")).to_be_hidden()
+    assert held_key(page) == key
+    wait_until(ask(page, "Hello with the key I just made"), "done")
 
 
 def test_a_question_asked_before_the_key_waits_in_the_box(

@@ -2,7 +2,7 @@
 
 Most tests have nginx in front of one gunicorn; those of several instances put
 two behind the site's one `upstream` block, sharing the store and Redis, as
-the README's "Several gunicorn hosts behind one nginx" says.
+docs/production.md's "Several gunicorn hosts behind one nginx" says.
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ def keys_target(make_app: Callable[..., Flask]) -> Iterator[Target]:
 def expected_server_error(case: schemathesis.Case, response: schemathesis.Response) -> bool:
     """A 502 that is right: the upstream failed on what the client asked for.
 
-    chatproxy answers an upstream 404 or 5xx with 502 by design (README, "Choices"):
+    chatproxy answers an upstream 404 or 5xx with 502 by design (docs/choices.md):
     CHATPROXY_MODELS holds chat and legacy models, so a request may name a model of
     the other endpoint, and the upstream answers 404 (as OpenAI does).
     """

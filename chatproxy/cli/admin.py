@@ -12,6 +12,7 @@ from flask.cli import AppGroup, with_appcontext
 from sqlalchemy import select
 
 from chatproxy.access.keys import issue_key, revoke_key
+from chatproxy.cli.store import upgrade_store
 from chatproxy.errors import APIError
 from chatproxy.state import current_settings
 from chatproxy.store.database import db
@@ -20,8 +21,17 @@ from chatproxy.store.models import AccessKey, Conversation, UsageDay
 
 BIGGEST = 2**63 - 1  # a limit the store keeps (64-bit integer columns)
 
-conversations_cli = AppGroup("conversations", help="List and export stored conversations.")
-keys_cli = AppGroup("keys", help="Access keys of chatproxy: create, list, revoke.")
+# Each group's callback runs before any of its commands.
+conversations_cli = AppGroup(
+    "conversations",
+    help="List and export stored conversations.",
+    callback=with_appcontext(upgrade_store),
+)
+keys_cli = AppGroup(
+    "keys",
+    help="Access keys of chatproxy: create, list, revoke.",
+    callback=with_appcontext(upgrade_store),
+)
 
 
 @conversations_cli.command("list")
@@ -141,6 +151,7 @@ def usage_command(since: datetime | None, key_name: str | None, as_csv: bool) ->
     `counted` is how many of the requests had no usage from the upstream (cut
     short, or a server that sends none) and were counted by chatproxy.
     """
+    upgrade_store()
     query = select(UsageDay).order_by(UsageDay.day, UsageDay.key_name, UsageDay.model)
     if since is not None:
         query = query.where(UsageDay.day >= since.date())

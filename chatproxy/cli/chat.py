@@ -1,18 +1,26 @@
 """`flask chat`: a conversation in the terminal, stored like the page's.
 
 It uses the same store, personas and upstream as the service, with the
-settings of `.env` and the environment (`flask --app app chat`).
+settings of `.env` and the environment (`flask --app app chat`). In simulator
+mode without OPENAI_BASE_URL it starts the built-in simulator for itself, as
+gunicorn does; with no upstream at all it says in one line what to set.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 
 import click
 from flask.cli import with_appcontext
 
+from chatproxy.cli.store import upgrade_store
+from chatproxy.config import ConfigError, Settings, require_upstream
 from chatproxy.errors import APIError
 from chatproxy.questions import parse_question
+from chatproxy.simulator_process import start_simulator
 from chatproxy.state import current_personas, current_settings
 from chatproxy.store.answers import Outcome, fail_turn, finish_turn
 from chatproxy.store.conversations import (
@@ -47,10 +55,44 @@ def chat(
     `exit`, `quit` or `结束` (or Ctrl-D) leaves; Ctrl-C stops an answer.
     """
     settings = current_settings()
+    with _upstream_for(settings) as upstream:
+        upgrade_store()
+        conversation = _conversation(conversation_id, owner)
+        _chat(settings, upstream, conversation, {"persona": persona, "model": model}, owner)
+
+
+@contextmanager
+def _upstream_for(settings: Settings) -> Iterator[Upstream]:
+    """The app's upstream; in simulator mode without OPENAI_BASE_URL, a simulator of our own.
+
+    Exits with one line when there is no upstream at all. The simulator takes
+    a free port (a `make run` may hold SIMULATOR_PORT) and stops with the chat.
+    """
+    try:
+        require_upstream(settings)
+        simulator = None
+        if settings.simulator_port is not None:
+            simulator = start_simulator(0, settings.upstream_key or "")
+    except ConfigError as error:
+        raise SystemExit(f"chatproxy: {error}") from None
+    if simulator is None:
+        yield current_upstream()
+        return
+    try:
+        yield Upstream(replace(settings, openai_base_url=simulator.url, simulator_port=None))
+    finally:
+        simulator.stop()
+
+
+def _chat(
+    settings: Settings,
+    upstream: Upstream,
+    conversation: Conversation | None,
+    options: dict[str, str | None],
+    owner: str | None,
+) -> None:
+    """Read questions and print the answers until an exit word or the end of input."""
     personas = current_personas()
-    upstream = current_upstream()
-    conversation = _conversation(conversation_id, owner)
-    options = {"persona": persona, "model": model}
     defaults = defaults_from(conversation, settings, personas)
     shown = {**defaults, **{k: v for k, v in options.items() if v}}
     click.echo(
@@ -58,6 +100,8 @@ def chat(
         + (f" · persona {shown['persona']}" if shown.get("persona") else "")
         + f' · "{EXIT_WORDS[0]}", "{EXIT_WORDS[1]}" or "{EXIT_WORDS[2]}" leaves'
     )
+    if settings.simulator_in_use:
+        click.echo("Demo mode: answers come from the built-in simulator, not OpenAI.")
     if conversation is not None:
         click.echo(f"Going on with: {conversation.title}")
     while True:

@@ -32,7 +32,7 @@ bp = Blueprint("ask", __name__)
 
 @bp.route("/callChatGPT", methods=["GET", "POST"])
 def call_chatgpt() -> Response:
-    """Answer one question (README, "Asking questions").
+    """Answer one question (docs/api.md, "Asking questions").
 
     Parameters (query string, form or JSON body): `input` (required), `model`,
     `persona` (an id from `/api/personas`), `system`, `temperature`, `top_p`,

@@ -1,6 +1,6 @@
 /*
- * chatproxy's API as the page uses it (README, "Conversations" and "Access
- * keys, limits and usage"): JSON in and out, errors in OpenAI's shape
+ * chatproxy's API as the page uses it (docs/conversations.md and
+ * docs/access.md): JSON in and out, errors in OpenAI's shape
  * {"error": {"message", "code", ...}}. Streams (asking, regenerating) are
  * read by sse.js, through `authorizedFetch`.
  *
@@ -254,7 +254,7 @@ export function retryText(seconds) {
   return { key: "retry.hours", params: { h: Math.floor(minutes / 60), m: minutes % 60 } };
 }
 
-// chatproxy's own limits (README, "What a key may do"), by error code.
+// chatproxy's own limits (docs/access.md, "What a key may do"), by error code.
 const LIMITS = {
   rate_limit_exceeded: "limit.requests",
   tokens_per_minute_exceeded: "limit.tokensPerMinute",
