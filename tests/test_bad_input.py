@@ -99,3 +99,51 @@ def test_unknown_route_is_404(api_server):
     response = httpx2.get(f"{api_server.url}/nope")
 
     assert_openai_error(response, 404, None)
+
+
+@pytest.fixture(scope="module")
+def keys_server(make_app):  # type: ignore[no-untyped-def]
+    """A server that needs access keys, for the tests of what a key may look like."""
+    from tests.conftest import serve
+
+    with serve(make_app(CHATPROXY_AUTH="keys")) as server:
+        yield server
+
+
+@pytest.mark.parametrize(
+    "key", ["cpk-%00abc", "cpk-abcdefgh%00ijklmnop", "%00", "cpk-%0D%0Aabcdefgh", "cpk-" + "é" * 9]
+)
+@pytest.mark.parametrize("path", ["/callChatGPT?input=hi", "/v1/models", "/api/conversations"])
+def test_a_malformed_key_in_the_url_is_401_on_every_store(keys_server, path, key):
+    """A NUL or another odd character in `?key=` is an unknown key, not a database error."""
+    separator = "&" if "?" in path else "?"
+    response = httpx2.get(f"{keys_server.url}{path}{separator}key={key}")
+
+    error = assert_openai_error(response, 401, None)
+    assert error["code"] == "invalid_api_key"
+
+
+@pytest.mark.parametrize("conversation_id", ["%00abc", "0123456789abcdef0123456789abcde%00", "x"])
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/regenerate"), ("GET", "/export")],
+)
+def test_a_malformed_conversation_id_is_404_on_every_store(
+    api_server, method, suffix, conversation_id
+):
+    response = httpx2.request(
+        method,
+        f"{api_server.url}/api/conversations/{conversation_id}{suffix}",
+        json={"title": "t"} if method == "PATCH" else None,
+    )
+
+    error = assert_openai_error(response, 404, "conversation_id")
+    assert error["code"] == "conversation_not_found"
+
+
+def test_a_nul_in_conversation_id_parameter_is_400(api_server):
+    response = httpx2.get(
+        f"{api_server.url}/callChatGPT", params={"input": "hi", "conversation_id": "\x00abc"}
+    )
+
+    assert_openai_error(response, 400, "conversation_id")
