@@ -147,3 +147,42 @@ def test_a_nul_in_conversation_id_parameter_is_400(api_server):
     )
 
     assert_openai_error(response, 400, "conversation_id")
+
+
+CHAT = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]'
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", CHAT + ', "temperature": 1e309}'),
+        ("/v1/chat/completions", CHAT + ', "temperature": -1E400}'),
+        ("/v1/chat/completions", CHAT + ', "logit_bias": {"50256": 1e309}}'),
+        ("/v1/chat/completions", CHAT + ', "stream": true, "top_p": 2e308}'),
+        ("/v1/completions", '{"model": "gpt-4o-mini", "prompt": "hi", "temperature": 1e309}'),
+        ("/callChatGPT", '{"input": "hi", "temperature": 1e309}'),
+        ("/callChatGPT", '{"input": "hi", "seed": 1e309}'),
+        (
+            "/api/conversations/import",
+            '{"messages": [{"role": "user", "content": "hi"}], "x": 1e309}',
+        ),
+    ],
+)
+def test_a_number_that_overflows_is_400(api_server, path, body):
+    """Python reads 1e309 as infinity; no JSON client means that, and no upstream takes it."""
+    response = httpx2.post(
+        api_server.url + path, content=body, headers={"Content-Type": "application/json"}
+    )
+
+    error = assert_openai_error(response, 400, None)
+    assert error["code"] == "number_too_large"
+
+
+def test_an_integer_beyond_a_double_is_400(api_server):
+    body = '{"input": "hi", "temperature": 1' + "0" * 400 + "}"
+
+    response = httpx2.post(
+        f"{api_server.url}/callChatGPT", content=body, headers={"Content-Type": "application/json"}
+    )
+
+    assert_openai_error(response, 400, "temperature")
