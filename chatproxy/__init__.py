@@ -37,6 +37,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     from chatproxy.tokens import check_max_tokens, load_prices
     from chatproxy.upstream.client import UPSTREAM, Upstream
     from chatproxy.web import api, ask, conversations_api, health, openapi, page, v1
+    from chatproxy.web.bodylimit import ChunkedBodyLimit
     from chatproxy.web.headers import register_security_headers
     from chatproxy.web.requestlog import register_request_log
 
@@ -68,6 +69,8 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # A chunked body is held to the same limit (werkzeug alone would cut it short, silently).
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[SETTINGS] = settings
     app.extensions[PERSONAS] = personas

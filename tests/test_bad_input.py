@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
+
 import httpx2
 import pytest
 
@@ -186,3 +189,55 @@ def test_an_integer_beyond_a_double_is_400(api_server):
     )
 
     assert_openai_error(response, 400, "temperature")
+
+
+def chunks(total: int, size: int = 1000) -> Iterator[bytes]:
+    """A form body of `total` bytes, `input=xxx...`, sent in chunks (no Content-Length)."""
+    body = b"input=" + b"x" * (total - len(b"input="))
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def test_a_chunked_body_over_the_limit_is_413(make_server_with):
+    server = make_server_with(CHATPROXY_MAX_BODY_BYTES="2048")
+
+    response = httpx2.post(f"{server.url}/callChatGPT", content=chunks(5000), headers=FORM)
+
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    error = assert_openai_error(response, 413, None)
+    assert error["code"] == "request_too_large"
+
+
+def test_a_chunked_body_within_the_limit_is_read_whole(make_server_with):
+    server = make_server_with(CHATPROXY_MAX_BODY_BYTES="2048")
+    question = b"input=" + b"y" * 1990 + b"+END&format=json"  # 2,012 bytes: the limit's own side
+
+    response = httpx2.post(
+        f"{server.url}/callChatGPT",
+        content=(question[i : i + 500] for i in range(0, len(question), 500)),
+        headers=FORM,
+    )
+
+    assert response.status_code == 200, response.text
+    stored = httpx2.get(
+        f"{server.url}/api/conversations/{response.json()['conversation_id']}"
+    ).json()
+    assert stored["messages"][0]["content"] == "y" * 1990 + " END"
+
+
+def test_a_malformed_chunked_body_is_400(api_server):
+    host, port = api_server.url.removeprefix("http://").split(":")
+    request = (
+        b"POST /callChatGPT HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\n"
+        b"zz\r\ninput=hi\r\n0\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    assert b'"invalid_request_error"' in answer

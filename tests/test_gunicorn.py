@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
@@ -337,3 +338,39 @@ def test_logs_never_contain_the_upstream_key(
             assert key not in server.output(), f"the upstream key is in {server.log_path}"
             checked += 1
     assert checked
+
+
+def test_a_chunked_body_over_the_limit_is_413_under_gunicorn(client: httpx2.Client) -> None:
+    """gunicorn hands the app a dechunked body of no stated length: it is held to the limit too."""
+    limit = 1024 * 1024  # CHATPROXY_MAX_BODY_BYTES's default
+
+    def form(total: int) -> Iterator[bytes]:
+        body = b"input=hi&padding=" + b"x" * (total - 17)
+        for start in range(0, total, 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    too_large = client.post("/callChatGPT", content=form(limit + 100_000), headers=FORM)
+    within = client.post("/callChatGPT", content=form(limit // 2), headers=FORM)
+
+    assert too_large.request.headers["transfer-encoding"] == "chunked"
+    assert too_large.status_code == 413, too_large.text[:200]
+    assert too_large.json()["error"]["code"] == "request_too_large"
+    assert within.status_code == 200, within.text[:200]  # and the connection served on
+
+
+def test_a_malformed_chunked_body_is_400_under_gunicorn(gunicorn: Gunicorn) -> None:
+    port = int(gunicorn.url.rsplit(":", 1)[1])
+    request = (
+        b"POST /callChatGPT HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\nzz\r\ninput=hi\r\n0\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b'"invalid_request_error"' in answer
+    assert "Traceback" not in gunicorn.log()
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
