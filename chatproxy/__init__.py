@@ -38,7 +38,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     from chatproxy.upstream.client import UPSTREAM, Upstream
     from chatproxy.web import api, ask, conversations_api, health, openapi, page, v1
     from chatproxy.web.bodylimit import ChunkedBodyLimit
-    from chatproxy.web.headers import register_security_headers
+    from chatproxy.web.headers import register_relative_redirects, register_security_headers
     from chatproxy.web.requestlog import register_request_log
 
     if environ is None:
@@ -89,6 +89,7 @@ def create_app(environ: Mapping[str, str] | None = None) -> Flask:
     register_error_handlers(app)
     register_security_headers(app)
     register_request_log(app, settings)  # first: every later failure has a request id
+    register_relative_redirects(app)
     api_blueprints = [ask.bp, api.bp, conversations_api.bp, v1.bp]
     # Before Flask-Limiter's own check: the caller decides which limits apply.
     register_access_check(app, settings, {bp.name for bp in api_blueprints})

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 
 import httpx2
 import pytest
+
+from tests.conftest import raw_http
 
 TOO_LONG = "x" * 16001  # CHATPROXY_MAX_INPUT_CHARS defaults to 16000
 
@@ -229,15 +230,12 @@ def test_a_chunked_body_within_the_limit_is_read_whole(make_server_with):
 
 
 def test_a_malformed_chunked_body_is_400(api_server):
-    host, port = api_server.url.removeprefix("http://").split(":")
-    request = (
+    answer = raw_http(
+        api_server.url,
         b"POST /callChatGPT HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
         b"Content-Type: application/x-www-form-urlencoded\r\nConnection: close\r\n\r\n"
-        b"zz\r\ninput=hi\r\n0\r\n\r\n"
+        b"zz\r\ninput=hi\r\n0\r\n\r\n",
     )
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
-        sock.sendall(request)
-        answer = b"".join(iter(lambda: sock.recv(65536), b""))
 
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
     assert b'"invalid_request_error"' in answer

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import socket
 import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
@@ -20,6 +19,7 @@ import httpx2
 import pytest
 
 from chatproxy.simulator import Simulator
+from tests.conftest import raw_http
 from tests.servers import (
     START_TIMEOUT,
     STOP_TIMEOUT,
@@ -359,14 +359,11 @@ def test_a_chunked_body_over_the_limit_is_413_under_gunicorn(client: httpx2.Clie
 
 
 def test_a_malformed_chunked_body_is_400_under_gunicorn(gunicorn: Gunicorn) -> None:
-    port = int(gunicorn.url.rsplit(":", 1)[1])
-    request = (
+    answer = raw_http(
+        gunicorn.url,
         b"POST /callChatGPT HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-        b"Content-Type: application/x-www-form-urlencoded\r\n\r\nzz\r\ninput=hi\r\n0\r\n\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\nzz\r\ninput=hi\r\n0\r\n\r\n",
     )
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        answer = b"".join(iter(lambda: sock.recv(65536), b""))
 
     assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
     assert b'"invalid_request_error"' in answer
@@ -374,3 +371,16 @@ def test_a_malformed_chunked_body_is_400_under_gunicorn(gunicorn: Gunicorn) -> N
 
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000"])
+def test_a_redirect_never_names_the_hosts_header(gunicorn: Gunicorn, host: str) -> None:
+    """`/v1//models` is merged into `/v1/models` by a redirect that names no host."""
+    request = f"GET /v1//models?x=1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+
+    answer = raw_http(gunicorn.url, request.encode())
+
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 308"), head
+    assert "\r\nLocation: /v1/models?x=1\r\n" in head
+    assert "evil" not in answer.decode("latin-1")
