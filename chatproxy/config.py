@@ -188,6 +188,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 
 
 _TARGET_FIELDS = {"base_url", "api_key", "weight", "name"}
+MAX_WEIGHT = 1e6  # weights are ratios: a larger one (or 1e309, infinity) means nothing more
 
 
 def upstream_targets(value: str | None, default_key: str | None) -> tuple[UpstreamTarget, ...]:
@@ -222,12 +223,18 @@ def upstream_targets(value: str | None, default_key: str | None) -> tuple[Upstre
         base_url = entry.get("base_url")
         if not isinstance(base_url, str) or not _is_http_url(base_url):
             raise ConfigError(f"{where} needs a base_url starting with http:// or https://")
+        if fault := _address_fault(base_url):
+            raise ConfigError(f"{where}: base_url {fault}")
         api_key = entry.get("api_key", default_key)
         if not isinstance(api_key, str) or not api_key.strip():
             raise ConfigError(f"{where} needs an api_key (or set OPENAI_API_KEY for all)")
         weight = entry.get("weight", 1)
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
-            raise ConfigError(f"{where}: weight must be a positive number")
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not 0 < weight <= MAX_WEIGHT
+        ):
+            raise ConfigError(f"{where}: weight must be a positive number up to {MAX_WEIGHT:g}")
         name = entry.get("name", _host_of(base_url))
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{where}: name must be a non-empty string")
@@ -311,7 +318,21 @@ def read_json_file(
 
 def _is_http_url(value: str) -> bool:
     parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not _address_fault(value)
+
+
+def _address_fault(url: str) -> str | None:
+    """What is wrong with the host and port of `url` (a phrase), or None when nothing is."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port  # ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        return "has a port that is not a number from 1 to 65535"
+    if port == 0:
+        return "has a port that is not a number from 1 to 65535"
+    if not parts.hostname:
+        return "has no host name"
+    return None
 
 
 class _Reader:
@@ -377,10 +398,12 @@ class _Reader:
         if value is None:
             return None
         parts = urlsplit(value)
+        shown = value if name not in ("OPENAI_PROXY", "REDIS_URL") else f"{parts.scheme}://..."
         if parts.scheme not in schemes or not parts.netloc:
-            shown = value if name not in ("OPENAI_PROXY", "REDIS_URL") else f"{parts.scheme}://..."
             raise ConfigError(
                 f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
                 f"got {shown!r}"
             )
+        if fault := _address_fault(value):
+            raise ConfigError(f"{name} {fault}, got {shown!r}")
         return value

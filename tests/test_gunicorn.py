@@ -228,6 +228,9 @@ def test_one_worker_holds_a_hundred_slow_streams(launch: Launcher) -> None:
     [
         pytest.param({"CHATPROXY_TIMEOUT": "abc"}, "CHATPROXY_TIMEOUT", id="bad-timeout"),
         pytest.param({"OPENAI_API_KEY": None}, "OPENAI_API_KEY", id="no-key"),
+        pytest.param(
+            {"OPENAI_BASE_URL": "http://127.0.0.1:99999/v1"}, "OPENAI_BASE_URL", id="bad-port"
+        ),
     ],
 )
 def test_start_up_refuses_bad_settings_in_one_line(
