@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ class Settings:
     trusted_proxies: int = 0
     log_format: str = "plain"
     log_content: bool = False
+    metrics_token: str | None = field(default=None, repr=False)
     upstreams: tuple[UpstreamTarget, ...] = ()
     upstream_order: str = "order"
     upstream_failures: int = 3
@@ -180,6 +182,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         trusted_proxies=env.number("CHATPROXY_TRUSTED_PROXIES", int, 0, low=0, high=5),
         log_format=env.choice("CHATPROXY_LOG_FORMAT", ("plain", "json"), "plain"),
         log_content=env.choice("CHATPROXY_LOG_CONTENT", ("0", "1"), "0") == "1",
+        metrics_token=metrics_token(env.optional("CHATPROXY_METRICS_TOKEN")),
         upstreams=upstream_targets(env.optional("CHATPROXY_UPSTREAMS"), default_key),
         upstream_order=env.choice("CHATPROXY_UPSTREAM_ORDER", ("order", "weight"), "order"),
         upstream_failures=env.number("CHATPROXY_UPSTREAM_FAILURES", int, 3, low=1),
@@ -240,6 +243,22 @@ def upstream_targets(value: str | None, default_key: str | None) -> tuple[Upstre
             raise ConfigError(f"{where}: name must be a non-empty string")
         targets.append(UpstreamTarget(name.strip(), base_url, api_key.strip(), float(weight)))
     return tuple(targets)
+
+
+_TOKEN = re.compile(r"[\x21-\x7e]{16,200}")
+
+
+def metrics_token(value: str | None) -> str | None:
+    """CHATPROXY_METRICS_TOKEN checked: 16 to 200 visible ASCII characters (it goes in a header).
+
+    Raises ConfigError, which never shows the token.
+    """
+    if value is not None and not _TOKEN.fullmatch(value):
+        raise ConfigError(
+            "CHATPROXY_METRICS_TOKEN must be 16 to 200 visible ASCII characters, e.g. from "
+            'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    return value
 
 
 def _host_of(url: str) -> str:

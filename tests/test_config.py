@@ -118,3 +118,12 @@ def test_debug_start_without_key_answers_503(monkeypatch, database_url):
     assert "OPENAI_API_KEY" in response.json["error"]["message"]
     assert ready.status_code == 503
     assert ready.json["checks"]["upstream"] == "not configured"
+
+
+@pytest.mark.parametrize("token", ["short", "has a space in it 0123456789", "x" * 201, "é" * 20])
+def test_a_malformed_metrics_token_is_refused_without_showing_it(token):
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"CHATPROXY_METRICS_TOKEN": token})
+
+    assert "CHATPROXY_METRICS_TOKEN" in str(raised.value)
+    assert token not in str(raised.value)

@@ -301,8 +301,11 @@ def _service_paths(ops: Operations) -> dict[str, Schema]:
         "/metrics": {
             "get": ops.public(
                 "metrics",
-                "Prometheus metrics, summed across workers",
-                {"200": ok("Text exposition format 0.0.4", {"text/plain": string()})},
+                "Prometheus metrics, summed across workers (loopback, or the metrics token)",
+                {
+                    "200": ok("Text exposition format 0.0.4", {"text/plain": string()}),
+                    **errors(403),
+                },
             )
         },
         "/api/personas": page.get_json(
