@@ -5,9 +5,11 @@ Serves `POST /v1/chat/completions` (JSON and SSE), `POST /v1/completions` (legac
 reference (see `chatproxy.simulator.wire`). Latency, chunking and faults are set
 per server (`Simulator(...)`) or per request by a `[[sim: key=value ...]]`
 directive in the last user message (keys: fault, times, chunks, delay, latency,
-answer, words; `times=N` limits the fault to the first N requests with that
-same message, so a retry of it succeeds). Built on aiohttp, so one process
-holds thousands of slow streams.
+answer, words, dialect; `times=N` limits the fault to the first N requests with
+that same message, so a retry of it succeeds; `dialect=litellm` shapes a
+stream as LiteLLM's proxy does, and faults named `context_*` answer as other
+servers do, see `chatproxy.simulator.dialects`). Built on aiohttp, so one
+process holds thousands of slow streams.
 
     python -m chatproxy.simulator --port 8001 [--chunk-delay 0.05] [--uvloop]
 """
@@ -31,14 +33,21 @@ from typing import Any
 
 from aiohttp import web
 
-from chatproxy.simulator import answers, wire
+from chatproxy.simulator import answers, dialects, wire
 from chatproxy.simulator.wire import ApiError
 
 DEFAULT_API_KEY = "sk-sim-local"
 # Faults answered with an OpenAI error body, then those that break the connection or stream.
-FAULTS = (*wire.ERROR_FAULTS, "hang", "reset", "reset_mid_stream", "malformed_chunk")
+FAULTS = (
+    *wire.ERROR_FAULTS,
+    *dialects.CONTEXT_FAULTS,
+    "hang",
+    "reset",
+    "reset_mid_stream",
+    "malformed_chunk",
+)
 MAX_RECORDED = 10_000
-_DIRECTIVE_KEYS = {"fault", "times", "chunks", "delay", "latency", "answer", "words"}
+_DIRECTIVE_KEYS = {"fault", "times", "chunks", "delay", "latency", "answer", "words", "dialect"}
 _BROKEN = b'data: {"id": "chatcmpl-broken", "choices": [\n\n'
 _INVALID = object()  # marks a request body that is not JSON
 _BODY = web.RequestKey("body", object)  # the parsed JSON body, or _INVALID
@@ -56,6 +65,7 @@ class _Plan:
     fault: str | None = None
     answer: str | None = None
     words: int | None = None
+    dialect: str = "openai"
 
 
 def _error_response(error: ApiError) -> web.Response:
@@ -272,6 +282,7 @@ class Simulator:
             set(found) - _DIRECTIVE_KEYS
             or found.get("fault", FAULTS[0]) not in FAULTS
             or found.get("answer", answers.ANSWERS[0]) not in answers.ANSWERS
+            or found.get("dialect", "openai") not in dialects.DIALECTS
         )
         try:
             # Bounded like any input: no answer of a million words or chunks.
@@ -282,6 +293,7 @@ class Simulator:
                 fault=found.get("fault", fault),
                 answer=found.get("answer"),
                 words=min(int(found["words"]), 50_000) if "words" in found else None,
+                dialect=found.get("dialect", "openai"),
             )
             times = int(found.get("times", 0))
         except ValueError:
@@ -307,6 +319,8 @@ class Simulator:
             status, message, type_, param, code = wire.ERROR_FAULTS[fault]
             headers = {"Retry-After": "1"} if status == 429 else None
             raise ApiError(status, message, type_, param, code, headers)
+        if fault in dialects.CONTEXT_FAULTS:
+            raise ApiError.of(*dialects.CONTEXT_FAULTS[fault])
         if fault == "malformed_chunk":  # a 200 whose body is cut-off JSON
             return web.Response(body=_BROKEN[6:-2], content_type="application/json")
         if fault in ("reset", "reset_mid_stream"):
@@ -342,7 +356,10 @@ class Simulator:
         ident, created = f"chatcmpl-sim{uuid.uuid4().hex[:20]}", int(time.time())
         if stream:
             options = body.get("stream_options") or {}
-            events = wire.chat_events(ident, created, model, pieces, reason, use, options)
+            usage_choices = dialects.USAGE_CHOICES[plan.dialect]
+            events = wire.chat_events(
+                ident, created, model, pieces, reason, use, options, usage_choices
+            )
             return await self._stream(request, events, plan)
         await asyncio.sleep(plan.delay * len(pieces))
         result = wire.chat_completion(ident, created, model, text, reason, use)
