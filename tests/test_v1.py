@@ -688,3 +688,50 @@ def test_raw_stream_from_the_upstream_keeps_its_usage(app_env, simulator, includ
 
     assert passed.endswith(b"data: [DONE]\n\n")
     assert stream.usage == (whole["usage"] if include_usage else None)
+
+
+LITELLM_USAGE = {"choices": [{"index": 0, "delta": {}}], "usage": USAGE}
+
+
+def carrying(**delta: Any) -> dict[str, Any]:
+    """A chunk with the usage and a choice whose delta carries `delta`."""
+    return {"choices": [{"index": 0, "delta": delta}], "usage": USAGE}
+
+
+@pytest.mark.parametrize(
+    ("last", "hidden"),
+    [
+        ({"choices": [], "usage": USAGE}, True),  # OpenAI's
+        (LITELLM_USAGE, True),  # LiteLLM's proxy's
+        ({"choices": [{"index": 0, "delta": {}, "finish_reason": None}], "usage": USAGE}, True),
+        ({"choices": [{"index": 0, "text": "", "finish_reason": None}], "usage": USAGE}, True),
+        ({**piece("more"), "usage": USAGE}, False),  # content: the client needs it
+        ({**piece(None, "stop"), "usage": USAGE}, False),  # the finish_reason
+        (
+            {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0}]}}], "usage": USAGE},
+            False,
+        ),
+        ({"choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}], "usage": USAGE}, False),
+    ],
+    ids=[
+        "openai",
+        "litellm",
+        "null-finish",
+        "legacy",
+        "content",
+        "finish",
+        "tool-call",
+        "reasoning",
+    ],
+)
+def test_the_usage_chunk_is_known_by_what_it_carries(last, hidden):
+    """A client that did not ask for the usage does not get a chunk that carries only that."""
+    body = sse(piece("Hello"), piece(None, "stop"), last, "[DONE]")
+    settings = load_settings({"OPENAI_API_KEY": "sk-unit-test-key-0000"})
+    stream = RawStream(httpx2.Response(200, content=iter([body])), Upstream(settings), True)
+
+    passed = b"".join(stream)
+
+    assert stream.usage == USAGE
+    assert (json.dumps(last, separators=(",", ":")).encode() not in passed) == hidden
+    assert passed.endswith(b"data: [DONE]\n\n") and b'"Hello"' in passed
