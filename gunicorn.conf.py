@@ -12,9 +12,11 @@ import sys
 import tempfile
 
 from dotenv import load_dotenv
+from gunicorn.glogging import Logger, SafeAtoms
 
 from chatproxy import load_configuration
 from chatproxy.config import ConfigError, load_server_settings, require_upstream
+from chatproxy.logsafe import escape_controls
 from chatproxy.simulator_process import SimulatorProcess, start_simulator
 
 load_dotenv(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".env"))
@@ -57,6 +59,25 @@ loglevel = _server.log_level
 # the query string: it carries questions (and later, access keys).
 accesslog = _server.access_log
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms'
+
+
+class _EscapedAtoms(SafeAtoms):
+    """The access log's fields with control characters escaped (`chatproxy.logsafe`), then
+    quotes (gunicorn's own): a `%0D%0A` in a path must not start a line of the client's."""
+
+    def __init__(self, atoms):
+        escaped = {k: escape_controls(v) if isinstance(v, str) else v for k, v in atoms.items()}
+        super().__init__(escaped)
+
+
+class _AccessLogger(Logger):
+    """gunicorn's logger, its access log lines written with `_EscapedAtoms`."""
+
+    atoms_wrapper_class = _EscapedAtoms
+
+
+# The logger: gunicorn's own, but for the escaping above.
+logger_class = _AccessLogger
 # The process name shown by ps and top.
 proc_name = "chatproxy"
 # gunicorn's control socket is one fixed path per user, so a second instance on

@@ -69,7 +69,8 @@ def create_app(environ: Mapping[str, str] | None = None, *, serving: bool = Fals
     from chatproxy.store.database import INSTANCE_DIR, init_store, register_store_errors
     from chatproxy.upstream.client import UPSTREAM, Upstream
     from chatproxy.web import api, ask, conversations_api, health, openapi, page, v1
-    from chatproxy.web.headers import register_security_headers
+    from chatproxy.web.bodylimit import ChunkedBodyLimit
+    from chatproxy.web.headers import register_relative_redirects, register_security_headers
     from chatproxy.web.requestlog import register_request_log
 
     if environ is None:
@@ -99,6 +100,8 @@ def create_app(environ: Mapping[str, str] | None = None, *, serving: bool = Fals
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # A chunked body is held to the same limit (werkzeug alone would cut it short, silently).
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[SETTINGS] = settings
     app.extensions[PERSONAS] = personas
@@ -118,6 +121,7 @@ def create_app(environ: Mapping[str, str] | None = None, *, serving: bool = Fals
     register_store_errors(app)
     register_security_headers(app)
     register_request_log(app, settings)  # first: every later failure has a request id
+    register_relative_redirects(app)
     api_blueprints = [ask.bp, api.bp, conversations_api.bp, v1.bp]
     # Before Flask-Limiter's own check: the caller decides which limits apply.
     register_access_check(app, settings, {bp.name for bp in api_blueprints})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,7 @@ class Settings:
     trusted_proxies: int = 0
     log_format: str = "plain"
     log_content: bool = False
+    metrics_token: str | None = field(default=None, repr=False)
     upstreams: tuple[UpstreamTarget, ...] = ()
     upstream_order: str = "order"
     upstream_failures: int = 3
@@ -191,6 +193,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         trusted_proxies=env.number("CHATPROXY_TRUSTED_PROXIES", int, 0, low=0, high=5),
         log_format=env.choice("CHATPROXY_LOG_FORMAT", ("plain", "json"), "plain"),
         log_content=env.choice("CHATPROXY_LOG_CONTENT", ("0", "1"), "0") == "1",
+        metrics_token=metrics_token(env.optional("CHATPROXY_METRICS_TOKEN")),
         upstreams=upstream_targets(env.optional("CHATPROXY_UPSTREAMS"), default_key),
         upstream_order=env.choice("CHATPROXY_UPSTREAM_ORDER", ("order", "weight"), "order"),
         upstream_failures=env.number("CHATPROXY_UPSTREAM_FAILURES", int, 3, low=1),
@@ -199,6 +202,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 
 
 _TARGET_FIELDS = {"base_url", "api_key", "weight", "name"}
+MAX_WEIGHT = 1e6  # weights are ratios: a larger one (or 1e309, infinity) means nothing more
 
 
 def upstream_targets(value: str | None, default_key: str | None) -> tuple[UpstreamTarget, ...]:
@@ -233,17 +237,39 @@ def upstream_targets(value: str | None, default_key: str | None) -> tuple[Upstre
         base_url = entry.get("base_url")
         if not isinstance(base_url, str) or not _is_http_url(base_url):
             raise ConfigError(f"{where} needs a base_url starting with http:// or https://")
+        if fault := _address_fault(base_url):
+            raise ConfigError(f"{where}: base_url {fault}")
         api_key = entry.get("api_key", default_key)
         if not isinstance(api_key, str) or not api_key.strip():
             raise ConfigError(f"{where} needs an api_key (or set OPENAI_API_KEY for all)")
         weight = entry.get("weight", 1)
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
-            raise ConfigError(f"{where}: weight must be a positive number")
+        if (
+            isinstance(weight, bool)
+            or not isinstance(weight, int | float)
+            or not 0 < weight <= MAX_WEIGHT
+        ):
+            raise ConfigError(f"{where}: weight must be a positive number up to {MAX_WEIGHT:g}")
         name = entry.get("name", _host_of(base_url))
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{where}: name must be a non-empty string")
         targets.append(UpstreamTarget(name.strip(), base_url, api_key.strip(), float(weight)))
     return tuple(targets)
+
+
+_TOKEN = re.compile(r"[\x21-\x7e]{16,200}")
+
+
+def metrics_token(value: str | None) -> str | None:
+    """CHATPROXY_METRICS_TOKEN checked: 16 to 200 visible ASCII characters (it goes in a header).
+
+    Raises ConfigError, which never shows the token.
+    """
+    if value is not None and not _TOKEN.fullmatch(value):
+        raise ConfigError(
+            "CHATPROXY_METRICS_TOKEN must be 16 to 200 visible ASCII characters, e.g. from "
+            'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+        )
+    return value
 
 
 def _host_of(url: str) -> str:
@@ -335,7 +361,21 @@ def read_json_file(
 
 def _is_http_url(value: str) -> bool:
     parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not _address_fault(value)
+
+
+def _address_fault(url: str) -> str | None:
+    """What is wrong with the host and port of `url` (a phrase), or None when nothing is."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port  # ValueError for a port that is not a number from 0 to 65535
+    except ValueError:
+        return "has a port that is not a number from 1 to 65535"
+    if port == 0:
+        return "has a port that is not a number from 1 to 65535"
+    if not parts.hostname:
+        return "has no host name"
+    return None
 
 
 class _Reader:
@@ -401,10 +441,12 @@ class _Reader:
         if value is None:
             return None
         parts = urlsplit(value)
+        shown = value if name not in ("OPENAI_PROXY", "REDIS_URL") else f"{parts.scheme}://..."
         if parts.scheme not in schemes or not parts.netloc:
-            shown = value if name not in ("OPENAI_PROXY", "REDIS_URL") else f"{parts.scheme}://..."
             raise ConfigError(
                 f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
                 f"got {shown!r}"
             )
+        if fault := _address_fault(value):
+            raise ConfigError(f"{name} {fault}, got {shown!r}")
         return value

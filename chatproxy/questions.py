@@ -191,6 +191,8 @@ def _number(values: Mapping[str, Any], name: str, low: float, high: float) -> fl
         number = float(value)
     except (TypeError, ValueError):
         raise BadRequest(f"{name!r} must be a number.", param=name, code="invalid_type") from None
+    except OverflowError:  # an integer beyond a double's range
+        number = math.inf
     if not math.isfinite(number) or not low <= number <= high:
         raise BadRequest(f"{name!r} must be between {low:g} and {high:g}.", param=name)
     return number

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -275,3 +276,14 @@ def wait_for_record(records: list[logging.LogRecord], text: str, timeout: float 
     while not any(text in record.getMessage() for record in records):
         assert time.monotonic() < deadline, [record.getMessage() for record in records]
         time.sleep(0.05)
+
+
+def raw_http(base_url: str, request: bytes) -> bytes:
+    """Send `request` as it is (no client tidies it up) to `base_url`'s server; its whole answer.
+
+    The request should say `Connection: close`, or the server closes after answering.
+    """
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        return b"".join(iter(lambda: sock.recv(65536), b""))

@@ -292,6 +292,39 @@ def test_usage_report_equals_what_the_upstream_reported(
     assert {r["model"] for r in rows} == {"gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo-instruct"}
 
 
+def test_litellms_usage_chunk_is_kept_from_a_client_that_did_not_ask_but_counted(
+    keys_server: LiveServer, simulator: Simulator
+) -> None:
+    """LiteLLM's proxy sends the usage chunk with a choice (an empty delta), not `[]`."""
+    _, key = make_key(keys_server)
+    question = [{"role": "user", "content": "Tokens, please [[sim: dialect=litellm]]"}]
+
+    quiet = list(
+        sdk(keys_server, key).chat.completions.create(
+            model="gpt-4o-mini", messages=question, stream=True
+        )
+    )
+    asked = list(
+        sdk(keys_server, key).chat.completions.create(
+            model="gpt-4o-mini",
+            messages=question,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+
+    assert quiet and all(chunk.usage is None for chunk in quiet)
+    assert "".join(c.choices[0].delta.content or "" for c in quiet).startswith("**Simulated")
+    assert asked[-1].usage is not None and asked[-1].choices[0].delta.content is None
+    used = asked[-1].usage  # the same question: the same usage, which the ledger holds twice
+    today = httpx2.get(f"{keys_server.url}/api/usage", headers=bearer(key)).json()["today"]
+    assert (today["requests"], today["prompt_tokens"], today["completion_tokens"]) == (
+        2,
+        2 * used.prompt_tokens,
+        2 * used.completion_tokens,
+    )
+
+
 def test_limits_and_a_days_tokens_beyond_32_bits_are_kept(keys_server: LiveServer) -> None:
     """A key allowed billions of tokens, and a ledger past 2**31 tokens a day, on either store."""
     billions = str(3 * 10**9)

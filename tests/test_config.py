@@ -26,6 +26,18 @@ from chatproxy.config import ConfigError, load_server_settings, load_settings
         ("CHATPROXY_AUTH", "nobody"),
         ("CHATPROXY_MODEL", "not-in-the-list"),
         ("CHATPROXY_CORS_ORIGINS", "*"),
+        ("CHATPROXY_CORS_ORIGINS", "https://example.com:99999"),
+        ("OPENAI_BASE_URL", "http://127.0.0.1:99999/v1"),
+        ("OPENAI_BASE_URL", "http://127.0.0.1:eighty/v1"),
+        ("OPENAI_BASE_URL", "http://127.0.0.1:0/v1"),
+        ("OPENAI_BASE_URL", "http://:8000/v1"),
+        ("OPENAI_PROXY", "http://127.0.0.1:65536"),
+        ("REDIS_URL", "redis://127.0.0.1:123456/0"),
+        ("CHATPROXY_UPSTREAMS", '[{"base_url": "http://127.0.0.1:99999/v1", "api_key": "k"}]'),
+        (
+            "CHATPROXY_UPSTREAMS",
+            '[{"base_url": "http://127.0.0.1/v1", "api_key": "k", "weight": 1e309}]',
+        ),
     ],
 )
 def test_wrong_setting_names_the_variable(name, value):
@@ -52,9 +64,17 @@ def test_proxy_schemes_accepted(proxy):
     assert load_settings({"OPENAI_PROXY": proxy}).openai_proxy == proxy
 
 
-def test_proxy_credentials_not_shown_in_the_error():
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("OPENAI_PROXY", "ftp://user:secret@proxy:21"),
+        ("OPENAI_PROXY", "http://user:secret@proxy:99999"),
+        ("REDIS_URL", "redis://:secret@127.0.0.1:99999/0"),
+    ],
+)
+def test_credentials_not_shown_in_the_error(name, value):
     with pytest.raises(ConfigError) as raised:
-        load_settings({"OPENAI_PROXY": "ftp://user:secret@proxy:21"})
+        load_settings({name: value})
 
     assert "secret" not in str(raised.value)
 
@@ -98,3 +118,12 @@ def test_debug_start_without_key_answers_503(monkeypatch, database_url):
     assert "OPENAI_API_KEY" in response.json["error"]["message"]
     assert ready.status_code == 503
     assert ready.json["checks"]["upstream"] == "not configured"
+
+
+@pytest.mark.parametrize("token", ["short", "has a space in it 0123456789", "x" * 201, "é" * 20])
+def test_a_malformed_metrics_token_is_refused_without_showing_it(token):
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"CHATPROXY_METRICS_TOKEN": token})
+
+    assert "CHATPROXY_METRICS_TOKEN" in str(raised.value)
+    assert token not in str(raised.value)

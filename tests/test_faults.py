@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx2
 import pytest
 
+from chatproxy.simulator import dialects
 from tests.conftest import UPSTREAM_KEY
 from tests.servers import free_port
 from tests.test_ask import read_events
@@ -94,6 +97,57 @@ def test_fault_mid_stream_ends_with_error_event(server, fault, code):
     assert_next_request_answered(server)
 
 
+@pytest.fixture(scope="module")
+def retrying_server(make_app):
+    """A server whose SDK retries as it does by default, to show what is not retried."""
+    from tests.conftest import serve
+
+    models = "gpt-4o-mini,gpt-9-unknown"  # the second is one the upstream does not have
+    with serve(make_app(CHATPROXY_MAX_RETRIES="2", CHATPROXY_MODELS=models)) as live:
+        yield live
+
+
+def upstream_requests(simulator, marker: str) -> int:
+    """How many chat requests whose last message holds `marker` reached the simulator."""
+    return sum(
+        1
+        for request in simulator.requests
+        if request["path"] == "/v1/chat/completions"
+        and marker in str((request["json"] or {}).get("messages", [{}])[-1].get("content"))
+    )
+
+
+@pytest.mark.parametrize("stream", ["0", "1"])
+@pytest.mark.parametrize("fault", ["context_length", *sorted(dialects.CONTEXT_FAULTS)])
+def test_a_context_too_long_in_any_dialect_is_400_and_not_retried(
+    retrying_server, simulator, fault, stream
+):
+    """OpenAI's code, and the words of vLLM, Ollama, llama.cpp and LiteLLM, mean one thing."""
+    marker = uuid.uuid4().hex
+
+    response = ask(retrying_server, f"{marker} [[sim: fault={fault}]]", stream=stream)
+
+    error = assert_openai_error(response, 400, "input")
+    assert error["code"] == "context_length_exceeded"
+    assert upstream_requests(simulator, marker) == 1
+    stored = httpx2.get(
+        f"{retrying_server.url}/api/conversations/{response.headers['X-Conversation-Id']}"
+    ).json()
+    assert stored["messages"][-1]["error"]["code"] == "context_length_exceeded"
+
+
+@pytest.mark.parametrize("stream", ["0", "1"])
+def test_a_model_the_upstream_lacks_is_404_and_not_retried(retrying_server, simulator, stream):
+    marker = uuid.uuid4().hex
+
+    response = ask(retrying_server, marker, model="gpt-9-unknown", stream=stream)
+
+    error = assert_openai_error(response, 404, "model")
+    assert error["code"] == "model_not_found"
+    assert "gpt-9-unknown" in error["message"]
+    assert upstream_requests(simulator, marker) == 1
+
+
 def test_wrong_upstream_key_names_the_setting(make_server_with):
     server = make_server_with(OPENAI_API_KEY="sk-sim-wrong-key-for-this-test-000000")
 
@@ -118,7 +172,8 @@ def test_unreachable_upstream(make_server_with):
 
 
 def error_param(code: str) -> str | None:
-    return "messages" if code == "context_length_exceeded" else None
+    # A question too long names /callChatGPT's own parameter (the upstream got `messages`).
+    return "input" if code == "context_length_exceeded" else None
 
 
 @pytest.mark.parametrize("scheme", ["http", "socks5"])

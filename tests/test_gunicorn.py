@@ -20,6 +20,7 @@ import httpx2
 import pytest
 
 from chatproxy.simulator import Simulator
+from tests.conftest import raw_http
 from tests.servers import (
     START_TIMEOUT,
     STOP_TIMEOUT,
@@ -235,6 +236,9 @@ def test_one_worker_holds_a_hundred_slow_streams(launch: Launcher) -> None:
         pytest.param(
             {"CHATPROXY_MAX_TOKENS": "200000"}, "CHATPROXY_MAX_TOKENS", id="max-tokens-over-window"
         ),
+        pytest.param(
+            {"OPENAI_BASE_URL": "http://127.0.0.1:99999/v1"}, "OPENAI_BASE_URL", id="bad-port"
+        ),
     ],
 )
 def test_start_up_refuses_bad_settings_in_one_line(
@@ -375,3 +379,49 @@ def test_logs_never_contain_the_upstream_key(
             assert key not in server.output(), f"the upstream key is in {server.log_path}"
             checked += 1
     assert checked
+
+
+def test_a_chunked_body_over_the_limit_is_413_under_gunicorn(client: httpx2.Client) -> None:
+    """gunicorn hands the app a dechunked body of no stated length: it is held to the limit too."""
+    limit = 1024 * 1024  # CHATPROXY_MAX_BODY_BYTES's default
+
+    def form(total: int) -> Iterator[bytes]:
+        body = b"input=hi&padding=" + b"x" * (total - 17)
+        for start in range(0, total, 64 * 1024):
+            yield body[start : start + 64 * 1024]
+
+    too_large = client.post("/callChatGPT", content=form(limit + 100_000), headers=FORM)
+    within = client.post("/callChatGPT", content=form(limit // 2), headers=FORM)
+
+    assert too_large.request.headers["transfer-encoding"] == "chunked"
+    assert too_large.status_code == 413, too_large.text[:200]
+    assert too_large.json()["error"]["code"] == "request_too_large"
+    assert within.status_code == 200, within.text[:200]  # and the connection served on
+
+
+def test_a_malformed_chunked_body_is_400_under_gunicorn(gunicorn: Gunicorn) -> None:
+    answer = raw_http(
+        gunicorn.url,
+        b"POST /callChatGPT HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n\r\nzz\r\ninput=hi\r\n0\r\n\r\n",
+    )
+
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:300]
+    assert b'"invalid_request_error"' in answer
+    assert "Traceback" not in gunicorn.log()
+
+
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8000"])
+def test_a_redirect_never_names_the_hosts_header(gunicorn: Gunicorn, host: str) -> None:
+    """`/v1//models` is merged into `/v1/models` by a redirect that names no host."""
+    request = f"GET /v1//models?x=1 HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+
+    answer = raw_http(gunicorn.url, request.encode())
+
+    head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 308"), head
+    assert "\r\nLocation: /v1/models?x=1\r\n" in head
+    assert "evil" not in answer.decode("latin-1")

@@ -71,3 +71,57 @@ def test_metrics_after_a_load_are_summed_across_workers(
     )
     assert completion > 0
     assert value(metrics, "chatproxy_streams_in_flight") == 0
+
+
+TOKEN = "metrics-token-for-the-tests-0123456789"
+ELSEWHERE = "203.0.113.7"  # an address of TEST-NET-3: no loopback
+
+
+def scrape(client, address: str, **headers: str):  # type: ignore[no-untyped-def]
+    """GET /metrics as a client at `address` (REMOTE_ADDR, as a WSGI server sets it)."""
+    return client.get("/metrics", headers=headers, environ_base={"REMOTE_ADDR": address})
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])
+def test_metrics_answer_this_host(make_app, address: str) -> None:
+    response = scrape(make_app().test_client(), address)
+
+    assert response.status_code == 200
+    assert "chatproxy_requests_total" in response.text
+
+
+@pytest.mark.parametrize("token", [None, TOKEN])
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer wrong-token-0123456789", f"Basic {TOKEN}", "Bearer"]
+)
+def test_metrics_refuse_another_host_without_the_token(make_app, token, authorization) -> None:
+    app = make_app(**({"CHATPROXY_METRICS_TOKEN": token} if token else {}))
+    headers = {"Authorization": authorization} if authorization else {}
+
+    response = scrape(app.test_client(), ELSEWHERE, **headers)
+
+    assert response.status_code == 403
+    error = response.json["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "permission_error" and "CHATPROXY_METRICS_TOKEN" in error["message"]
+    assert "chatproxy_" not in response.text and TOKEN not in response.text
+
+
+def test_metrics_answer_another_host_with_the_token(make_app) -> None:
+    app = make_app(CHATPROXY_METRICS_TOKEN=TOKEN)
+
+    response = scrape(app.test_client(), ELSEWHERE, Authorization=f"Bearer {TOKEN}")
+
+    assert response.status_code == 200
+    assert "chatproxy_requests_total" in response.text
+
+
+@pytest.mark.parametrize(("forwarded_for", "status"), [(ELSEWHERE, 403), ("127.0.0.1", 200)])
+def test_behind_a_trusted_proxy_the_client_is_the_one_it_names(
+    make_server_with, forwarded_for: str, status: int
+) -> None:
+    server = make_server_with(CHATPROXY_TRUSTED_PROXIES="1")
+
+    response = httpx2.get(f"{server.url}/metrics", headers={"X-Forwarded-For": forwarded_for})
+
+    assert response.status_code == status

@@ -289,6 +289,25 @@ def test_the_client_address_is_the_clients_not_nginxs(nginx, upstream_gunicorn):
     assert "client=127.0.0.2 " in line, line
 
 
+def test_metrics_through_nginx_are_for_this_host_only(nginx, upstream_gunicorn):
+    """nginx lets 127.0.0.1 through to /metrics and names it to chatproxy, whatever the client
+    claims; chatproxy, which serves loopback clients only, agrees. Others get a 403 from nginx
+    in OpenAI's shape, and chatproxy itself refuses a non-loopback client as its proxy names it.
+    """
+    here = httpx2.get(f"{nginx}/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+    transport = httpx2.HTTPTransport(local_address="127.0.0.2")
+    with httpx2.Client(transport=transport, timeout=10) as client:
+        elsewhere = client.get(f"{nginx}/metrics")
+    past_nginx = httpx2.get(
+        f"{upstream_gunicorn.url}/metrics", headers={"X-Forwarded-For": "203.0.113.9"}
+    )
+
+    assert here.status_code == 200 and "chatproxy_requests_total" in here.text
+    for refused in (elsewhere, past_nginx):
+        assert refused.status_code == 403
+        assert refused.json()["error"]["type"] == "permission_error"
+
+
 def test_nginx_says_no_gunicorn_answers_in_openai_shape(tmp_path_factory, nginx):
     """With no gunicorn listening, nginx answers 502 in OpenAI's error shape, not an HTML page.
 

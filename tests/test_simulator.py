@@ -18,7 +18,7 @@ from typing import Any
 import openai
 import pytest
 
-from chatproxy.simulator import Simulator, answers
+from chatproxy.simulator import Simulator, answers, dialects
 
 MODEL, INSTRUCT = "gpt-4o-mini", "gpt-3.5-turbo-instruct"
 CHAT, LEGACY = "/chat/completions", "/completions"
@@ -453,6 +453,54 @@ def test_error_faults(
             caught.value.param == "messages"
             and "maximum context length is 128000" in caught.value.message
         )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("fault", sorted(dialects.CONTEXT_FAULTS))
+def test_context_faults_answer_as_each_server_does(
+    simulator: Simulator, fault: str, stream: bool
+) -> None:
+    """vLLM, Ollama, llama.cpp and LiteLLM each word a prompt too long their own way."""
+    status, error = dialects.CONTEXT_FAULTS[fault]
+    body = chat_body(messages=ask(f"Hi [[sim: fault={fault}]]"), stream=stream)
+
+    got_status, got = http(simulator, "POST", CHAT, json.dumps(body).encode())
+
+    assert (got_status, got) == (status, {"error": error})
+    assert got_status >= 400 and got["error"]["message"]
+
+
+def test_litellm_dialect_sends_its_usage_chunk_with_an_empty_choice(simulator: Simulator) -> None:
+    def chunks(dialect: str) -> list[dict[str, Any]]:
+        body = chat_body(
+            messages=ask(f"Hi [[sim: dialect={dialect}]]"),
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        request = urllib.request.Request(
+            simulator.base_url + CHAT,
+            json.dumps(body).encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {simulator.api_key}",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            events = response.read().decode().split("\n\n")
+        assert events[-2:] == ["data: [DONE]", ""]
+        return [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
+
+    litellm, openai_shaped = chunks("litellm"), chunks("openai")
+
+    assert litellm[-1]["choices"] == [{"index": 0, "delta": {}}]
+    assert openai_shaped[-1]["choices"] == []
+    usage = litellm[-1]["usage"]
+    assert usage["completion_tokens"] == openai_shaped[-1]["usage"]["completion_tokens"] > 0
+    assert litellm[-2]["choices"][0]["finish_reason"] == "stop"  # the finish comes before
+    content = [
+        [c["choices"][0]["delta"].get("content") for c in s[:-1]] for s in (litellm, openai_shaped)
+    ]
+    assert content[0] == content[1]
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -173,8 +173,35 @@ def test_a_client_error_is_not_failed_over(make_server_with, start_simulator):
 
     response = ask(server, "hi [[sim: fault=context_length]]")
 
-    error = assert_openai_error(response, 400, "messages")
+    error = assert_openai_error(response, 400, "input")
     assert error["code"] == "context_length_exceeded"
+    assert (completions(first), completions(second)) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    ("question", "params", "status", "param", "code"),
+    [
+        # Ollama answers a prompt too long with a 500, which the SDK would retry.
+        ("hi [[sim: fault=context_ollama]]", {}, 400, "input", "context_length_exceeded"),
+        ("hi [[sim: fault=context_llamacpp]]", {}, 400, "input", "context_length_exceeded"),
+        ("hi", {"model": "gpt-9-unknown"}, 404, "model", "model_not_found"),
+    ],
+    ids=["context-500", "context-400", "unknown-model"],
+)
+def test_the_requests_own_fault_is_neither_retried_nor_failed_over(
+    make_server_with, start_simulator, question, params, status, param, code
+):
+    first, second = start_simulator(), start_simulator()
+    server = make_server_with(
+        CHATPROXY_UPSTREAMS=upstreams(first, second, api_key=UPSTREAM_KEY),
+        CHATPROXY_MAX_RETRIES="2",
+        CHATPROXY_MODELS="gpt-4o-mini,gpt-9-unknown",
+    )
+
+    response = ask(server, question, **params)
+
+    error = assert_openai_error(response, status, param)
+    assert error["code"] == code
     assert (completions(first), completions(second)) == (1, 0)
 
 

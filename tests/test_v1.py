@@ -13,6 +13,7 @@ import logging
 import re
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +24,7 @@ import pytest
 
 from chatproxy.config import load_settings
 from chatproxy.errors import UpstreamError
+from chatproxy.simulator import dialects
 from chatproxy.tokens import limit_field
 from chatproxy.upstream.client import CHAT_PATH, Upstream
 from chatproxy.upstream.streams import RawStream
@@ -479,6 +481,59 @@ def test_upstream_fault_gets_its_status(sdk, endpoint, fault, error, status, cod
     assert resource(sdk, endpoint).create(**(chat() if endpoint == "chat" else legacy()))
 
 
+@pytest.fixture(scope="module")
+def lacking_server(make_app):  # type: ignore[no-untyped-def]
+    """chatproxy allowing a model its upstream lacks, its own retries on (the SDK's default)."""
+    models = ",".join((*MODELS, "gpt-9-unknown"))
+    with serve(make_app(CHATPROXY_MODELS=models, CHATPROXY_MAX_RETRIES="2")) as live:
+        yield live
+
+
+def retrying_sdk(server) -> openai.OpenAI:  # type: ignore[no-untyped-def]
+    """The SDK as an application uses it: it retries a 502 or a 5xx twice, a 400 or a 404 never."""
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=CLIENT_KEY, timeout=30)
+
+
+def upstream_requests(simulator, marker: str) -> int:  # type: ignore[no-untyped-def]
+    """How many requests whose body holds `marker` reached the simulator."""
+    return sum(1 for request in simulator.requests if marker in json.dumps(request["json"]))
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_a_model_the_upstream_lacks_is_not_found_for_the_sdk(
+    lacking_server, simulator, endpoint, stream
+):
+    marker = uuid.uuid4().hex
+    params = chat(marker) if endpoint == "chat" else legacy(marker)
+
+    with pytest.raises(openai.NotFoundError) as caught:
+        resource(retrying_sdk(lacking_server), endpoint).create(
+            **{**params, "model": "gpt-9-unknown"}, stream=stream
+        )
+
+    assert (caught.value.code, caught.value.param) == ("model_not_found", "model")
+    assert upstream_requests(simulator, marker) == 1  # neither chatproxy nor the SDK retried
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+@pytest.mark.parametrize("fault", ["context_length", *sorted(dialects.CONTEXT_FAULTS)])
+def test_a_context_too_long_in_any_dialect_is_a_bad_request_for_the_sdk(
+    lacking_server, simulator, fault, endpoint, stream
+):
+    marker = uuid.uuid4().hex
+    question = f"{marker} [[sim: fault={fault}]]"
+    params = chat(question) if endpoint == "chat" else legacy(question)
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        resource(retrying_sdk(lacking_server), endpoint).create(**params, stream=stream)
+
+    assert caught.value.code == "context_length_exceeded"
+    assert caught.value.param == ("messages" if endpoint == "chat" else "prompt")
+    assert upstream_requests(simulator, marker) == 1
+
+
 def test_a_whole_answer_that_is_not_json_is_a_502(sdk):
     with pytest.raises(openai.InternalServerError) as caught:
         sdk.chat.completions.create(**chat("hi [[sim: fault=malformed_chunk]]"))
@@ -633,3 +688,50 @@ def test_raw_stream_from_the_upstream_keeps_its_usage(app_env, simulator, includ
 
     assert passed.endswith(b"data: [DONE]\n\n")
     assert stream.usage == (whole["usage"] if include_usage else None)
+
+
+LITELLM_USAGE = {"choices": [{"index": 0, "delta": {}}], "usage": USAGE}
+
+
+def carrying(**delta: Any) -> dict[str, Any]:
+    """A chunk with the usage and a choice whose delta carries `delta`."""
+    return {"choices": [{"index": 0, "delta": delta}], "usage": USAGE}
+
+
+@pytest.mark.parametrize(
+    ("last", "hidden"),
+    [
+        ({"choices": [], "usage": USAGE}, True),  # OpenAI's
+        (LITELLM_USAGE, True),  # LiteLLM's proxy's
+        ({"choices": [{"index": 0, "delta": {}, "finish_reason": None}], "usage": USAGE}, True),
+        ({"choices": [{"index": 0, "text": "", "finish_reason": None}], "usage": USAGE}, True),
+        ({**piece("more"), "usage": USAGE}, False),  # content: the client needs it
+        ({**piece(None, "stop"), "usage": USAGE}, False),  # the finish_reason
+        (
+            {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0}]}}], "usage": USAGE},
+            False,
+        ),
+        ({"choices": [{"index": 0, "delta": {"reasoning_content": "hm"}}], "usage": USAGE}, False),
+    ],
+    ids=[
+        "openai",
+        "litellm",
+        "null-finish",
+        "legacy",
+        "content",
+        "finish",
+        "tool-call",
+        "reasoning",
+    ],
+)
+def test_the_usage_chunk_is_known_by_what_it_carries(last, hidden):
+    """A client that did not ask for the usage does not get a chunk that carries only that."""
+    body = sse(piece("Hello"), piece(None, "stop"), last, "[DONE]")
+    settings = load_settings({"OPENAI_API_KEY": "sk-unit-test-key-0000"})
+    stream = RawStream(httpx2.Response(200, content=iter([body])), Upstream(settings), True)
+
+    passed = b"".join(stream)
+
+    assert stream.usage == USAGE
+    assert (json.dumps(last, separators=(",", ":")).encode() not in passed) == hidden
+    assert passed.endswith(b"data: [DONE]\n\n") and b'"Hello"' in passed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import threading
 import time
@@ -36,6 +37,8 @@ OPEN = "open"  # the caller's name while CHATPROXY_AUTH=open
 LAST_USED_EVERY = 60.0  # seconds between two writes of a key's last use, per process
 KEY_CACHE_SECONDS = 5.0  # how long a process trusts a key it found valid
 NAME_CHARS = 100
+# What `issue_key` makes (`secrets.token_urlsafe`), with room to spare; anything else is unknown.
+KEY_SHAPE = re.compile(r"cpk-[A-Za-z0-9_-]{8,196}")
 
 
 @dataclass(frozen=True)
@@ -204,8 +207,8 @@ def _find(key: str) -> Any:
     may still pass for that long in other processes (`revoke_key` forgets it
     at once in its own).
     """
-    if not key.startswith(KEY_PREFIX) or len(key) > 200:
-        return None
+    if not KEY_SHAPE.fullmatch(key):
+        return None  # not one of ours; never sent to the database (PostgreSQL refuses a NUL)
     wanted = digest(key)
     now = time.monotonic()
     with _finding:

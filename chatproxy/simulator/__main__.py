@@ -1,7 +1,7 @@
-"""`python -m chatproxy.simulator`: serve the simulator (see `chatproxy.simulator.server`)."""
+"""`python -m chatproxy.simulator`: serve the simulator (see `chatproxy.simulator.command`)."""
 
 import sys
 
-from chatproxy.simulator.server import main
+from chatproxy.simulator.command import main
 
 sys.exit(main())

@@ -5,21 +5,19 @@ Serves `POST /v1/chat/completions` (JSON and SSE), `POST /v1/completions` (legac
 reference (see `chatproxy.simulator.wire`). Latency, chunking and faults are set
 per server (`Simulator(...)`) or per request by a `[[sim: key=value ...]]`
 directive in the last user message (keys: fault, times, chunks, delay, latency,
-answer, words; `times=N` limits the fault to the first N requests with that
-same message, so a retry of it succeeds). Built on aiohttp, so one process
-holds thousands of slow streams.
-
-    python -m chatproxy.simulator --port 8001 [--chunk-delay 0.05] [--uvloop]
+answer, words, dialect; `times=N` limits the fault to the first N requests with
+that same message, so a retry of it succeeds; `dialect=litellm` shapes a
+stream as LiteLLM's proxy does, and faults named `context_*` answer as other
+servers do, see `chatproxy.simulator.dialects`). Built on aiohttp, so one
+process holds thousands of slow streams. The command line that serves it is
+`chatproxy.simulator.command`.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
 import random
-import signal
 import socket
 import struct
 import threading
@@ -31,14 +29,21 @@ from typing import Any
 
 from aiohttp import web
 
-from chatproxy.simulator import answers, wire
+from chatproxy.simulator import answers, dialects, wire
 from chatproxy.simulator.wire import ApiError
 
 DEFAULT_API_KEY = "sk-sim-local"
 # Faults answered with an OpenAI error body, then those that break the connection or stream.
-FAULTS = (*wire.ERROR_FAULTS, "hang", "reset", "reset_mid_stream", "malformed_chunk")
+FAULTS = (
+    *wire.ERROR_FAULTS,
+    *dialects.CONTEXT_FAULTS,
+    "hang",
+    "reset",
+    "reset_mid_stream",
+    "malformed_chunk",
+)
 MAX_RECORDED = 10_000
-_DIRECTIVE_KEYS = {"fault", "times", "chunks", "delay", "latency", "answer", "words"}
+_DIRECTIVE_KEYS = {"fault", "times", "chunks", "delay", "latency", "answer", "words", "dialect"}
 _BROKEN = b'data: {"id": "chatcmpl-broken", "choices": [\n\n'
 _INVALID = object()  # marks a request body that is not JSON
 _BODY = web.RequestKey("body", object)  # the parsed JSON body, or _INVALID
@@ -56,6 +61,7 @@ class _Plan:
     fault: str | None = None
     answer: str | None = None
     words: int | None = None
+    dialect: str = "openai"
 
 
 def _error_response(error: ApiError) -> web.Response:
@@ -272,6 +278,7 @@ class Simulator:
             set(found) - _DIRECTIVE_KEYS
             or found.get("fault", FAULTS[0]) not in FAULTS
             or found.get("answer", answers.ANSWERS[0]) not in answers.ANSWERS
+            or found.get("dialect", "openai") not in dialects.DIALECTS
         )
         try:
             # Bounded like any input: no answer of a million words or chunks.
@@ -282,6 +289,7 @@ class Simulator:
                 fault=found.get("fault", fault),
                 answer=found.get("answer"),
                 words=min(int(found["words"]), 50_000) if "words" in found else None,
+                dialect=found.get("dialect", "openai"),
             )
             times = int(found.get("times", 0))
         except ValueError:
@@ -307,6 +315,8 @@ class Simulator:
             status, message, type_, param, code = wire.ERROR_FAULTS[fault]
             headers = {"Retry-After": "1"} if status == 429 else None
             raise ApiError(status, message, type_, param, code, headers)
+        if fault in dialects.CONTEXT_FAULTS:
+            raise ApiError.of(*dialects.CONTEXT_FAULTS[fault])
         if fault == "malformed_chunk":  # a 200 whose body is cut-off JSON
             return web.Response(body=_BROKEN[6:-2], content_type="application/json")
         if fault in ("reset", "reset_mid_stream"):
@@ -343,7 +353,10 @@ class Simulator:
         ident, created = f"chatcmpl-sim{uuid.uuid4().hex[:20]}", int(time.time())
         if stream:
             options = body.get("stream_options") or {}
-            events = wire.chat_events(ident, created, model, pieces, reason, use, options, n)
+            usage_choices = dialects.USAGE_CHOICES[plan.dialect]
+            events = wire.chat_events(
+                ident, created, model, pieces, reason, use, options, usage_choices, n
+            )
             return await self._stream(request, events, plan)
         await asyncio.sleep(plan.delay * len(pieces))
         result = wire.chat_completion(ident, created, model, text, reason, use, n)
@@ -431,71 +444,3 @@ class Simulator:
             message = f"The model '{name}' does not exist"
             raise ApiError(404, message, param="model", code="model_not_found")
         return web.json_response(wire.model_object(name), dumps=wire.dumps)
-
-
-def _parser() -> argparse.ArgumentParser:
-    description = "An OpenAI-compatible fake upstream server."
-    parser = argparse.ArgumentParser(prog="python -m chatproxy.simulator", description=description)
-    add = parser.add_argument
-    add("--host", default="127.0.0.1")
-    add("--port", type=int, default=8001)
-    add("--api-key", help=f"key clients send (env SIMULATOR_API_KEY, else {DEFAULT_API_KEY})")
-    add("--latency", type=float, default=0.0, help="seconds before the first byte")
-    add("--chunks", type=int, help="content chunks per streamed answer (default: 1-3 words)")
-    add("--chunk-delay", type=float, default=0.0, help="seconds before each content chunk")
-    add("--fault", choices=FAULTS, help="fault to inject")
-    add("--fault-rate", type=float, default=1.0, help="fraction of completions that get it")
-    add("--uvloop", action="store_true", help="run on uvloop (installed separately)")
-    add("--no-record", dest="record", action="store_false", help="keep no received requests")
-    add("--exit-with-parent", action="store_true", help="stop when the parent process is gone")
-    return parser
-
-
-async def _watch_parent(parent: int, stopping: asyncio.Event) -> None:
-    """Set `stopping` once the parent dies (we are re-parented), so no orphan keeps the port."""
-    while os.getppid() == parent:
-        await asyncio.sleep(1.0)
-    stopping.set()
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m chatproxy.simulator`: print the base URL, serve until SIGINT or SIGTERM."""
-    args = _parser().parse_args(argv)
-    simulator = Simulator(
-        api_key=args.api_key or os.environ.get("SIMULATOR_API_KEY") or DEFAULT_API_KEY,
-        latency=args.latency,
-        chunks=args.chunks,
-        chunk_delay=args.chunk_delay,
-        fault=args.fault,
-        fault_rate=args.fault_rate,
-        record=args.record,
-    )
-
-    async def serve() -> None:
-        stopping = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stopping.set)
-        try:
-            url = await simulator.start(args.host, args.port)
-        except OSError as exc:
-            raise SystemExit(
-                f"simulator: cannot listen on {args.host}:{args.port}: {exc.strerror}"
-            ) from None
-        print(f"simulator listening on {url}", flush=True)
-        watch = None
-        if args.exit_with_parent:
-            watch = asyncio.create_task(_watch_parent(os.getppid(), stopping))
-        await stopping.wait()
-        if watch is not None:
-            watch.cancel()
-        await simulator.close()
-
-    loop_factory = None
-    if args.uvloop:
-        import uvloop  # optional, for benchmarks: imported only when asked for
-
-        loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve())
-    return 0

@@ -115,7 +115,14 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.headers = status, headers or {}
         error = {"message": message, "type": type_, "param": param, "code": code}
-        self.body = {"error": error}
+        self.body: dict[str, Any] = {"error": error}
+
+    @classmethod
+    def of(cls, status: int, error: dict[str, Any]) -> ApiError:
+        """An error whose `error` object is `error` as given, in another server's dialect."""
+        made = cls(status, str(error.get("message")))
+        made.body = {"error": error}
+        return made
 
 
 # What json.dumps(obj, separators=(",", ":"), ensure_ascii=False) does, without
@@ -304,17 +311,18 @@ def chat_events(
     reason: str,
     use: dict[str, Any],
     options: dict[str, Any],
+    usage_choices: list[dict[str, Any]] | None = None,
     choices: int = 1,
 ) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """A chat stream as (head, content events, tail) of pre-serialised SSE events.
 
-    With `choices` > 1 (the request's `n`), each event comes once per choice
-    index, in turn, as OpenAI interleaves them.
-
     As OpenAI sends it: a role-only first delta, one event per piece, a last
     choice with an empty `delta: {}` and the finish_reason; with
     `stream_options.include_usage`, `"usage": null` on each event and a
-    `"choices": []` event carrying the usage; then `data: [DONE]`.
+    `"choices": []` event carrying the usage (or `usage_choices`, as another
+    server has them: `chatproxy.simulator.dialects`); then `data: [DONE]`.
+    With `choices` > 1 (the request's `n`), each event comes once per choice
+    index, in turn, as OpenAI interleaves them.
     """
     with_usage = options.get("include_usage") is True
     obfuscate = options.get("include_obfuscation") is not False
@@ -356,7 +364,7 @@ def chat_events(
     role = {"role": "assistant", "content": "", "refusal": None}
     head = [delta(role, 0, index=i) for i in range(choices)]
     tail = [delta({}, 0, reason, index=i) for i in range(choices)]
-    tail += [chunk([], 1, 0, use)] if with_usage else []
+    tail += [chunk(usage_choices or [], 1, 0, use)] if with_usage else []
     return head, body, [*tail, DONE]
 
 

@@ -77,7 +77,17 @@ def parse_conversation_id(value: object) -> str | None:
 
 
 def find_conversation(session: AnySession, conversation_id: str, owner: str | None) -> Conversation:
-    """The conversation `conversation_id` of `owner`; raises NotFound `conversation_not_found`."""
+    """The conversation `conversation_id` of `owner`; raises NotFound `conversation_not_found`.
+
+    An id that is not 32 hex digits names no conversation: it is refused
+    without a query (PostgreSQL refuses a NUL in text with an error of its own).
+    """
+    if not CONVERSATION_ID.fullmatch(conversation_id):
+        raise NotFound(
+            "No such conversation here (a conversation id is 32 hex digits).",
+            param="conversation_id",
+            code="conversation_not_found",
+        )
     conversation = session.get(Conversation, conversation_id)
     if conversation is None or conversation.owner != owner:
         raise NotFound(

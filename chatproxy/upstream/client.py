@@ -3,7 +3,8 @@
 One `Upstream` per process (built by `create_app`). Every outbound call lives
 here, with a timeout. Failures come out as the errors of `chatproxy.errors`
 (DESIGN.md, "Upstream"): bad key → 502 naming OPENAI_API_KEY, 429 → 429 with
-Retry-After, timeout → 504, connection failure → 502, context too long → 400.
+Retry-After, timeout → 504, connection failure → 502, context too long → 400,
+a model the upstream lacks → 404 (`chatproxy.upstream.failures`).
 
 Requests go through the SDK's low-level `client.post(..., cast_to=httpx2.Response)`
 with the body left unread, as `with_streaming_response` does, but without the
@@ -35,14 +36,13 @@ from openai._constants import RAW_RESPONSE_HEADER
 from chatproxy.config import Settings, UpstreamTarget
 from chatproxy.errors import (
     APIError,
-    BadRequest,
-    RateLimited,
     UpstreamError,
     UpstreamNotConfigured,
     UpstreamTimeout,
     error_detail,
 )
 from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_FAILOVERS, UPSTREAM_LATENCY
+from chatproxy.upstream.failures import mark_final, server_failed, status_error
 from chatproxy.upstream.streams import ChatStream, RawStream
 from chatproxy.upstream.transport import PoolShards, use_real_poll_for_idle_checks
 
@@ -55,6 +55,10 @@ CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"  # legacy
 # The upstream paths (under OPENAI_BASE_URL) a pass-through request may call.
 RAW_PATHS = (CHAT_PATH, COMPLETIONS_PATH)
+# What is too long when the upstream says the context is: the field of the client's
+# request that holds the prompt (`input` for a question to /callChatGPT).
+PROMPT_FIELDS = {CHAT_PATH: "messages", COMPLETIONS_PATH: "prompt"}
+QUESTION_FIELD = "input"
 # Where create_app keeps the process's Upstream (app.extensions).
 UPSTREAM = "chatproxy.upstream"
 
@@ -83,7 +87,8 @@ class Upstream:
     With several servers (CHATPROXY_UPSTREAMS) a request goes to the first
     one (or one drawn by weight, with CHATPROXY_UPSTREAM_ORDER=weight); when it
     fails with a connection error, a timeout, 401, 403, 408, 409, 429 or a 5xx
-    after the SDK's retries, the next one is asked. A server that failed
+    after the SDK's retries, the next one is asked (not for a context-length
+    error or a model it lacks: the request's fault, see `failures`). A server that failed
     CHATPROXY_UPSTREAM_FAILURES requests in a row that another server then
     answered is set aside for CHATPROXY_UPSTREAM_COOLDOWN seconds: asked only
     after the others. A request that fails everywhere counts against no
@@ -105,6 +110,8 @@ class Upstream:
             transport=PoolShards(settings),
             # OPENAI_PROXY is the one proxy setting; HTTP(S)_PROXY are not consulted.
             trust_env=False,
+            # A context-length error is not retried, even when a server answers it with a 500.
+            event_hooks={"response": [mark_final]},
         )
         return openai.OpenAI(
             api_key=target.api_key,
@@ -127,7 +134,7 @@ class Upstream:
         `params` are the request's body fields (`model`, `messages`, ...).
         Raises APIError subclasses, never an SDK or network exception.
         """
-        _, completion = self._read_json(self._post(CHAT_PATH, params))
+        _, completion = self._read_json(self._post(CHAT_PATH, params, QUESTION_FIELD))
         try:
             choice = completion["choices"][0]
             return ChatAnswer(
@@ -169,7 +176,7 @@ class Upstream:
         Usage is asked for with `stream_options.include_usage`.
         """
         params = {**params, "stream": True, "stream_options": {"include_usage": True}}
-        return ChatStream(self._post(CHAT_PATH, params), self)
+        return ChatStream(self._post(CHAT_PATH, params, QUESTION_FIELD), self)
 
     def open_raw_stream(
         self, path: str, body: dict[str, Any], hide_usage: bool = False
@@ -192,13 +199,15 @@ class Upstream:
         """
         if path not in RAW_PATHS:
             raise ValueError(f"not an upstream path chatproxy passes requests to: {path!r}")
-        return self._post(path, body)
+        return self._post(path, body, PROMPT_FIELDS[path])
 
-    def _post(self, path: str, body: dict[str, Any]) -> httpx2.Response:
+    def _post(self, path: str, body: dict[str, Any], prompt_field: str) -> httpx2.Response:
         """`POST path` through the SDK (its retries, headers, errors), failing over in turn.
 
         Returns the response with its body unread; the caller closes it.
-        Raises the mapped error of the last server asked when none answered.
+        Raises the mapped error of the last server asked when none answered, or
+        at once when the request is at fault (`failures.server_failed`);
+        `prompt_field` is the client's field a context-length error names.
         """
         if not self._servers:
             raise UpstreamNotConfigured(
@@ -214,9 +223,10 @@ class Upstream:
                     path, body=body, cast_to=httpx2.Response, options=UNREAD_BODY
                 )
             except openai.APIError as exc:
-                error = self._map_error(exc)
+                error = self._map_error(exc, prompt_field, body.get("model"))
                 UPSTREAM_ERRORS.labels(error.code or "upstream_error").inc()
-                if not _server_failed(exc) or number == len(servers):
+                status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+                if not server_failed(status, error) or number == len(servers):
                     # Failed everywhere: the request, not a server, may be at fault.
                     raise error from None
                 failed.append(server)
@@ -298,8 +308,11 @@ class Upstream:
             f"The upstream did not answer within {self.settings.timeout:g} s (CHATPROXY_TIMEOUT)."
         )
 
-    def _map_error(self, exc: openai.APIError) -> APIError:
-        """Translate an SDK exception into the error a client of chatproxy should see."""
+    def _map_error(self, exc: openai.APIError, context_param: str, model: object) -> APIError:
+        """Translate an SDK exception into the error a client of chatproxy should see.
+
+        `context_param` and `model` are for `failures.status_error`.
+        """
         if isinstance(exc, openai.APITimeoutError):
             log.warning("upstream timeout")
             return self.timeout_error()
@@ -312,58 +325,18 @@ class Upstream:
             )
         if not isinstance(exc, openai.APIStatusError):
             return UpstreamError("The upstream's answer could not be read.")
-        status = exc.status_code
         detail = error_detail(exc.body)
-        code = detail.get("code")
-        log.warning("upstream answered %s%s", status, f" ({code})" if code else "")
-        if status == 401:
-            return UpstreamError(
-                "The upstream rejected chatproxy's API key: check "
-                f"{self._settings_named('OPENAI_API_KEY')} on the server.",
-                code="upstream_auth_failed",
-            )
-        if status == 403:
-            return UpstreamError(
-                f"The upstream refused access: check {self._settings_named('OPENAI_API_KEY')}, "
-                "OPENAI_ORG_ID and "
-                "OPENAI_PROJECT_ID on the server.",
-                code="upstream_forbidden",
-            )
-        if status == 429 and code == "insufficient_quota":
-            return UpstreamError(
-                "The upstream account has no quota left: check its plan and billing.",
-                code="upstream_quota_exhausted",
-            )
-        if status == 429:
-            return RateLimited(
-                "The upstream is rate limiting requests; try again shortly.",
-                code="upstream_rate_limited",
-                retry_after=_retry_after(exc.response),
-            )
-        if status == 400 and code == "context_length_exceeded":
-            return BadRequest(
-                "The question and its context are too long for the model's context window.",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        if status in (400, 422):
-            return BadRequest(
-                self.scrub(str(detail.get("message") or "The upstream refused the request.")),
-                param=detail.get("param"),
-                code=code or "upstream_invalid_request",
-            )
-        if status == 404:
-            # OpenAI's 404 names the model it lacks; a wrong OPENAI_BASE_URL gives no message.
-            said = detail.get("message")
-            return UpstreamError(
-                f"The upstream answered 404: {self.scrub(str(said))}"
-                if said
-                else "The upstream answered 404: check "
-                f"{self._settings_named('OPENAI_BASE_URL')} and that the model "
-                "exists there.",
-                code="upstream_not_found",
-            )
-        return UpstreamError(f"The upstream failed (HTTP {status}).", code="upstream_error")
+        error = status_error(
+            exc.status_code,
+            detail,
+            exc.response,
+            context_param=context_param,
+            model=model,
+            named=self._settings_named,
+            scrub=self.scrub,
+        )
+        log.warning("upstream answered %s (%s)", exc.status_code, error.code)
+        return error
 
     def _settings_named(self, name: str) -> str:
         """`name`, or CHATPROXY_UPSTREAMS when that setting replaces it."""
@@ -384,22 +357,6 @@ class _Server:
     client: openai.OpenAI
     failures: int = 0  # failed requests in a row
     set_aside_until: float = 0.0  # time.monotonic() when it may be asked again
-
-
-def _server_failed(exc: openai.APIError) -> bool:
-    """True when the server, not the request, is at fault: another server may answer."""
-    if isinstance(exc, openai.APIConnectionError):  # timeouts too
-        return True
-    status = getattr(exc, "status_code", None)
-    return status in (401, 403, 408, 409, 429) or (status is not None and status >= 500)
-
-
-def _retry_after(response: httpx2.Response) -> int:
-    """Seconds to wait from the upstream's `Retry-After` header, at least 1."""
-    try:
-        return max(1, round(float(response.headers.get("retry-after", "1"))))
-    except ValueError:
-        return 1
 
 
 def current_upstream() -> Upstream:

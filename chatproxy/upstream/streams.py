@@ -170,9 +170,10 @@ class RawStream(UpstreamStream):
     SDK's typed chunks cost about 110 µs each, passing bytes on about 2 µs):
     only the one whose `"usage":` holds an object is, and `usage` then holds
     it (OpenAI's last chunk with `stream_options.include_usage`; None when the
-    client did not ask for it). With `hide_usage`, that chunk (one without
-    choices) is not passed on. The upstream key never passes, even should an
-    upstream echo it.
+    client did not ask for it). With `hide_usage`, that chunk is not passed
+    on when it carries nothing else (`usage_only`: OpenAI's has no choices,
+    LiteLLM's one with an empty delta). The upstream key never passes, even
+    should an upstream echo it.
 
     A break (reset, timeout), or an end with neither `[DONE]` nor a
     `finish_reason`, raises UpstreamError or UpstreamTimeout after the events
@@ -338,10 +339,11 @@ def usage_in(events: bytes) -> dict[str, Any] | None:
 
 
 def without_usage_chunk(events: bytes) -> bytes:
-    """`events` without the chunk that carries only the usage (`"choices":[]` and a `usage` object).
+    """`events` without the chunk that carries only the usage (see `usage_only`).
 
-    That is the last chunk `stream_options.include_usage` adds; a chunk with
-    choices keeps its usage, since it carries content too.
+    That is the last chunk `stream_options.include_usage` adds: OpenAI's has
+    `"choices": []`, LiteLLM's proxy's one choice with an empty delta. A chunk
+    that carries more than the usage keeps it, since its client needs the rest.
     """
     at = events.rfind(USAGE_KEY)
     while at >= 0:
@@ -349,10 +351,39 @@ def without_usage_chunk(events: bytes) -> bytes:
         end = events.find(b"\n", at)
         line = events[start : end if end >= 0 else len(events)]
         value = events[at + len(USAGE_KEY) : at + len(USAGE_KEY) + 8].lstrip()
-        if value.startswith(b"{") and b'"choices":[]' in line.replace(b" ", b""):
+        if value.startswith(b"{") and line.startswith(b"data:") and usage_only(line[5:]):
             cut = end + 1 if end >= 0 else len(events)
             while events[cut : cut + 1] in (b"\n", b"\r") and cut < len(events):
                 cut += 1  # the blank line that ends the event
             return events[:start] + events[cut:]
         at = events.rfind(USAGE_KEY, 0, at)
     return events
+
+
+# What a choice may carry that its client reads: chat deltas, and legacy completions' text.
+_CARRIED = ("content", "reasoning_content", "reasoning", "tool_calls", "function_call", "refusal")
+
+
+def usage_only(data: bytes) -> bool:
+    """True when the chunk `data` (one event's JSON) has a `usage` object and nothing else a
+    client reads: no content, reasoning, tool call, refusal or text in any choice, and no
+    finish_reason. Parsed with json: it runs once per stream, on the chunk with the usage.
+    """
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return False
+    if not isinstance(chunk, dict) or not isinstance(chunk.get("usage"), dict):
+        return False
+    choices = chunk.get("choices") or []
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict) or choice.get("finish_reason") is not None:
+            return False
+        delta = choice.get("delta") or {}
+        if choice.get("text") or not isinstance(delta, dict):
+            return False
+        if any(delta.get(name) for name in _CARRIED):
+            return False
+    return True

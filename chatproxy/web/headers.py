@@ -1,8 +1,12 @@
-"""Security headers on every response: a strict Content-Security-Policy and friends."""
+"""Security headers on every response (a strict Content-Security-Policy and friends), and
+redirects that never name a host the client made up."""
 
 from __future__ import annotations
 
-from flask import Flask, Response
+from urllib.parse import urlsplit
+
+from flask import Flask, Response, request
+from werkzeug.routing import RequestRedirect
 
 # The page loads only its own files and talks only to this server; it has no
 # inline script or style (templates/index.html), so this policy holds.
@@ -27,3 +31,24 @@ def register_security_headers(app: Flask) -> None:
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response
+
+
+def register_relative_redirects(app: Flask) -> None:
+    """Send routing's redirects (`//callChatGPT` to `/callChatGPT`, a missing trailing slash)
+    with a relative `Location`: path and query only.
+
+    Werkzeug builds them from the request's `Host` header, which is the
+    client's to write (or X-Forwarded-Host's, behind a trusted proxy): a
+    forged one would send the client, or a cache in between, elsewhere.
+    Register after the request log, so that these answers are logged too.
+    """
+
+    @app.before_request
+    def redirect_relatively() -> Response | None:
+        redirect = request.routing_exception
+        if not isinstance(redirect, RequestRedirect):
+            return None
+        target = urlsplit(redirect.new_url)
+        # One leading slash: `//host/...` would be a URL of another host, relative or not.
+        location = "/" + target.path.lstrip("/") + (f"?{target.query}" if target.query else "")
+        return Response(status=redirect.code, headers={"Location": location})

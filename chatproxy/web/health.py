@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify
+import hashlib
+import hmac
+import ipaddress
+
+from flask import Blueprint, Response, current_app, jsonify, request
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatproxy.access.quotas import LIMITER
+from chatproxy.errors import Forbidden
 from chatproxy.metrics import exposition
 from chatproxy.state import current_settings
 from chatproxy.store.database import db
@@ -49,11 +54,44 @@ def readyz() -> tuple[Response, int]:
 def metrics() -> Response:
     """Prometheus metrics, summed across gunicorn's workers (`chatproxy.metrics`).
 
-    Text exposition format 0.0.4. Names key names (in token counts), no keys;
-    the sample nginx site serves it to localhost only.
+    Text exposition format 0.0.4. Names key names (in token counts), no keys.
+    Served to a loopback client (`request.remote_addr`, as CHATPROXY_TRUSTED_PROXIES
+    has it), or to one sending `Authorization: Bearer` and CHATPROXY_METRICS_TOKEN;
+    Forbidden (403) to anyone else. The sample nginx site also lets only
+    localhost through.
     """
+    if not _may_read_metrics(current_settings().metrics_token):
+        raise Forbidden(
+            "Metrics are served to this host only, or with 'Authorization: Bearer' and "
+            "the token the owner set (CHATPROXY_METRICS_TOKEN)."
+        )
     body, content_type = exposition()
     return Response(body, content_type=content_type)
+
+
+def _may_read_metrics(token: str | None) -> bool:
+    """True for a loopback client, or for one that sends the metrics token (in constant time)."""
+    if _is_loopback(request.remote_addr):
+        return True
+    if token is None:
+        return False
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    # Digests of equal length: the comparison tells nothing, not even the token's length.
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        hashlib.sha256(given.strip().encode()).digest(), hashlib.sha256(token.encode()).digest()
+    )
+
+
+def _is_loopback(address: str | None) -> bool:
+    """True for 127.0.0.0/8, ::1 and ::ffff:127.x; False for anything else, and for no
+    address at all (gunicorn on a unix socket: a proxy in front must then name the client)."""
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
 
 
 def _database() -> tuple[bool, str]:

@@ -59,8 +59,9 @@ ERRORS: dict[int, tuple[str, str]] = {
     503: ("UpstreamNotConfigured", "No upstream is configured (debug mode without a key)."),
     504: ("UpstreamTimeout", "The upstream did not answer within CHATPROXY_TIMEOUT."),
 }
-# The errors of a route that calls the upstream (questions, /v1).
-UPSTREAM_ERRORS = (400, 403, 413, 502, 503, 504)
+# The errors of a route that calls the upstream (questions, /v1); 404 `model_not_found`
+# when the upstream lacks a model the owner allows.
+UPSTREAM_ERRORS = (400, 403, 404, 413, 502, 503, 504)
 SECURITY: list[dict[str, list[str]]] = [{"accessKey": []}, {"accessKeyQuery": []}]
 SECURITY_SCHEMES = {
     "accessKey": {
@@ -301,8 +302,11 @@ def _service_paths(ops: Operations) -> dict[str, Schema]:
         "/metrics": {
             "get": ops.public(
                 "metrics",
-                "Prometheus metrics, summed across workers",
-                {"200": ok("Text exposition format 0.0.4", {"text/plain": string()})},
+                "Prometheus metrics, summed across workers (loopback, or the metrics token)",
+                {
+                    "200": ok("Text exposition format 0.0.4", {"text/plain": string()}),
+                    **errors(403),
+                },
             )
         },
         "/api/personas": page.get_json(
@@ -337,7 +341,7 @@ def _question_paths(ops: Operations, bounds: Bounds) -> dict[str, Schema]:
             "The answer: text by default; JSON with `format=json` or "
             "`Accept: application/json`; SSE with `stream=1`."
         )
-        responses = {"200": answer, **errors(*UPSTREAM_ERRORS, 404)}
+        responses = {"200": answer, **errors(*UPSTREAM_ERRORS)}
         description = (
             "Parameters come from the query string, a form or a JSON body (the body wins). "
             "The question is stored, in a new conversation unless one is named."
@@ -415,7 +419,7 @@ def _conversation_paths(ops: Operations) -> dict[str, Schema]:
                 "Answer the last question again (Retry, Regenerate)",
                 {
                     "200": _answers("As `/callChatGPT`; the new answer replaces the last one."),
-                    **errors(*UPSTREAM_ERRORS, 404),
+                    **errors(*UPSTREAM_ERRORS),
                 },
                 description="`/callChatGPT`'s parameters but `input` and `conversation_id`; "
                 "400 `nothing_to_regenerate` for a conversation without a question.",

@@ -13,6 +13,7 @@ unknown ones too, and the upstream judges them. A bad body raises BadRequest
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,14 +51,21 @@ class PassThrough:
 def read_body(data: bytes) -> dict[str, Any]:
     """The request body as a JSON object; BadRequest (400, `invalid_json`) for anything else.
 
-    NaN and Infinity are refused: they are not JSON, and no upstream takes them.
+    NaN and Infinity are refused: they are not JSON, and no upstream takes them;
+    so is a number too large for a double (`1e309`), which Python would read as
+    infinity (400 `number_too_large`).
     """
     try:
-        body = json.loads(data, parse_constant=_not_json)
+        body = json.loads(data, parse_constant=_not_json, parse_float=_finite)
         if b"\\u" in data and isinstance(body, dict):
             # JSON may escape a lone surrogate (`"\\udb56"`), which is no text at all:
             # refused here rather than failing once something encodes it.
             json.dumps(body, ensure_ascii=False).encode()
+    except _Overflow:
+        raise BadRequest(
+            "A number in the request body is too large (beyond 1.8e308).",
+            code="number_too_large",
+        ) from None
     except (ValueError, RecursionError, UnicodeEncodeError):
         body = None
     if not isinstance(body, dict):
@@ -212,3 +220,14 @@ def _stream(body: dict[str, Any]) -> bool:
 
 def _not_json(constant: str) -> None:
     raise ValueError(f"{constant} is not JSON")
+
+
+class _Overflow(ValueError):
+    """A JSON number beyond the range of a double."""
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise _Overflow(text)
+    return number

@@ -5,7 +5,9 @@ to 64 letters, digits, `.`, `_`, `-`), else a new one; it is sent back in
 `X-Request-Id` and names the request in the log. A streamed answer is logged
 when it ends, with its tokens. Plain text by default, one JSON object per line
 with CHATPROXY_LOG_FORMAT=json. Questions and answers are not logged unless
-CHATPROXY_LOG_CONTENT=1 (then the question, up to 2,000 characters).
+CHATPROXY_LOG_CONTENT=1 (then the question, up to 2,000 characters). Control
+characters in what the client sent (the path, the question) are escaped
+(`chatproxy.logsafe`), in both formats.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from flask import Flask, Response, g, request
 
 from chatproxy.access.keys import current_caller
 from chatproxy.config import Settings
+from chatproxy.logsafe import escape_controls
 from chatproxy.metrics import REQUESTS
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -93,6 +96,12 @@ def _write(
         "completion_tokens": usage.get("completion_tokens") if isinstance(usage, Mapping) else None,
         "outcome": details.get("outcome"),
         "ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    # The path, the question and the key's name are others' text: no line break of theirs
+    # may start a line of the log, in either format.
+    line = {
+        name: escape_controls(value) if isinstance(value, str) else value
+        for name, value in line.items()
     }
     if settings.log_format == "json":
         log.info(json.dumps(line, ensure_ascii=False, separators=(",", ":")))

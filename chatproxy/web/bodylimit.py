@@ -1,0 +1,68 @@
+"""A request body sent in chunks held to CHATPROXY_MAX_BODY_BYTES, as one with a Content-Length is.
+
+Werkzeug refuses a body whose `Content-Length` is over the limit (413), but a
+chunked one (`Transfer-Encoding: chunked`, no `Content-Length`) it reads up to
+the limit and stops there without a word: a form's question was silently cut.
+This WSGI middleware reads such a body first, at most one byte past the limit,
+and hands it on with the length it found; one byte past the limit makes
+werkzeug answer 413, as for a stated length, once the body is read.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from typing import Any
+
+READ_SIZE = 64 * 1024
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class ChunkedBodyLimit:
+    """WSGI middleware: a chunked request body read up to `max_bytes` + 1 and given a length."""
+
+    def __init__(self, app: WSGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if not environ.get("CONTENT_LENGTH") and "chunked" in (
+            environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        ):
+            try:
+                body = _read_at_most(environ["wsgi.input"], self.max_bytes + 1)
+            # A malformed chunk or a client gone: each server raises its own error
+            # (gunicorn's ParseException is no OSError).
+            except Exception:
+                environ["wsgi.input"] = _Unreadable()  # werkzeug: 400 once it is read
+            else:
+                # Now a body of known length, as werkzeug sees it (it ignores a length given
+                # with `chunked`); past the limit it says "at least max + 1": 413 when read.
+                del environ["HTTP_TRANSFER_ENCODING"]
+                environ["wsgi.input"] = io.BytesIO(body)
+                environ["CONTENT_LENGTH"] = str(len(body))
+        return self.app(environ, start_response)
+
+
+def _read_at_most(stream: Any, limit: int) -> bytes:
+    """Up to `limit` bytes of `stream` (a server's dechunked `wsgi.input`), less at its end."""
+    pieces: list[bytes] = []
+    left = limit
+    while left > 0:
+        piece = stream.read(min(READ_SIZE, left))
+        if not piece:
+            break
+        pieces.append(piece)
+        left -= len(piece)
+    return b"".join(pieces)
+
+
+class _Unreadable(io.RawIOBase):
+    """A body that failed to arrive: reading it raises OSError, as the server's input did."""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        raise OSError("the request body could not be read")
