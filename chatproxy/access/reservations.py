@@ -26,20 +26,30 @@ from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select
 
 from chatproxy.access.keys import Caller
-from chatproxy.access.quotas import SPENT_ON, minute_window_down
+from chatproxy.access.quotas import LEDGER, minute_window_down
 from chatproxy.errors import RateLimited
 from chatproxy.store.models import Reservation
 
 RESERVATIONS = Reservation.__table__
 # While answers in flight hold the quota, a refused client may try again soon.
 RETRY_WHILE_RESERVED = 2  # seconds
-_RESERVED_BY_OTHERS = select(
-    func.coalesce(func.sum(RESERVATIONS.c.tokens), 0),
-    func.coalesce(func.sum(RESERVATIONS.c.cost), 0.0),
-).where(
-    RESERVATIONS.c.key_name == bindparam("key_name"),
-    RESERVATIONS.c.expires_at > bindparam("now"),
-    RESERVATIONS.c.id != bindparam("own"),
+# What the key used today and what other requests hold, read in ONE statement: on
+# PostgreSQL each statement sees what was committed before it began, so an answer
+# settled between two statements (its usage written, its reservation deleted) would
+# be in neither sum.
+_TODAY = (LEDGER.c.key_name == bindparam("key_name")) & (LEDGER.c.day == bindparam("day"))
+_HELD = (
+    (RESERVATIONS.c.key_name == bindparam("key_name"))
+    & (RESERVATIONS.c.expires_at > bindparam("now"))
+    & (RESERVATIONS.c.id != bindparam("own"))
+)
+_USED_AND_HELD = select(
+    select(func.coalesce(func.sum(LEDGER.c.prompt_tokens + LEDGER.c.completion_tokens), 0))
+    .where(_TODAY)
+    .scalar_subquery(),
+    select(func.coalesce(func.sum(LEDGER.c.cost), 0.0)).where(_TODAY).scalar_subquery(),
+    select(func.coalesce(func.sum(RESERVATIONS.c.tokens), 0)).where(_HELD).scalar_subquery(),
+    select(func.coalesce(func.sum(RESERVATIONS.c.cost), 0.0)).where(_HELD).scalar_subquery(),
 )
 _EXPIRED = delete(RESERVATIONS).where(
     RESERVATIONS.c.key_name == bindparam("key_name"), RESERVATIONS.c.expires_at <= bindparam("now")
@@ -133,7 +143,7 @@ def _reserve_today(
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(select(func.pg_advisory_xact_lock(func.hashtext(caller.name))))
-        row = connection.execute(
+        inserted = connection.execute(
             RESERVATIONS.insert().values(
                 key_name=caller.name,
                 tokens=tokens,
@@ -142,14 +152,13 @@ def _reserve_today(
                 expires_at=now + timedelta(seconds=seconds),
             )
         )
-        own = row.inserted_primary_key[0]  # type: ignore[index]
-        used = connection.execute(SPENT_ON, {"key_name": caller.name, "day": now.date()}).one()
-        held = connection.execute(
-            _RESERVED_BY_OTHERS,
-            {"key_name": caller.name, "now": now, "own": own},
+        own = inserted.inserted_primary_key[0]  # type: ignore[index]
+        totals = connection.execute(
+            _USED_AND_HELD,
+            {"key_name": caller.name, "day": now.date(), "now": now, "own": own},
         ).one()
-        used_tokens, used_cost = int(used[1]) + int(used[2]), float(used[3])
-        held_tokens, held_cost = int(held[0]), float(held[1])
+        used_tokens, used_cost = int(totals[0]), float(totals[1])
+        held_tokens, held_cost = int(totals[2]), float(totals[3])
         until_tomorrow = _seconds_to_midnight(now)
         limit = caller.tokens_per_day
         if limit is not None and used_tokens + held_tokens >= limit:
