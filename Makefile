@@ -40,9 +40,15 @@ TEST_POSTGRESQL ?= postgresql://postgres@127.0.0.1:5432/test
 key: install
 	@$(BIN)/flask --app app keys create --name "$${NAME:-me}"
 
+# Both runs happen whatever the first gives; a line each says how it went, and
+# make fails if either failed. (Ctrl-C stops both: it ends the recipe's shell.)
 test: install-dev
-	$(BIN)/pytest
-	TEST_DATABASE_URL=$(TEST_POSTGRESQL) $(BIN)/pytest
+	@sqlite=0; postgresql=0; \
+	$(BIN)/pytest || sqlite=$$?; \
+	TEST_DATABASE_URL=$(TEST_POSTGRESQL) $(BIN)/pytest || postgresql=$$?; \
+	report() { if [ $$2 -eq 0 ]; then echo "$$1 passed"; else echo "$$1 FAILED (pytest status $$2)"; fi; }; \
+	echo; report "make test on SQLite:    " $$sqlite; report "make test on PostgreSQL:" $$postgresql; \
+	[ $$sqlite -eq 0 ] && [ $$postgresql -eq 0 ]
 
 lint: install-dev
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy

@@ -20,7 +20,10 @@ T = TypeVar("T")
 SIMULATOR_KEY = "sk-sim-local"
 """The upstream key used in simulator mode when `OPENAI_API_KEY` is not set."""
 
-DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1")
+DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-3.5-turbo-instruct")
+
+COMPLETION_MODELS = frozenset({"gpt-3.5-turbo-instruct", "davinci-002", "babbage-002"})
+"""OpenAI's models that answer only legacy completions (`POST /v1/completions`), never chat."""
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -93,6 +96,14 @@ class Settings:
     upstream_cooldown: float = 30.0
 
     @property
+    def chat_models(self) -> tuple[str, ...]:
+        """The models that answer chat: `models` but OpenAI's legacy completion ones.
+
+        The page, `/callChatGPT` and `/api/models` offer only these; `/v1` all.
+        """
+        return tuple(model for model in self.models if model not in COMPLETION_MODELS)
+
+    @property
     def simulator_in_use(self) -> bool:
         """True when answers come from the built-in simulator, not a real upstream."""
         return self.upstream == "simulator"
@@ -145,6 +156,10 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     if model not in models:
         raise ConfigError(
             f"CHATPROXY_MODEL={model!r} is not one of CHATPROXY_MODELS ({', '.join(models)})"
+        )
+    if model in COMPLETION_MODELS:
+        raise ConfigError(
+            f"CHATPROXY_MODEL={model!r} answers only legacy completions: choose a chat model"
         )
     origins = env.items("CHATPROXY_CORS_ORIGINS", ())
     for origin in origins:

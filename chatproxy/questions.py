@@ -96,8 +96,9 @@ def parse_question(
     for (`text`, `json` or `sse`), overridden by `format=` and `stream=`;
     `personas` are the ones `persona=` may name (`{id: Persona}`). The model is
     `model=`, else the persona's, else CHATPROXY_MODEL. Raises BadRequest for a
-    missing or wrong value (code `persona_not_found` for an unknown persona),
-    Forbidden for a model outside CHATPROXY_MODELS.
+    missing or wrong value (code `persona_not_found` for an unknown persona,
+    `model_not_supported` for a legacy completion model), Forbidden for a model
+    outside CHATPROXY_MODELS.
     """
     text = _text(values, "input", settings.max_input_chars, required=True)
     assert text is not None
@@ -109,6 +110,13 @@ def parse_question(
             f"The model {model!r} is not allowed here. Allowed: {', '.join(settings.models)}.",
             param="model",
             code="model_not_allowed",
+        )
+    if model not in settings.chat_models:
+        raise BadRequest(
+            f"The model {model!r} answers only legacy completions (POST /v1/completions), "
+            f"not questions. Ask one of: {', '.join(settings.chat_models)}.",
+            param="model",
+            code="model_not_supported",
         )
     options: dict[str, Any] = {}
     for name, (low, high) in NUMBER_RANGES.items():

@@ -113,6 +113,9 @@ PRICES: dict[str, Price] = {
     "gpt-4": Price(30.00, 60.00),
     "gpt-4-32k": Price(60.00, 120.00),
     "gpt-3.5-turbo": Price(0.50, 1.50),
+    # Legacy completions only; allowed by default. Its price as OpenAI's API
+    # charges it, per llmreference.com's comparison of providers (2026-06).
+    "gpt-3.5-turbo-instruct": Price(1.50, 2.00),
 }
 
 

@@ -324,6 +324,8 @@ def test_stop_or_reload_lets_answers_in_flight_finish(
     """
     count = 50
     server = launch(f"graceful-{signal_name}", **upstream_settings(simulator, WORKERS="2"))
+    # Answers of 20 pieces 0.3 s apart (6 s): long beside the time 50 take to begin.
+    question = "question {} [[sim: chunks=20 delay=0.3]]"
 
     async def signal_while_streaming() -> tuple[
         list[tuple[list[Event], float | None, float]], float
@@ -331,31 +333,34 @@ def test_stop_or_reload_lets_answers_in_flight_finish(
         started = asyncio.Semaphore(0)
         async with concurrent_client(server.url, count) as client:
             streams = [
-                asyncio.create_task(
-                    stream_answer(
-                        client, f"question {i} [[sim: chunks=10 delay=0.3]]", started.release
-                    )
-                )
+                asyncio.create_task(stream_answer(client, question.format(i), started.release))
                 for i in range(count)
             ]
             for _ in range(count):  # every answer has begun to arrive
-                await asyncio.wait_for(started.acquire(), timeout=30)
+                await asyncio.wait_for(started.acquire(), timeout=START_TIMEOUT)
             server.process.send_signal(getattr(signal, signal_name))
             signalled_at = time.monotonic()
             return await asyncio.gather(*streams), signalled_at
 
     results, signalled_at = asyncio.run(signal_while_streaming())
 
+    # The signal cut across every answer: none had ended when it came.
+    ended_before = sum(end < signalled_at for _, _, end in results)
+    assert not ended_before, f"{ended_before} answers had ended before the signal"
     assert [events[-1].name for events, _, _ in results] == ["done"] * count
     # Nothing accepted is lost: every answer was stored (its message id is in `done`).
     assert all(events[-1].data["message_id"] for events, _, _ in results)
-    # The signal really cut across the answers: they went on for a while after it.
-    assert all(end > signalled_at + 1 for _, _, end in results)
     if signal_name == "SIGTERM":
         assert server.wait_for_exit(STOP_TIMEOUT) == 0, server.log()
         assert "Handling signal: term" in server.log()
     else:
-        assert httpx2.get(f"{server.url}/callChatGPT", params={"input": "after"}).status_code == 200
+        # The old workers stopped taking connections at the signal; this question
+        # waits in the listen queue until a new worker has booted (seconds, on a
+        # loaded machine), so its bound is that of a start.
+        after = httpx2.get(
+            f"{server.url}/callChatGPT", params={"input": "after"}, timeout=START_TIMEOUT
+        )
+        assert after.status_code == 200
         assert "Handling signal: hup" in server.log()
 
 

@@ -63,14 +63,15 @@ class Caller:
     def policy(self, settings: Settings) -> Settings:
         """`settings` with CHATPROXY_MODELS narrowed to the models this key may use.
 
-        The default model becomes the first allowed one when the key may not use it.
+        The default model becomes the first allowed chat model when the key may not use it.
         """
         if self.models is None:
             return settings
         models = tuple(m for m in settings.models if m in self.models)
         if not models:
             return replace(settings, models=())
-        model = settings.model if settings.model in models else models[0]
+        chat_models = replace(settings, models=models).chat_models or models
+        model = settings.model if settings.model in models else chat_models[0]
         return replace(settings, models=models, model=model)
 
 

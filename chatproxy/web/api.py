@@ -44,10 +44,11 @@ def models() -> Response:
     """The models `model=` may name (CHATPROXY_MODELS, or those of the caller's key), in order.
 
     `{"object": "list", "data": [{"id": str, "default": bool}]}`; exactly one
-    is the default (CHATPROXY_MODEL).
+    is the default (CHATPROXY_MODEL). Legacy completion models, which answer
+    only `/v1/completions`, are left out.
     """
     settings = current_policy()
-    data = [{"id": model, "default": model == settings.model} for model in settings.models]
+    data = [{"id": model, "default": model == settings.model} for model in settings.chat_models]
     return jsonify(object="list", data=data)
 
 

@@ -118,6 +118,7 @@ def build_document(settings: Settings, persona_ids: tuple[str, ...]) -> dict[str
     """The OpenAPI 3.1 document of an app with `settings` and the personas `persona_ids`."""
     bounds = Bounds(
         models=settings.models,
+        chat_models=settings.chat_models,
         default_model=settings.model,
         max_tokens=settings.max_tokens,
         max_input_chars=settings.max_input_chars,

@@ -28,6 +28,7 @@ class Bounds:
     """What the document depends on: this app's settings and personas."""
 
     models: tuple[str, ...]
+    chat_models: tuple[str, ...]  # those `/callChatGPT` takes: no legacy completion models
     default_model: str
     max_tokens: int
     max_input_chars: int
@@ -118,9 +119,10 @@ def question_fields(bounds: Bounds) -> dict[str, Schema]:
             description="The question (not blank). Longer: 400 `string_above_max_length`.",
         ),
         "model": string(
-            enum=[*bounds.models, ""],
+            enum=[*bounds.chat_models, ""],
             description="One of CHATPROXY_MODELS (403 `model_not_allowed` for others, or for "
-            f"one the caller's key may not use). Default (or empty): the persona's model, "
+            "one the caller's key may not use), not a legacy completion model (400 "
+            "`model_not_supported`). Default (or empty): the persona's model, "
             f"else `{bounds.default_model}`.",
         ),
         "persona": string(

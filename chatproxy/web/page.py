@@ -17,7 +17,7 @@ def index() -> str:
         "index.html",
         simulator_in_use=settings.simulator_in_use,
         auth_open=settings.auth == "open",
-        models=settings.models,
+        models=settings.chat_models,
         default_model=settings.model,
         personas=list(current_personas().values()),
         max_input_chars=settings.max_input_chars,
