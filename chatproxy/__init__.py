@@ -115,7 +115,7 @@ def create_app(environ: Mapping[str, str] | None = None, *, serving: bool = Fals
             app,
             resources={r"/callChatGPT": {}, r"/api/*": {}, r"/v1/*": {}},
             origins=list(settings.cors_origins),
-            expose_headers=["Retry-After", "X-Conversation-Id"],
+            expose_headers=["Retry-After", "X-Conversation-Id", "Idempotent-Replayed"],
         )
     register_error_handlers(app)
     register_store_errors(app)

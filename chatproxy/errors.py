@@ -90,12 +90,28 @@ class MethodNotAllowed(APIError):
     default_code = "method_not_allowed"
 
 
+class Conflict(APIError):
+    """409: the request clashes with another in progress (an Idempotency-Key in use)."""
+
+    status = 409
+    type = "invalid_request_error"
+    default_code = "conflict"
+
+
 class PayloadTooLarge(APIError):
     """413: the request body is larger than CHATPROXY_MAX_BODY_BYTES."""
 
     status = 413
     type = "invalid_request_error"
     default_code = "request_too_large"
+
+
+class Unprocessable(APIError):
+    """422: well formed but not acceptable (an Idempotency-Key reused for another request)."""
+
+    status = 422
+    type = "invalid_request_error"
+    default_code = "unprocessable"
 
 
 class RateLimited(APIError):

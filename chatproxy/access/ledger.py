@@ -13,7 +13,7 @@ row's `counted_requests` says so.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -77,12 +77,14 @@ class Recorder:
         usage: Mapping[str, Any] | None,
         cost: float | None,
         counted: bool = False,
+        also: Sequence[spool.Write] = (),
     ) -> None:
         """Record a request of `model`: its `usage` (or None), USD `cost`, whether `counted`.
 
-        Written at once, or kept in the spool while the database is away.
+        Written at once with `also` (the answer kept for an Idempotency-Key),
+        in one transaction, or kept in the spool while the database is away.
         """
-        spool.commit(self.engine, [self.charge(model, usage, cost, counted)])
+        spool.commit(self.engine, [self.charge(model, usage, cost, counted), *also])
         self.count_tokens(usage)
 
     def charge(

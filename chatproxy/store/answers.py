@@ -17,7 +17,7 @@ request is gone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -109,9 +109,10 @@ def sweep_unfinished(engine: Engine, older_than: datetime) -> int:
 
 
 def finish_turn(
-    engine: Engine, turn: Turn, outcome: Outcome, also: spool.Write | None = None
+    engine: Engine, turn: Turn, outcome: Outcome, also: Sequence[spool.Write] = ()
 ) -> Kept:
-    """Store how `turn` ended, with `also` (the ledger's charge) in the same transaction.
+    """Store how `turn` ended, with `also` (the ledger's charge, the answer kept for an
+    Idempotency-Key) after it in the same transaction.
 
     An answer with text is stored (`ok`, or `interrupted` when it did not
     finish), replacing `turn.replaces`; without text, the question is marked
@@ -135,14 +136,16 @@ def finish_turn(
         "closed": outcome.closed,
         "at": utcnow().isoformat(),
     }
-    writes = [spool.Write("answer", answer), *([also] if also else [])]
+    writes = [spool.Write("answer", answer), *also]
     results = spool.commit(engine, writes)
     if results is None:
         return Kept(turn.answer_id, stored=False)
     return Kept(results[0], stored=True)
 
 
-def fail_turn(engine: Engine, turn: Turn, error: APIError, also: spool.Write | None = None) -> Kept:
+def fail_turn(
+    engine: Engine, turn: Turn, error: APIError, also: Sequence[spool.Write] = ()
+) -> Kept:
     """Mark `turn`'s question `error` (the upstream failed before answering); see finish_turn."""
     return finish_turn(engine, turn, Outcome(content="", error=error), also)
 

@@ -1,5 +1,5 @@
-"""The stored tables (SQLAlchemy 2 models; schema in `migrations/`): conversations, keys, usage
-and reservations."""
+"""The stored tables (SQLAlchemy 2 models; schema in `migrations/`): conversations, keys, usage,
+reservations and idempotency keys."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -27,6 +28,9 @@ STATUSES = ("ok", "error", "interrupted", "streaming")
 """A message's status: answered (`ok`), the upstream failed (`error`), cut short
 (`interrupted`), or an answer still arriving (`streaming`, saved every few seconds)."""
 ROLES = ("system", "user", "assistant")
+IDEMPOTENCY_STATUSES = ("in_progress", "done", "too_large")
+"""An idempotency key's status: its request is being answered (`in_progress`), its answer is
+kept for a retry (`done`), or it was answered but too large to keep (`too_large`)."""
 TITLE_LENGTH = 200
 
 
@@ -185,3 +189,39 @@ class SpooledWrite(db.Model):  # type: ignore[name-defined,misc]
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     written_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IdempotencyKey(db.Model):  # type: ignore[name-defined,misc]
+    """A request sent with an `Idempotency-Key`: recorded before it is answered, then its answer.
+
+    One row per caller (`owner`: the access key's name, `open` while
+    CHATPROXY_AUTH is open) and `key`. `route` and `fingerprint` (the SHA-256
+    of the method, route and parameters) are those of the request that first
+    used the key. Once answered, `response` holds what a retry gets back,
+    `content_type` saying what it is: `/callChatGPT`'s answer as JSON, or the
+    upstream's body or stream bytes for `/v1`. `updated_at` is when the row was
+    claimed or answered. Rows older than a day no longer count and are deleted
+    lazily (`chatproxy.store.idempotency`).
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("owner", "key", name="uq_idempotency_keys_owner_key"),
+        CheckConstraint(f"status IN {IDEMPOTENCY_STATUSES}", name="ck_idempotency_keys_status"),
+        # Ids are never reused: a claim taken over after its worker died must not find the
+        # row of the request that took it over.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(255))
+    route: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="in_progress")
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    response: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), default=utcnow, index=True
+    )
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -21,8 +21,16 @@ from chatproxy.store.conversations import (
     start_turn,
 )
 from chatproxy.store.database import db
+from chatproxy.store.idempotency import NO_CLAIM, Claim, Stored
 from chatproxy.tokens import answer_cost, count_messages, count_text, counted_usage
 from chatproxy.upstream.client import current_upstream
+from chatproxy.web.idempotency import (
+    asked,
+    claim_request,
+    kept_answer,
+    released_on_error,
+    replay_answer,
+)
 from chatproxy.web.passthrough import read_body
 from chatproxy.web.requestlog import note
 from chatproxy.web.sse import Checkpoint, stream_response
@@ -47,9 +55,14 @@ def call_chatgpt() -> Response:
     "message_id"}` (`cost` in USD, null for a model without a price) with
     `Accept: application/json` or `format=json`; SSE events (see
     `chatproxy.web.sse`) with `stream=1` or `Accept: text/event-stream`.
+    With an `Idempotency-Key` header, a retry of an answered request gets
+    the stored answer in the format it asks for, with `Idempotent-Replayed:
+    true`, and asks nothing (`chatproxy.web.idempotency`).
     Errors: 400 (`context_length_exceeded` when the question does not fit the
-    model's window), 403, 404
-    (`conversation_not_found`), 413, 429, 502, 503, 504 in OpenAI's error shape.
+    model's window, `invalid_idempotency_key`), 403, 404
+    (`conversation_not_found`), 409 (`idempotency_key_in_use`, with
+    Retry-After, while the first request with the key is answered), 413, 422
+    (`idempotency_key_reused`), 429, 502, 503, 504 in OpenAI's error shape.
     """
     settings = current_policy()
     personas = current_personas()
@@ -67,11 +80,15 @@ def call_chatgpt() -> Response:
         wants=wanted_format(),
         personas=personas,
     )
-    turn = start_turn(db.engine, question, settings, conversation, owner)
-    return answer_turn(turn, question)
+    claimed = claim_request(asked(values, conversation_id))
+    if isinstance(claimed, Stored):
+        return replay_answer(claimed, question)
+    with released_on_error(claimed):
+        turn = start_turn(db.engine, question, settings, conversation, owner)
+        return answer_turn(turn, question, claimed)
 
 
-def answer_turn(turn: Turn, question: Question) -> Response:
+def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Response:
     """Call the upstream for a stored question and answer in the format `question` asked for.
 
     The request's worst case is reserved against the key's quotas first (429,
@@ -81,7 +98,9 @@ def answer_turn(turn: Turn, question: Question) -> Response:
     event or JSON when it waits in the spool for the database; an upstream
     failure before the answer starts marks the question `error` and raises
     its APIError. Every response, errors included, carries the conversation's
-    id in `X-Conversation-Id`.
+    id in `X-Conversation-Id`. The answer is kept for `claimed`'s key in the
+    transaction that stores it; a stream that ends with nothing answered gives
+    the key back.
     """
     g.conversation_id = turn.conversation_id
     # No connection is held while the upstream answers (that may take minutes);
@@ -109,7 +128,7 @@ def answer_turn(turn: Turn, question: Question) -> Response:
             answer = upstream.complete_chat(turn.params)
     except APIError as error:
         logged["outcome"] = error.code
-        fail_turn(engine, turn, error, record_usage.charge(question.model, None, None))
+        fail_turn(engine, turn, error, [record_usage.charge(question.model, None, None)])
         raise
 
     def charge(usage: dict[str, Any] | None, content: str) -> tuple[dict[str, Any], bool]:
@@ -128,7 +147,12 @@ def answer_turn(turn: Turn, question: Question) -> Response:
             usage, counted = charge(stream.usage, content)
             spent = cost_of(usage, stream.model)
             ledger = record_usage.charge(question.model, usage, spent, counted)
-            kept = finish_turn(engine, turn, outcome, ledger)
+            if content or (error is None and not closed):
+                answer = kept_answer(outcome, cost_of(stream.usage, stream.model))
+                idempotency = claimed.keep_answer(answer, turn.conversation_id, turn.question_id)
+            else:  # nothing was answered: a retry may ask again
+                idempotency = claimed.release()
+            kept = finish_turn(engine, turn, outcome, [ledger, *idempotency])
             record_usage.count_tokens(usage)
             logged.update(usage=usage, outcome=_outcome(error, closed))
             return {
@@ -148,9 +172,10 @@ def answer_turn(turn: Turn, question: Question) -> Response:
     outcome = Outcome(answer.content, answer.model, answer.finish_reason, answer.usage)
     usage, counted = charge(answer.usage, answer.content)
     spent = cost_of(usage, answer.model)
-    kept = finish_turn(
-        engine, turn, outcome, record_usage.charge(question.model, usage, spent, counted)
-    )
+    ledger = record_usage.charge(question.model, usage, spent, counted)
+    kept_for_retry = kept_answer(outcome, cost_of(answer.usage, answer.model))
+    idempotency = claimed.keep_answer(kept_for_retry, turn.conversation_id, turn.question_id)
+    kept = finish_turn(engine, turn, outcome, [ledger, *idempotency])
     record_usage.count_tokens(usage)
     logged.update(usage=usage, outcome="ok")
     if question.format == "json":

@@ -45,7 +45,17 @@ ERRORS: dict[int, tuple[str, str]] = {
     403: ("Forbidden", "Not allowed, e.g. a model outside CHATPROXY_MODELS or the key's."),
     404: ("NotFound", "No such object (`conversation_not_found`, `model_not_found`)."),
     405: ("MethodNotAllowed", "The route does not take this method (see `Allow`)."),
+    409: (
+        "Conflict",
+        "A request with this `Idempotency-Key` is still being answered "
+        "(`idempotency_key_in_use`; `Retry-After` says when to ask for its answer), or its "
+        "answer was too large to keep for a retry (`idempotency_replay_unavailable`).",
+    ),
     413: ("PayloadTooLarge", "The request body is larger than CHATPROXY_MAX_BODY_BYTES."),
+    422: (
+        "Unprocessable",
+        "This `Idempotency-Key` was used for another request (`idempotency_key_reused`).",
+    ),
     429: (
         "RateLimited",
         "Too many requests or tokens for the key or address, or the "
@@ -62,6 +72,8 @@ ERRORS: dict[int, tuple[str, str]] = {
 # The errors of a route that calls the upstream (questions, /v1); 404 `model_not_found`
 # when the upstream lacks a model the owner allows.
 UPSTREAM_ERRORS = (400, 403, 404, 413, 502, 503, 504)
+# The errors of a route that takes an Idempotency-Key.
+IDEMPOTENCY_ERRORS = (409, 422)
 SECURITY: list[dict[str, list[str]]] = [{"accessKey": []}, {"accessKeyQuery": []}]
 SECURITY_SCHEMES = {
     "accessKey": {
@@ -97,6 +109,11 @@ HEADERS: dict[str, Schema] = {
         "schema": integer(minimum=0),
     },
     "Allow": {"description": "The methods the route takes.", "schema": string()},
+    "Idempotent-Replayed": {
+        "description": "`true` on the answer kept for an `Idempotency-Key`, given again "
+        "without asking the upstream.",
+        "schema": string(enum=["true"]),
+    },
     "Content-Disposition": {
         "description": "`attachment`, with a file name after the title (RFC 6266).",
         "schema": string(pattern="^attachment; "),
@@ -185,6 +202,14 @@ def _parameters(bounds: Bounds) -> dict[str, Schema]:
         "in": "header",
         "schema": ID,
         "description": "Go on with this conversation (`conversation_id` wins).",
+    }
+    parameters["IdempotencyKey"] = {
+        "name": "Idempotency-Key",
+        "in": "header",
+        "schema": string(minLength=1, maxLength=255, pattern="^[ -~]+$"),
+        "description": "A key of the caller's for this request (e.g. a UUID), kept 24 hours: "
+        "the same request sent again with it gets the first answer (`Idempotent-Replayed: "
+        "true`) without asking the upstream again. 1 to 255 printable ASCII characters.",
     }
     parameters["ConversationPath"] = {
         "name": "conversation_id",
@@ -324,7 +349,10 @@ def _service_paths(ops: Operations) -> dict[str, Schema]:
 
 def _answers(description: str) -> Schema:
     """The 200 of a question: text, JSON or SSE, with `X-Conversation-Id`."""
-    conversation = {"X-Conversation-Id": required_header("X-Conversation-Id")}
+    conversation = {
+        "X-Conversation-Id": required_header("X-Conversation-Id"),
+        "Idempotent-Replayed": ref("Idempotent-Replayed", "headers"),
+    }
     content = {
         "text/plain": string(description="The answer only (the default)."),
         JSON: ref("Answer"),
@@ -335,14 +363,15 @@ def _answers(description: str) -> Schema:
 
 def _question_paths(ops: Operations, bounds: Bounds) -> dict[str, Schema]:
     ops = ops.tagged("questions")
-    query = [ref(name, "parameters") for name in [*question_fields(bounds), "ConversationHeader"]]
+    headers = ["ConversationHeader", "IdempotencyKey"]
+    query = [ref(name, "parameters") for name in [*question_fields(bounds), *headers]]
 
     def ask(op_id: str, **extra: Any) -> Schema:
         answer = _answers(
             "The answer: text by default; JSON with `format=json` or "
             "`Accept: application/json`; SSE with `stream=1`."
         )
-        responses = {"200": answer, **errors(*UPSTREAM_ERRORS)}
+        responses = {"200": answer, **errors(*UPSTREAM_ERRORS, *IDEMPOTENCY_ERRORS)}
         description = (
             "Parameters come from the query string, a form or a JSON body (the body wins). "
             "The question is stored, in a new conversation unless one is named."
@@ -350,7 +379,7 @@ def _question_paths(ops: Operations, bounds: Bounds) -> dict[str, Schema]:
         return ops.api(op_id, "Ask one question", responses, description=description, **extra)
 
     form = body((JSON, ref("Question")), (FORM, ref("QuestionForm")))
-    header = [ref("ConversationHeader", "parameters")]
+    header = [ref(name, "parameters") for name in headers]
     return {
         "/callChatGPT": {
             "get": ask("askGet", parameters=query),
@@ -454,9 +483,18 @@ def _v1_paths(ops: Operations) -> dict[str, Schema]:
             'The upstream\'s answer as it came; with `"stream": true` its chunks up to '
             "`data: [DONE]`, or an error event if the stream breaks.",
             {JSON: ref("Completion"), SSE: ref("PassthroughEvent")},
+            headers={"Idempotent-Replayed": ref("Idempotent-Replayed", "headers")},
         )
-        responses = {"200": answer, **errors(*UPSTREAM_ERRORS)}
-        return {"post": ops.api(op_id, summary, responses, requestBody=body((JSON, ref(request))))}
+        responses = {"200": answer, **errors(*UPSTREAM_ERRORS, *IDEMPOTENCY_ERRORS)}
+        return {
+            "post": ops.api(
+                op_id,
+                summary,
+                responses,
+                parameters=[ref("IdempotencyKey", "parameters")],
+                requestBody=body((JSON, ref(request))),
+            )
+        }
 
     model = ops.api(
         "retrieveModel",

@@ -15,7 +15,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,17 +110,28 @@ def answer_events(
 
 
 def passthrough_events(
-    stream: RawStream, on_end: Callable[[], None] | None = None
+    stream: RawStream,
+    on_end: Callable[[], None] | None = None,
+    tap: Callable[[bytes], None] | None = None,
 ) -> Iterator[bytes]:
     """The upstream's events as they came; a failure mid-stream ends them with one error event.
 
     The error event is `data: {"error": {...}}` in OpenAI's shape, with no
-    `[DONE]` after it: the openai SDK raises APIError on it. `on_end()` runs
-    once the stream ends, however it ends (the stream's `usage` is then known).
+    `[DONE]` after it: the openai SDK raises APIError on it. `tap(piece)`
+    sees each piece, error event included, before it is passed on. `on_end()`
+    runs once the stream ends, however it ends (the stream's `usage` is then
+    known).
     """
+    events = _ending_on_failure(iter(stream), stream, openai_error_event)
     try:
-        yield from _ending_on_failure(iter(stream), stream, openai_error_event)
+        if tap is None:
+            yield from events
+        else:
+            for piece in events:
+                tap(piece)
+                yield piece
     finally:
+        events.close()  # at once, not when collected: it closes the upstream stream
         if on_end is not None:
             on_end()
 
@@ -133,7 +144,7 @@ def openai_error_event(error: APIError) -> bytes:
 
 def _ending_on_failure(
     events: Iterator[bytes], stream: UpstreamStream, error_event: Callable[[APIError], bytes]
-) -> Iterator[bytes]:
+) -> Generator[bytes]:
     """Pass `events` on; an upstream failure becomes `error_event(error)`, a client gone is logged.
 
     The stream is closed at the end, however it ends.
@@ -206,11 +217,16 @@ def stream_response(
 
 
 def passthrough_response(
-    stream: RawStream, keepalive_interval: float, on_end: Callable[[], None] | None = None
+    stream: RawStream,
+    keepalive_interval: float,
+    on_end: Callable[[], None] | None = None,
+    tap: Callable[[bytes], None] | None = None,
 ) -> Response:
     """A `text/event-stream` response passing the upstream's stream on, with keep-alives.
 
-    `on_end()` runs when the stream has ended (see `passthrough_events`).
+    `tap` sees what is passed on and `on_end()` runs when the stream has ended
+    (see `passthrough_events`).
     """
-    body = with_keepalive(passthrough_events(stream, on_end), keepalive_interval, stream.close)
+    events = passthrough_events(stream, on_end, tap)
+    body = with_keepalive(events, keepalive_interval, stream.close)
     return Response(body, mimetype="text/event-stream", headers=HEADERS)

@@ -4,12 +4,15 @@ Requests are checked against the owner's policy (`chatproxy.web.passthrough`) an
 passed to the upstream set in settings; answers come back as the upstream sent
 them. The client's `Authorization` header carries an access key of chatproxy
 (`chatproxy.access.keys`) and is never sent on: the upstream gets chatproxy's own
-key. Every answer's usage goes to the ledger (`chatproxy.access.ledger`).
+key. Every answer's usage goes to the ledger (`chatproxy.access.ledger`). A
+request sent with an `Idempotency-Key` is answered once: a retry gets the
+first answer's bytes again (`chatproxy.web.idempotency`).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
@@ -18,9 +21,16 @@ from chatproxy.access.ledger import usage_recorder
 from chatproxy.errors import APIError
 from chatproxy.state import current_prices, current_settings
 from chatproxy.store.database import db
+from chatproxy.store.idempotency import Claim, Stored
 from chatproxy.tokens import cost, count_prompt, count_text, counted_usage, size_bound
 from chatproxy.upstream.client import current_upstream
 from chatproxy.upstream.streams import answer_text
+from chatproxy.web.idempotency import (
+    Recording,
+    claim_request,
+    released_on_error,
+    replay_passthrough,
+)
 from chatproxy.web.passthrough import (
     PassThrough,
     allowed_model,
@@ -42,10 +52,12 @@ def chat_completions() -> Response:
     Body: OpenAI's, passed on untouched but for the cap (see `check_chat`).
     Answers the upstream's `chat.completion` JSON as it came, or with
     `"stream": true` its `chat.completion.chunk` events up to `data: [DONE]`.
-    Errors in OpenAI's shape: 400, 403 `model_not_allowed`, 413, and the
-    upstream's (`Upstream._map_error`).
+    Errors in OpenAI's shape: 400, 403 `model_not_allowed`, 409 and 422 for
+    an `Idempotency-Key` (see `forward`), 413, and the upstream's
+    (`Upstream._map_error`).
     """
-    return forward(check_chat(read_body(request.get_data()), current_policy()))
+    body = read_body(request.get_data())
+    return forward(check_chat(body, current_policy()), body)
 
 
 @bp.post("/completions")
@@ -54,7 +66,8 @@ def completions() -> Response:
 
     As `/v1/chat/completions`, with `check_completion`'s checks.
     """
-    return forward(check_completion(read_body(request.get_data()), current_policy()))
+    body = read_body(request.get_data())
+    return forward(check_completion(body, current_policy()), body)
 
 
 @bp.get("/models")
@@ -74,14 +87,31 @@ def model(model: str) -> Response:
     return jsonify(allowed_model(model, current_policy()))
 
 
-def forward(call: PassThrough) -> Response:
+def forward(call: PassThrough, asked: dict[str, Any]) -> Response:
+    """Answer a checked request: from the upstream, or as before for a retried Idempotency-Key.
+
+    `asked` is the body as the client sent it: with an `Idempotency-Key`, the
+    request it names (`chatproxy.web.idempotency`). A retry of an answered
+    request gets the upstream's body or stream bytes as first sent, with
+    `Idempotent-Replayed: true`; 409 while the first is answered, 422 for a
+    key used for another request.
+    """
+    claimed = claim_request(asked)
+    if isinstance(claimed, Stored):
+        return replay_passthrough(claimed)
+    with released_on_error(claimed):
+        return send(call, claimed)
+
+
+def send(call: PassThrough, claimed: Claim) -> Response:
     """Send a checked request upstream; answer with what came back, streamed or whole.
 
     The request's worst case is reserved against the key's quotas first (429
     when they are reached). A stream is opened before the response starts, so
     an upstream failure before its first byte is answered with its own status.
     Every answer is charged: a stream that ends without usage (cut short, or
-    a server that sends none) with the tokens counted from what passed.
+    a server that sends none) with the tokens counted from what passed. The
+    answer is kept for `claimed`'s key in the charge's transaction.
     """
     upstream = current_upstream()
     record_usage = usage_recorder()
@@ -98,6 +128,8 @@ def forward(call: PassThrough) -> Response:
             logged["outcome"] = error.code
             raise
 
+        recording = Recording() if claimed.id is not None else None
+
         def on_end() -> None:
             usage, counted = stream.usage, False
             if usage is None:
@@ -105,10 +137,12 @@ def forward(call: PassThrough) -> Response:
                 completion = math.ceil(count_text(text, call.model) * ratio)
                 usage = counted_usage(count_prompt(call.body, call.model), completion)
                 counted = True
-            record_usage(call.model, usage, cost(call.model, usage, prices), counted)
+            kept = recording.writes(claimed) if recording is not None else []
+            record_usage(call.model, usage, cost(call.model, usage, prices), counted, kept)
             logged["usage"] = usage
 
-        return passthrough_response(stream, current_settings().keepalive_interval, on_end)
+        keepalive = current_settings().keepalive_interval
+        return passthrough_response(stream, keepalive, on_end, recording)
     try:
         answer = upstream.complete_raw(call.path, call.body)
     except APIError as error:
@@ -120,6 +154,7 @@ def forward(call: PassThrough) -> Response:
         text = answer_text(answer.body)
         usage = counted_usage(count_prompt(call.body, call.model), count_text(text, call.model))
         counted = True
-    record_usage(call.model, usage, cost(call.model, usage, prices), counted)
+    kept = claimed.keep(answer.body, "application/json")
+    record_usage(call.model, usage, cost(call.model, usage, prices), counted, kept)
     logged.update(usage=usage, outcome="ok")
     return Response(answer.body, content_type="application/json")
