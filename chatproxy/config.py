@@ -77,6 +77,7 @@ class Settings:
     timeout: float = 120.0
     connect_timeout: float = 10.0
     max_retries: int = 2
+    retry_deadline: float = 10.0
     max_connections: int = 1000
     keepalive_interval: float = 15.0
     checkpoint_seconds: float = 5.0
@@ -196,6 +197,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         timeout=env.number("CHATPROXY_TIMEOUT", float, 120.0, low=0.1),
         connect_timeout=env.number("CHATPROXY_CONNECT_TIMEOUT", float, 10.0, low=0.1),
         max_retries=env.number("CHATPROXY_MAX_RETRIES", int, 2, low=0, high=10),
+        retry_deadline=env.number("CHATPROXY_RETRY_DEADLINE", float, 10.0, low=0),
         max_connections=env.number("CHATPROXY_MAX_CONNECTIONS", int, 1000, low=1),
         keepalive_interval=env.number("CHATPROXY_KEEPALIVE", float, 15.0, low=0.1),
         checkpoint_seconds=env.number("CHATPROXY_CHECKPOINT_SECONDS", float, 5.0, low=0),

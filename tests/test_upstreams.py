@@ -108,6 +108,37 @@ def test_retry_waits_as_long_as_retry_after_says(make_server_with, start_simulat
     assert completions(upstream) == 2
 
 
+@pytest.mark.parametrize(
+    ("fault", "status", "asked"),
+    [
+        # A 429 after 2 s (Retry-After: 1): asked at 0 and 3 s; a third try would start past 5 s.
+        ("rate_limit latency=2", 429, 2),
+        # A hang (CHATPROXY_TIMEOUT=1 s): asked at 0 and about 1.5 s; then past 2.5 s.
+        ("hang", 504, 2),
+    ],
+    ids=["429 after 2 s", "hang"],
+)
+def test_retries_stop_at_the_deadline_so_a_clients_own_do_not_stack(
+    make_server_with, start_simulator, fault, status, asked
+):
+    upstream = start_simulator()
+    deadline = 5.0 if status == 429 else 2.5
+    server = make_server_with(
+        OPENAI_BASE_URL=upstream.base_url,
+        CHATPROXY_MAX_RETRIES="6",  # without the deadline: 7 tries, 21 s or more
+        CHATPROXY_TIMEOUT=str(TIMEOUT),
+        CHATPROXY_RETRY_DEADLINE=str(deadline),
+    )
+
+    started = time.monotonic()
+    response = ask(server, f"hi [[sim: fault={fault}]]")
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == status
+    assert completions(upstream) == asked
+    assert elapsed < deadline + 2.5  # the last try, begun before the deadline, may end after it
+
+
 # Each way an upstream can fail, set up on the first upstream (the second is healthy).
 FAILING = {
     "rate_limit": {"fault": "rate_limit"},

@@ -43,6 +43,7 @@ from chatproxy.errors import (
 )
 from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_FAILOVERS, UPSTREAM_LATENCY
 from chatproxy.upstream.failures import mark_final, server_failed, status_error
+from chatproxy.upstream.retries import DeadlineOpenAI, deadline
 from chatproxy.upstream.streams import ChatStream, RawStream
 from chatproxy.upstream.transport import PoolShards, use_real_poll_for_idle_checks
 
@@ -113,7 +114,7 @@ class Upstream:
             # A context-length error is not retried, even when a server answers it with a 500.
             event_hooks={"response": [mark_final]},
         )
-        return openai.OpenAI(
+        return DeadlineOpenAI(
             api_key=target.api_key,
             base_url=target.base_url,
             organization=settings.openai_org_id,
@@ -204,6 +205,9 @@ class Upstream:
     def _post(self, path: str, body: dict[str, Any], prompt_field: str) -> httpx2.Response:
         """`POST path` through the SDK (its retries, headers, errors), failing over in turn.
 
+        No retry starts after CHATPROXY_RETRY_DEADLINE seconds (`retries`);
+        failing over to the next server still does.
+
         Returns the response with its body unread; the caller closes it.
         Raises the mapped error of the last server asked when none answered, or
         at once when the request is at fault (`failures.server_failed`);
@@ -216,12 +220,14 @@ class Upstream:
             )
         servers = self._in_turn()
         failed: list[_Server] = []
+        retries_end = time.monotonic() + self.settings.retry_deadline
         for number, server in enumerate(servers, 1):
             started = time.perf_counter()
             try:
-                response = server.client.post(
-                    path, body=body, cast_to=httpx2.Response, options=UNREAD_BODY
-                )
+                with deadline(retries_end):
+                    response = server.client.post(
+                        path, body=body, cast_to=httpx2.Response, options=UNREAD_BODY
+                    )
             except openai.APIError as exc:
                 error = self._map_error(exc, prompt_field, body.get("model"))
                 UPSTREAM_ERRORS.labels(error.code or "upstream_error").inc()
