@@ -67,6 +67,9 @@ def server_env(**settings: str) -> dict[str, str]:
     and wsgi.py load for whatever is unset) are set empty, which counts as unset.
     """
     names = set(dotenv_values(ROOT / ".env.example")) | {"GUNICORN_CMD_ARGS", "SIMULATOR_API_KEY"}
+    # Run under `make test`, a `make` started by a test would print make's own
+    # "Entering directory" lines around what it runs.
+    names |= {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}
     env = {
         name: value
         for name, value in os.environ.items()
