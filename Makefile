@@ -44,7 +44,7 @@ key: install
 # make fails if either failed. (Ctrl-C stops both: it ends the recipe's shell.)
 test: install-dev
 	@sqlite=0; postgresql=0; \
-	$(BIN)/pytest || sqlite=$$?; \
+	TEST_DATABASE_URL= $(BIN)/pytest || sqlite=$$?; \
 	TEST_DATABASE_URL=$(TEST_POSTGRESQL) $(BIN)/pytest || postgresql=$$?; \
 	report() { if [ $$2 -eq 0 ]; then echo "$$1 passed"; else echo "$$1 FAILED (pytest status $$2)"; fi; }; \
 	echo; report "make test on SQLite:    " $$sqlite; report "make test on PostgreSQL:" $$postgresql; \
