@@ -11,12 +11,17 @@ injected upstream fault, each expected to end in a given status and error code.
 It prints the requests by kind and outcome with their latencies, the resident
 memory and CPU of each gunicorn worker every minute, the unexpected outcomes,
 the gunicorn log's errors, whether the store holds what the clients were
-answered, and the targets; it exits 1 when one is missed. A script that prints
-figures, not a test:
+answered, and the targets; it exits 1 when one is missed. With --outages (and
+PostgreSQL and Redis named) the gateway reaches both through TCP proxies
+(`outage_proxy.py`) that cut the database, then Redis, for a while during the
+load: what a client may see then is expected too, and afterwards the store
+must hold every answer a client received, those kept in the gateway's spool
+included. A script that prints figures, not a test:
 
     .venv/bin/python bench/soak.py [--duration 600] [--workers 2] [--concurrency 40]
         [--database URL] [--redis URL] [--auth keys|open] [--upstreams 1|2]
         [--fault-share 0.05] [--hang-timeout S] [--retries N]
+        [--outages [--database-outage-at S] [--redis-outage-at S] [--outage-seconds S]]
 
 See bench/README.md ("Soak") for what each figure means.
 """
@@ -40,9 +45,11 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import openai
+from outage_proxy import OutageProxy
 from stream_bench import (
     API_KEY,
     MODEL,
@@ -75,6 +82,7 @@ SHOWN_ERRORS = 5  # unexpected errors shown in full on stderr
 QUESTION = "How do server-sent events work?"
 END_OF_ANSWER = "in this conversation."  # the simulator's default answer ends so
 RECEIVED = re.compile(r"I received (\d+) messages?")
+ANSWERS_TAG = re.compile(r"You asked: (q[0-9a-f]{12})")
 TURNS = (2, 5)  # a page conversation goes on for this many questions (inclusive)
 HTTP_TIMEOUT = httpx2.Timeout(60.0, connect=10.0)
 # Under gunicorn's KEEPALIVE (5 s), so no idle connection is reused as the server closes it.
@@ -111,6 +119,18 @@ MID_STREAM = {
 SDK_BROKEN_CHUNK = "200 then JSONDecodeError"
 HANG_SHARE = 0.1  # of the faults, when --hang-timeout lets `hang` in
 STORE_PROCESSES = ("postgres", "redis-server")  # their CPU is shown apart from the rest
+# What a client may see while the database is away (chatproxy.store.database, .answers):
+STORE_AWAY = "503 store_unavailable"  # refused before its question was stored
+# Refused after its question was stored (X-Conversation-Id names where): the question
+# is then marked `error`, once the database takes it.
+STORE_AWAY_ASKED = "503 store_unavailable, question stored"
+# A whole streamed answer whose `done` says `stored: false`: kept in the gateway's
+# spool, written once the database is back.
+UNSTORED = "ok, stored: false"
+# Seconds after an outage ends in which a request may still see it: a connection
+# attempt under way as the proxy listens again.
+OUTAGE_GRACE = 1.0
+SPOOL_DRAIN_TIMEOUT = 60.0  # seconds after the load for the spool to be written back
 
 
 def expected_outcome(kind: str, fault: str | None) -> str:
@@ -123,6 +143,20 @@ def expected_outcome(kind: str, fault: str | None) -> str:
         return f"200 then {MID_STREAM[fault]}"
     status, code = FAULT_ERRORS[fault]
     return f"{status} {code}"
+
+
+def outage_allowance(kind: str, expected: str, what: str) -> tuple[str, ...]:
+    """What else a client of `kind` may see, besides `expected`, while `what` is away.
+
+    The database away: a question refused with 503 `store_unavailable`
+    (before or after its question was stored), or a streamed answer that ends
+    whole but with `stored: false`. Redis away: nothing else, every request is
+    answered as usual (without the per-minute limits).
+    """
+    if what != "database":
+        return ()
+    unstored = (UNSTORED,) if expected == "ok" and kind in ("page", "get-stream") else ()
+    return (STORE_AWAY, STORE_AWAY_ASKED, *unstored)
 
 
 # --- processes ---------------------------------------------------------------------------
@@ -138,6 +172,8 @@ class Servers:
     gateway_url: str
     logs: Path
     key: str | None  # the access key, with --auth keys
+    database_url: str  # the gateway's DATABASE_URL (through its proxy with --outages)
+    proxies: dict[str, OutageProxy]  # "database" and "redis", with --outages
 
     @property
     def headers(self) -> dict[str, str]:
@@ -183,16 +219,22 @@ def upstream_settings(upstreams: list[str]) -> dict[str, str]:
     return {"CHATPROXY_UPSTREAMS": json.dumps(listed)}
 
 
-def gateway_env(args: argparse.Namespace, logs: Path, upstreams: list[str]) -> dict[str, str]:
+def gateway_env(
+    args: argparse.Namespace, logs: Path, upstreams: list[str], proxies: dict[str, OutageProxy]
+) -> dict[str, str]:
     """Everything the gateway under test is given beyond this process's environment.
 
     The store, access and limits as stream_bench sets them (`gateway_settings`),
-    the upstreams, the workers, CHATPROXY_MAX_RETRIES (--retries, 0 by default:
-    a fault's outcome comes at once, and with two upstreams only failover can
-    hide the first one's failures), CHATPROXY_TIMEOUT with --hang-timeout. The
-    rest is the product's defaults (LOG_LEVEL info: a line per request).
+    DATABASE_URL and REDIS_URL through `proxies` when there are, the upstreams,
+    the workers, CHATPROXY_MAX_RETRIES (--retries, 0 by default: a fault's
+    outcome comes at once, and with two upstreams only failover can hide the
+    first one's failures), CHATPROXY_TIMEOUT with --hang-timeout. The rest is
+    the product's defaults (LOG_LEVEL info: a line per request).
     """
     env = {**gateway_settings(args, logs), **upstream_settings(upstreams)}
+    for what, setting in (("database", "DATABASE_URL"), ("redis", "REDIS_URL")):
+        if what in proxies:
+            env[setting] = through_proxy(env[setting], proxies[what].port)
     env["CHATPROXY_UPSTREAM"] = "openai"  # never the built-in simulator gunicorn.conf.py starts
     env["WORKERS"] = str(args.workers)
     env["CHATPROXY_MAX_RETRIES"] = str(args.retries)
@@ -201,13 +243,34 @@ def gateway_env(args: argparse.Namespace, logs: Path, upstreams: list[str]) -> d
     return env
 
 
+def through_proxy(url: str, port: int) -> str:
+    """`url` with its host and port replaced by a proxy's, 127.0.0.1:`port` (user kept)."""
+    parts = urlsplit(url)
+    user, at, _ = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{user}{at}127.0.0.1:{port}"))
+
+
+def start_proxies(args: argparse.Namespace, logs: Path) -> dict[str, OutageProxy]:
+    """With --outages, a proxy to the database and one to Redis; else none."""
+    if not args.outages:
+        return {}
+    proxies = {}
+    for what, url, port in (("database", args.database, 5432), ("redis", args.redis, 6379)):
+        parts = urlsplit(url)
+        target = (parts.hostname or "127.0.0.1", parts.port or port)
+        proxies[what] = OutageProxy(target, logs / f"proxy-{what}.log")
+    return proxies
+
+
 @contextlib.contextmanager
 def servers(args: argparse.Namespace) -> Iterator[Servers]:
-    """Run the simulators and gunicorn for the duration of the block, and stop them after it."""
+    """Run the proxies, simulators and gunicorn for the duration of the block; stop them after."""
     logs = Path(tempfile.mkdtemp(prefix="chatproxy-soak-"))
     simulators: list[subprocess.Popen[str]] = []
     gunicorn: subprocess.Popen[bytes] | None = None
+    proxies: dict[str, OutageProxy] = {}
     try:
+        proxies = start_proxies(args, logs)
         upstreams = []
         for index in range(args.upstreams):
             # With several upstreams the first one fails some answers: failover should hide them.
@@ -216,14 +279,17 @@ def servers(args: argparse.Namespace) -> Iterator[Servers]:
             process, url = start_simulator(logs, f"simulator{index + 1}", options)
             simulators.append(process)
             upstreams.append(url)
-        settings = gateway_env(args, logs, upstreams)
+        settings = gateway_env(args, logs, upstreams, proxies)
         key = make_access_key(settings, upstreams[0]) if args.auth == "keys" else None
         gunicorn, gateway_url = launch_gunicorn(settings, args.workers, logs, attempts=3)
-        yield Servers(simulators, upstreams, gunicorn, gateway_url, logs, key)
+        database = settings["DATABASE_URL"]
+        yield Servers(simulators, upstreams, gunicorn, gateway_url, logs, key, database, proxies)
     finally:
         stop(gunicorn)
         for process in simulators:
             stop(process)
+        for proxy in proxies.values():
+            proxy.stop()
 
 
 # --- the load ----------------------------------------------------------------------------
@@ -238,12 +304,35 @@ class Result:
     expected: str
     got: str
     seconds: float
-    detail: str = ""  # the response's start, for an unexpected outcome
+    detail: str = ""  # the answer, or the error's body (shown for an unexpected outcome)
+    during: str | None = None  # the outage it was under way in ("database", "redis"), if any
+    also: tuple[str, ...] = ()  # what else it may see during that outage
 
     @property
     def as_expected(self) -> bool:
-        """True when the client saw what it should have."""
-        return self.got == self.expected
+        """True when the client saw what it should have (or what the outage allows)."""
+        return self.got == self.expected or self.got in self.also
+
+
+@dataclass
+class Outage:
+    """`what` ("database" or "redis") away `at` s after the load starts, for `seconds`.
+
+    `began` and `ended` are when it did (time.monotonic()), once it has.
+    """
+
+    what: str
+    at: float
+    seconds: float
+    began: float | None = None
+    ended: float | None = None
+
+    def overlaps(self, started: float, finished: float) -> bool:
+        """True when a request under way from `started` to `finished` may have seen it."""
+        if self.began is None:
+            return False
+        end = (self.ended if self.ended is not None else float("inf")) + OUTAGE_GRACE
+        return started <= end and finished >= self.began
 
 
 @dataclass
@@ -266,11 +355,17 @@ class Load:
     fault_share: float
     faults: list[str]
     results: list[Result] = field(default_factory=list)
+    outages: list[Outage] = field(default_factory=list)  # with --outages, in order
+    began: float = 0.0  # time.monotonic() as the load started
     shown: int = 0  # unexpected outcomes logged so far
     conversations: set[str] = field(default_factory=set)  # X-Conversation-Id of every answer
     # From the gateway's /metrics at the end, summed over its workers: upstream errors by
     # code, and requests passed on to the next upstream by the upstream that failed.
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    # With --outages, at the end: seconds until the gateway's spool was written back (None:
+    # not within SPOOL_DRAIN_TIMEOUT), and the requests /api/usage says the key was charged.
+    spool_emptied: float | None = None
+    charged: int | None = None
 
 
 def question_for(fault: str | None) -> tuple[str, str]:
@@ -300,6 +395,18 @@ def error_outcome(status: int, body: str) -> str:
     except (ValueError, KeyError, TypeError):
         code = "?"
     return f"{status} {code}"
+
+
+def refused_outcome(response: httpx2.Response, body: str) -> str:
+    """The outcome of an error response to /callChatGPT (`error_outcome`).
+
+    A 503 `store_unavailable` that names a conversation (X-Conversation-Id)
+    came after its question was stored: STORE_AWAY_ASKED.
+    """
+    outcome = error_outcome(response.status_code, body)
+    if outcome == STORE_AWAY and "X-Conversation-Id" in response.headers:
+        return STORE_AWAY_ASKED
+    return outcome
 
 
 async def read_events(response: httpx2.Response) -> list[tuple[str, Any]]:
@@ -354,7 +461,7 @@ async def ask_page(load: Load, fault: str | None, chat: Conversation) -> tuple[s
         if response.status_code != 200:
             chat.received = None
             raw = (await response.aread()).decode(errors="replace")
-            return error_outcome(response.status_code, raw), raw
+            return refused_outcome(response, raw), raw
         events = await read_events(response)
     outcome, answer, done = events_outcome(events, tag)
     if outcome != "ok":
@@ -368,6 +475,10 @@ async def ask_page(load: Load, fault: str | None, chat: Conversation) -> tuple[s
     if chat.received is not None and received != chat.received + 2:
         outcome = f"history lost: {received} messages sent, {chat.received + 2} expected"
     chat.received = received
+    if done.get("stored") is False:
+        # Kept in the gateway's spool: the next turn's history holds it only once written.
+        chat.received = None
+        outcome = UNSTORED if outcome == "ok" else outcome
     return outcome, answer
 
 
@@ -381,9 +492,11 @@ async def ask_get(load: Load, fault: str | None, stream: bool) -> tuple[str, str
             load.conversations.add(conversation)
         if response.status_code != 200:
             raw = (await response.aread()).decode(errors="replace")
-            return error_outcome(response.status_code, raw), raw
+            return refused_outcome(response, raw), raw
         if stream:
-            outcome, answer, _ = events_outcome(await read_events(response), tag)
+            outcome, answer, done = events_outcome(await read_events(response), tag)
+            if outcome == "ok" and done.get("stored") is False:
+                outcome = UNSTORED
             return outcome, answer
         answer = (await response.aread()).decode()
     return check_answer(answer, tag), answer
@@ -438,13 +551,18 @@ async def client(load: Load, kind: str, start_after: float) -> None:
         if load.faults and random.random() < load.fault_share:
             hang = "hang" in load.faults and random.random() < HANG_SHARE
             fault = "hang" if hang else random.choice([f for f in load.faults if f != "hang"])
-        started = time.perf_counter()
+        started = time.monotonic()
         try:
             got, detail = await ask(fault)
         except Exception as error:  # a broken connection, a body that is not JSON, ...
             got, detail = f"{type(error).__name__}: {error}", ""
+        finished = time.monotonic()
         expected = expected_outcome(kind, fault)
-        result = Result(kind, fault, expected, got, time.perf_counter() - started, detail)
+        result = Result(kind, fault, expected, got, finished - started, detail)
+        for outage in load.outages:
+            if outage.overlaps(started, finished):
+                result.during = outage.what
+                result.also = outage_allowance(kind, expected, outage.what)
         load.results.append(result)
         if not result.as_expected:
             show_unexpected(load, result)
@@ -511,13 +629,17 @@ def sample_marks(duration: float, warmup: float) -> list[float]:
 
 def cpu_groups(found: Servers) -> dict[str, list[int]]:
     """The processes whose CPU is shown: this script, the simulators, gunicorn and its
-    workers, and every PostgreSQL and Redis process (whoever they work for)."""
-    return {
+    workers, the outage proxies if any, and every PostgreSQL and Redis process (whoever
+    they work for)."""
+    groups = {
         "load generator": [os.getpid()],
         "simulators": [process.pid for process in found.simulators],
         "gunicorn": process_tree(found.gunicorn.pid),
         "PostgreSQL and Redis": processes_named(STORE_PROCESSES),
     }
+    if found.proxies:
+        groups["outage proxies"] = [proxy.process.pid for proxy in found.proxies.values()]
+    return groups
 
 
 def processes_named(names: tuple[str, ...]) -> list[int]:
@@ -598,13 +720,22 @@ STORED = {
     "answered": (("user", "ok"), ("assistant", "ok")),
     "failed": (("user", "error"),),
     "broken off": (("user", "ok"), ("assistant", "interrupted")),
+    "refused": (),  # the database away before the question was stored
 }
 
 
 def stored_as(got: str) -> str | None:
-    """Which STORED case an outcome of /callChatGPT is, or None when it cannot be told."""
-    if got == "ok":
+    """Which STORED case an outcome of /callChatGPT is, or None when it cannot be told.
+
+    An answer kept in the spool (`stored: false`) counts as answered: it must
+    be in the store once the spool is written back.
+    """
+    if got in ("ok", UNSTORED):
         return "answered"
+    if got == STORE_AWAY:
+        return "refused"
+    if got == STORE_AWAY_ASKED:
+        return "failed"
     if got.startswith("200 then "):
         return "broken off"  # the simulator sends half the pieces first: some text to keep
     if re.fullmatch(r"[45]\d\d [a-z_]+", got):
@@ -625,27 +756,127 @@ def expected_messages(results: list[Result]) -> Counter[tuple[str, str]] | None:
     return expected
 
 
-def stored_messages(database_url: str, conversations: set[str]) -> Counter[tuple[str, str]]:
-    """The messages of `conversations` in the gateway's store, counted by (role, status)."""
+@dataclass
+class Stored:
+    """What the store holds for the conversations asked in: messages counted by (role,
+    status), and the tags of the questions its whole answers (`ok`) answer."""
+
+    counts: Counter[tuple[str, str]]
+    answered: set[str]
+
+
+def answered_tag(answer: str) -> str | None:
+    """The tag of the question `answer` answers (the simulator quotes it), if any."""
+    found = ANSWERS_TAG.search(answer)
+    return found.group(1) if found else None
+
+
+def stored_messages(database_url: str, conversations: set[str]) -> Stored:
+    """The messages of `conversations` in the gateway's store, counted by (role, status),
+    and the tags its whole answers answer."""
     from sqlalchemy import bindparam, create_engine, text
 
     from chatproxy.config import database_url as sqlalchemy_url
 
     engine = create_engine(sqlalchemy_url(database_url))
-    counts: Counter[tuple[str, str]] = Counter()
+    stored = Stored(Counter(), set())
     ids = sorted(conversations)
-    query = text(
+    counts = text(
         "SELECT role, status, count(*) FROM messages "
         "WHERE conversation_id IN :ids GROUP BY role, status"
+    ).bindparams(bindparam("ids", expanding=True))
+    answers = text(
+        "SELECT content FROM messages "
+        "WHERE conversation_id IN :ids AND role = 'assistant' AND status = 'ok'"
     ).bindparams(bindparam("ids", expanding=True))
     try:
         with engine.connect() as connection:
             for start in range(0, len(ids), 500):
-                for role, status, n in connection.execute(query, {"ids": ids[start : start + 500]}):
-                    counts[(role, status)] += n
+                some = {"ids": ids[start : start + 500]}
+                for role, status, n in connection.execute(counts, some):
+                    stored.counts[(role, status)] += n
+                for (content,) in connection.execute(answers, some):
+                    if tag := answered_tag(content):
+                        stored.answered.add(tag)
     finally:
         engine.dispose()
-    return counts
+    return stored
+
+
+def received_whole(results: list[Result]) -> dict[str, str]:
+    """The tags of the questions to /callChatGPT whose answers clients received whole, with
+    their outcome (`ok` or UNSTORED)."""
+    received = {}
+    for result in results:
+        whole = not result.kind.startswith("v1") and result.got in ("ok", UNSTORED)
+        if whole and (tag := answered_tag(result.detail)):
+            received[tag] = result.got
+    return received
+
+
+def expected_charges(results: list[Result]) -> int | None:
+    """How many requests the ledger should count: all but those refused for the database
+    (nothing went upstream); None when an outcome cannot tell."""
+    if any(stored_as(r.got) is None for r in results):
+        return None
+    return sum(1 for r in results if r.got not in (STORE_AWAY, STORE_AWAY_ASKED))
+
+
+async def charged_requests(load: Load) -> int | None:
+    """The requests the access key was charged for, over all days, as `/api/usage` says."""
+    try:
+        response = await load.http.get("/api/usage", headers=load.servers.headers)
+        return sum(day["requests"] for day in response.json()["days"])
+    except (httpx2.HTTPError, ValueError, KeyError, TypeError):
+        return None
+
+
+# --- outages -----------------------------------------------------------------------------
+
+
+def spool_files(database_url: str) -> list[Path]:
+    """The gateway's spool for `database_url` and any part of it being written back now
+    (chatproxy.store.spool: instance/spool-HASH.jsonl and its `.replaying` copies)."""
+    from sqlalchemy import create_engine
+
+    from chatproxy.config import database_url as sqlalchemy_url
+    from chatproxy.store.spool import spool_path
+
+    engine = create_engine(sqlalchemy_url(database_url))
+    path = spool_path(engine)
+    engine.dispose()
+    return [path, *path.parent.glob(path.name + ".*.replaying")]
+
+
+async def wait_for_spool(database_url: str, timeout: float) -> float | None:
+    """Seconds until the gateway's spool is written back (its files gone or empty), or None
+    when it still holds something after `timeout` s."""
+    began = time.monotonic()
+    while True:
+        waiting = [p for p in spool_files(database_url) if p.exists() and p.stat().st_size]
+        if not waiting:
+            return time.monotonic() - began
+        if time.monotonic() - began > timeout:
+            return None
+        await asyncio.sleep(0.2)
+
+
+async def run_outages(load: Load, began: float) -> None:
+    """Take each of `load.outages` away at its time for its seconds, saying when on stdout."""
+    for outage in load.outages:
+        proxy = load.servers.proxies[outage.what]
+        await asyncio.sleep(max(0.0, began + outage.at - time.monotonic()))
+        outage.began = time.monotonic()
+        await asyncio.to_thread(proxy.cut)
+        print(
+            f"  {minutes(outage.began - began)} the {outage.what} goes away for "
+            f"{outage.seconds:g} s (its proxy, port {proxy.port}, cut)",
+            flush=True,
+        )
+        await asyncio.sleep(max(0.0, outage.began + outage.seconds - time.monotonic()))
+        await asyncio.to_thread(proxy.restore)
+        outage.ended = time.monotonic()
+        print(f"  {minutes(outage.ended - began)} the {outage.what} is back", flush=True)
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -670,8 +901,10 @@ async def soak(args: argparse.Namespace, found: Servers, watch: Watch) -> tuple[
     ):
         began = time.monotonic()
         load = Load(found, http, sdk, began + args.duration, args.fault_share, faults)
+        load.began, load.outages = began, planned_outages(args)
         marks = sample_marks(args.duration, min(args.warmup, args.duration / 2))
         sampler = asyncio.create_task(watch_workers(load, began, marks, watch))
+        outages = asyncio.create_task(run_outages(load, began))
         total = sum(counts.values())
         tasks: list[Awaitable[None]] = []
         for kind, count in counts.items():
@@ -681,11 +914,29 @@ async def soak(args: argparse.Namespace, found: Servers, watch: Watch) -> tuple[
         try:
             await asyncio.gather(*tasks)
             await sampler
+            await outages
         finally:
             sampler.cancel()
+            outages.cancel()
         seconds = time.monotonic() - began
+        if load.outages:
+            # Answers kept while the database was away are written back in the background.
+            load.spool_emptied = await wait_for_spool(found.database_url, SPOOL_DRAIN_TIMEOUT)
+            if found.key:
+                load.charged = await charged_requests(load)
         load.metrics = await gateway_metrics(load)
     return load, seconds
+
+
+def planned_outages(args: argparse.Namespace) -> list[Outage]:
+    """The outages --outages asks for, in the order they come."""
+    if not args.outages:
+        return []
+    planned = [
+        Outage("database", args.database_outage_at, args.outage_seconds),
+        Outage("redis", args.redis_outage_at, args.outage_seconds),
+    ]
+    return sorted(planned, key=lambda outage: outage.at)
 
 
 def gunicorn_log(logs: Path) -> tuple[list[str], Counter[str]]:
@@ -705,6 +956,25 @@ def gunicorn_log(logs: Path) -> tuple[list[str], Counter[str]]:
     return errors, warnings
 
 
+SPOOLED = re.compile(r"the database is unavailable \(.*\): the answer is kept in spool-")
+WRITTEN_BACK = re.compile(r"(\d+) answers kept in the spool while the database was away are now")
+
+
+def spool_log(logs: Path) -> tuple[int, int]:
+    """From the gunicorn log: transactions the workers kept in the spool, and those they
+    wrote back from it (chatproxy.store.spool)."""
+    kept = written = 0
+    path = logs / "gunicorn.log"
+    if path.exists():
+        with path.open(errors="replace") as lines:
+            for line in lines:
+                if SPOOLED.search(line):
+                    kept += 1
+                elif found := WRITTEN_BACK.search(line):
+                    written += int(found.group(1))
+    return kept, written
+
+
 # --- report ------------------------------------------------------------------------------
 
 
@@ -713,26 +983,36 @@ def minutes(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
+def whole_answers(results: list[Result]) -> list[float]:
+    """The seconds of the whole answers among `results` (no fault; `stored: false` counts)."""
+    return [r.seconds for r in results if r.fault is None and r.got in ("ok", UNSTORED)]
+
+
 def report_requests(results: list[Result], seconds: float) -> None:
     """Requests by kind and outcome, rate and latency of whole answers."""
     print(f"\nRequests over {seconds:.0f} s (warm-up included):")
     head = (
         f"  {'kind':<10} | {'requests':>8} | {'ok':>7} | {'faults as expected':>18} | "
-        f"{'unexpected':>10} | {'req/s':>6} | {'p50 ms':>7} | {'p95 ms':>7}"
+        f"{'503 in outage':>13} | {'unexpected':>10} | {'req/s':>6} | {'p50 ms':>7} | "
+        f"{'p95 ms':>7}"
     )
     print(head)
     print("  " + "-" * (len(head) - 2))
     for kind in [*KINDS, "all"]:
         mine = [r for r in results if kind in (r.kind, "all")]
-        ok = [r.seconds for r in mine if r.fault is None and r.as_expected]
-        faults = sum(1 for r in mine if r.fault is not None and r.as_expected)
+        ok = whole_answers(mine)
+        faults = sum(1 for r in mine if r.fault is not None and r.got == r.expected)
+        refused = sum(1 for r in mine if r.got in (STORE_AWAY, STORE_AWAY_ASKED) and r.as_expected)
         unexpected = sum(1 for r in mine if not r.as_expected)
         p50, p95 = (1000 * percentile(ok, q) for q in (0.5, 0.95))
         print(
-            f"  {kind:<10} | {len(mine):>8} | {len(ok):>7} | {faults:>18} | {unexpected:>10} | "
-            f"{len(mine) / seconds:>6.1f} | {p50:>7.0f} | {p95:>7.0f}"
+            f"  {kind:<10} | {len(mine):>8} | {len(ok):>7} | {faults:>18} | {refused:>13} | "
+            f"{unexpected:>10} | {len(mine) / seconds:>6.1f} | {p50:>7.0f} | {p95:>7.0f}"
         )
-    print("  (latency: from sending the question to the whole answer, answers without a fault)")
+    print(
+        "  (ok: whole answers, those kept in the spool included; latency: from sending the "
+        "question to the whole answer, answers without a fault)"
+    )
     by_fault: dict[str, Counter[str]] = {}
     fault_seconds: dict[str, list[float]] = {}
     for result in results:
@@ -811,21 +1091,80 @@ def report_log(
         print(f"Gateway's /metrics, {name}: {shown}")
 
 
+def report_outages(load: Load, spooled: tuple[int, int]) -> None:
+    """Each outage and what the requests under way saw; the spool and the ledger afterwards."""
+    if not load.outages:
+        return
+    print(
+        "\nOutages (the gateway's connections cut at its proxy): the requests under way in "
+        f"each (or up to {OUTAGE_GRACE:g} s after it), by outcome:"
+    )
+    for outage in load.outages:
+        assert outage.began is not None and outage.ended is not None
+        mine = [r for r in load.results if r.during == outage.what]
+        unexpected = sum(1 for r in mine if not r.as_expected)
+        whole = whole_answers(mine)
+        p50, p95 = (1000 * percentile(whole, q) for q in (0.5, 0.95))
+        print(
+            f"  {outage.what:<8} {minutes(outage.began - load.began)} -> "
+            f"{minutes(outage.ended - load.began)} ({outage.ended - outage.began:.1f} s): "
+            f"{len(mine)} requests, {unexpected} unexpected; {len(whole)} whole answers, "
+            f"p50 {p50:.0f} ms, p95 {p95:.0f} ms"
+        )
+        by_outcome: dict[str, Counter[str]] = {}
+        for result in mine:
+            by_outcome.setdefault(result.got, Counter())[result.kind] += 1
+        for got, kinds in sorted(by_outcome.items(), key=lambda item: -item[1].total()):
+            shown = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
+            print(f"  {kinds.total():>7} x {got[:80]} ({shown})")
+    kept, written = spooled
+    emptied = load.spool_emptied
+    after = (
+        f"empty {emptied:.1f} s after the load"
+        if emptied is not None
+        else f"NOT empty {SPOOL_DRAIN_TIMEOUT:g} s after the load"
+    )
+    print(
+        f"Spool: {kept} transactions kept while the database was away, {written} written "
+        f"back (gunicorn log); {after}"
+    )
+    if load.charged is not None:
+        wanted = expected_charges(load.results)
+        print(
+            f"Ledger: {load.charged} requests charged to the key (/api/usage), expected "
+            f"{wanted if wanted is not None else '-'} (all but those refused for the database)"
+        )
+
+
 def report_store(
     expected: Counter[tuple[str, str]] | None,
-    stored: Counter[tuple[str, str]],
+    stored: Stored,
     conversations: int,
+    received: dict[str, str],
 ) -> bool | None:
-    """The stored messages against what the clients saw; None when that cannot be told."""
+    """The stored messages against what the clients saw; None when that cannot be told.
+
+    `received`: the tags of the answers clients received whole (`received_whole`);
+    each must be in the store.
+    """
     print(f"\nStore: messages of the {conversations} conversations asked in, by role and status:")
-    keys = sorted(set(stored) | set(expected or {}))
+    keys = sorted(set(stored.counts) | set(expected or {}))
     for key in keys:
         wanted = f" (expected {expected[key]})" if expected is not None else ""
-        print(f"  {' '.join(key):<22} {stored[key]:>7}{wanted}")
+        print(f"  {' '.join(key):<22} {stored.counts[key]:>7}{wanted}")
+    missing = [tag for tag in received if tag not in stored.answered]
+    spooled = [tag for tag, got in received.items() if got == UNSTORED]
+    print(
+        f"  answers received whole (/callChatGPT): {len(received)}, in the store by their tag: "
+        f"{len(received) - len(missing)}; of them kept in the spool (stored: false) "
+        f"{len(spooled)}, in the store: {sum(1 for tag in spooled if tag in stored.answered)}"
+    )
+    if missing:
+        print(f"  missing, the first few: {', '.join(missing[:5])}")
     if expected is None:
         print("  not compared: some outcomes say nothing of what was stored (see above)")
         return None
-    return stored == expected
+    return stored.counts == expected and not missing
 
 
 def report_targets(rows: list[tuple[str, str, str, bool, str]]) -> bool:
@@ -846,11 +1185,35 @@ def targets(
     unexpected: int,
     log_errors: int,
     store_ok: bool | None,
+    load: Load,
 ) -> list[tuple[str, str, str, bool, str]]:
     """The target rows for report_targets."""
     worst = max((abs(change) for _, change in changes), default=float("nan"))
     short = f"the memory target needs a run of {JUDGED_FROM:g} s or more"
     restarts = len(watch.new_workers)
+    rows = []
+    if load.outages:
+        emptied = load.spool_emptied
+        rows.append(
+            (
+                "spool written back",
+                f"in {emptied:.1f} s" if emptied is not None else "no",
+                f"within {SPOOL_DRAIN_TIMEOUT:g} s",
+                emptied is not None,
+                "",
+            )
+        )
+        wanted = expected_charges(load.results)
+        if load.charged is not None:
+            rows.append(
+                (
+                    "ledger counts every request",
+                    f"{load.charged} of {wanted}" if wanted is not None else str(load.charged),
+                    "all",
+                    load.charged == wanted,
+                    "" if wanted is not None else "unexpected outcomes",
+                )
+            )
     return [
         (
             "worker RSS, first to last",
@@ -869,6 +1232,7 @@ def targets(
             bool(store_ok),
             "" if store_ok is not None else "unexpected outcomes",
         ),
+        *rows,
     ]
 
 
@@ -894,6 +1258,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="CHATPROXY_TIMEOUT in s; also lets the `hang` fault in (expected: 504)",
     )
     add("--retries", type=int, default=0, help="CHATPROXY_MAX_RETRIES (the product's default: 2)")
+    add(
+        "--outages",
+        action="store_true",
+        help="take the database, then Redis, away during the load (needs PostgreSQL and Redis)",
+    )
+    add("--database-outage-at", type=float, default=40.0, help="s into the load: database away")
+    add("--redis-outage-at", type=float, default=110.0, help="s into the load: Redis away")
+    add("--outage-seconds", type=float, default=30.0, help="how long each outage lasts")
     args = parser.parse_args(argv)
     if args.concurrency < len(KINDS):
         parser.error(f"--concurrency must be at least {len(KINDS)} (one client per kind)")
@@ -901,7 +1273,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--duration and --warmup must be more than 0 s")
     if not 0 <= args.fault_share <= 1:
         parser.error("--fault-share must be between 0 and 1")
+    if args.outages:
+        check_outages(parser, args)
     return args
+
+
+def check_outages(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--outages needs PostgreSQL and Redis, and outages apart from each other within the run."""
+    if not (args.database or "").startswith(("postgresql://", "postgres://")) or not args.redis:
+        parser.error("--outages needs --database postgresql://... and --redis redis://...")
+    if args.outage_seconds <= 0:
+        parser.error("--outage-seconds must be more than 0 s")
+    starts = sorted((args.database_outage_at, args.redis_outage_at))
+    if starts[0] < 0 or starts[1] + args.outage_seconds > args.duration:
+        parser.error("each outage must begin and end within --duration")
+    if starts[1] < starts[0] + args.outage_seconds + OUTAGE_GRACE:
+        parser.error("the outages must not overlap (each begins after the other ends)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -937,6 +1324,14 @@ def main(argv: list[str] | None = None) -> int:
                     "  the first fails 5 % of its answers (server_error); CHATPROXY_UPSTREAMS="
                     f"{upstream_settings(found.upstreams)['CHATPROXY_UPSTREAMS']}"
                 )
+            if found.proxies:
+                print(
+                    f"outages: the gateway reaches the database through 127.0.0.1:"
+                    f"{found.proxies['database'].port} and Redis through 127.0.0.1:"
+                    f"{found.proxies['redis'].port}; each away for {args.outage_seconds:g} s, "
+                    f"the database at {minutes(args.database_outage_at)}, Redis at "
+                    f"{minutes(args.redis_outage_at)}"
+                )
             print(f"server logs: {found.logs}")
             print(f"running for {args.duration:g} s ...", flush=True)
             with asyncio.Runner(loop_factory=loop_factory) as runner:
@@ -944,6 +1339,7 @@ def main(argv: list[str] | None = None) -> int:
             logs = found.logs
         # The servers are stopped: the log is complete.
         errors, warnings = gunicorn_log(logs)
+        spooled = spool_log(logs)
         stored = stored_messages(gateway_settings(args, logs)["DATABASE_URL"], load.conversations)
     except KeyboardInterrupt:
         print("interrupted: the simulators and gunicorn are stopped")
@@ -952,9 +1348,11 @@ def main(argv: list[str] | None = None) -> int:
     report_requests(load.results, seconds)
     changes = report_memory(watch)
     report_log(errors, warnings, load.metrics)
+    report_outages(load, spooled)
     expected = expected_messages(load.results)
-    store_ok = report_store(expected, stored, len(load.conversations))
-    ok = report_targets(targets(args, changes, watch, unexpected, len(errors), store_ok))
+    received = received_whole(load.results)
+    store_ok = report_store(expected, stored, len(load.conversations), received)
+    ok = report_targets(targets(args, changes, watch, unexpected, len(errors), store_ok, load))
     return 0 if ok else 1
 
 

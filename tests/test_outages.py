@@ -9,12 +9,14 @@ stays locked by another writer, with the server's busy timeout made short
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx2
 import openai
 import pytest
-from sqlalchemy import create_engine, select
+from sqlalchemy import create_engine, func, select, text
 
 from chatproxy.access.keys import issue_key
 from chatproxy.config import database_url as database_url_setting
@@ -32,7 +34,7 @@ from chatproxy.store import spool
 from chatproxy.store.database import db
 from chatproxy.store.models import Message, SpooledWrite, UsageDay
 from tests.conftest import UPSTREAM_KEY, LiveServer
-from tests.servers import Launcher, TcpProxy, upstream_settings
+from tests.servers import Launcher, TcpProxy, redis_is_there, upstream_settings
 from tests.sse_events import EventReader
 
 
@@ -97,6 +99,60 @@ def test_the_store_away_before_a_question_is_stored_is_a_503_in_openais_shape(
     assert not [r for r in chatproxy_log if r.exc_info], "a traceback was logged"
     outage.restore()
     assert httpx2.get(f"{server.url}/callChatGPT", params={"input": "hi"}).status_code == 200
+
+
+def test_the_store_away_after_a_question_is_stored_marks_it_error_once_back(
+    make_server_with: Callable[..., LiveServer], outage: Outage, database_url: str
+) -> None:
+    """The database going away between storing a question and reserving its budget left
+    the question unanswered but `ok`, while the client was told nothing was asked."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: the reservation is held up on its key's advisory lock")
+    server = make_server_with(DATABASE_URL=outage.url, CHATPROXY_AUTH="keys")
+    name = f"outage-{uuid.uuid4().hex[:10]}"
+    with server.app.app_context():
+        key = issue_key(name, tokens_per_day=10**9)
+    engine = create_engine(database_url_setting(database_url))  # not through the proxy
+    waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    with engine.connect() as holder, ThreadPoolExecutor(1) as pool:
+        # The key's reservations wait for this lock (chatproxy.access.reservations).
+        holder.execute(select(func.pg_advisory_lock(func.hashtext(name))))
+        asked = pool.submit(
+            httpx2.get,
+            f"{server.url}/callChatGPT",
+            params={"input": "hello"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        )
+        deadline = time.monotonic() + 15
+        while not holder.execute(waiting).scalar():
+            assert time.monotonic() < deadline, "the reservation never waited"
+            time.sleep(0.05)
+        outage.cut()  # the question is stored; its reservation fails
+        refused = asked.result()
+    engine.dispose()
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "store_unavailable"
+    conversation = refused.headers["X-Conversation-Id"]
+    outage.restore()
+    # The next write brings the spooled mark in.
+    answered = httpx2.get(
+        f"{server.url}/callChatGPT",
+        params={"input": "again"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert answered.status_code == 200
+    deadline = time.monotonic() + 15
+    while True:
+        stored = httpx2.get(
+            f"{server.url}/api/conversations/{conversation}",
+            headers={"Authorization": f"Bearer {key}"},
+        ).json()["messages"]
+        if stored[0]["status"] == "error":
+            break
+        assert time.monotonic() < deadline, f"the question stayed {stored}"
+        time.sleep(0.1)
+    assert [m["role"] for m in stored] == ["user"]
 
 
 def test_an_answer_that_ends_while_the_store_is_away_is_kept_and_stored_later(
@@ -196,6 +252,41 @@ def test_a_spooled_answer_is_written_once_even_if_replayed_again(
         assert db.session.get(SpooledWrite, entry["id"]) is not None
         db.session.remove()
     assert not path.exists()
+
+
+def test_redis_away_every_request_is_answered_and_no_traceback_is_logged(
+    make_server_with: Callable[..., LiveServer],
+    chatproxy_log: list[Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Flask-Limiter logged each request it let through as an error with a traceback."""
+    redis_is_there()
+    proxy = TcpProxy(("127.0.0.1", 6379))
+    server = make_server_with(CHATPROXY_AUTH="keys", REDIS_URL=f"redis://127.0.0.1:{proxy.port}/15")
+    with server.app.app_context():
+        key = issue_key(f"outage-{uuid.uuid4().hex[:10]}", rpm=1000, tpm=10**9)
+    headers = {"Authorization": f"Bearer {key}"}
+    sdk = openai.OpenAI(api_key=key, base_url=f"{server.url}/v1", max_retries=0)
+    question = {"input": "hello"}
+    assert httpx2.get(f"{server.url}/callChatGPT", params=question, headers=headers).is_success
+    caplog.set_level(logging.INFO)
+    proxy.cut()
+    try:
+        for _ in range(3):
+            answered = httpx2.get(
+                f"{server.url}/callChatGPT", params=question, headers=headers, timeout=30
+            )
+            assert answered.status_code == 200, answered.text
+            messages: Any = [{"role": "user", "content": "hello"}]
+            sdk.chat.completions.create(model="gpt-4o-mini", messages=messages)
+        logged = list({id(r): r for r in [*caplog.records, *chatproxy_log]}.values())
+        assert not [r.getMessage() for r in logged if r.exc_info or r.levelno >= logging.ERROR]
+        # One warning a minute per process (none when another test warned within the minute).
+        assert len([r for r in logged if "per-minute limits" in r.getMessage()]) <= 1
+        proxy.restore()
+        assert httpx2.get(f"{server.url}/callChatGPT", params=question, headers=headers).is_success
+    finally:
+        proxy.cut()
 
 
 @pytest.fixture

@@ -63,6 +63,9 @@ def init_limits(app: Flask, settings: Settings, blueprints: list[Any]) -> None:
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", False)
     # Redis down: answer rather than refuse everyone (limits then do not hold).
     app.config.setdefault("RATELIMIT_SWALLOW_ERRORS", True)
+    limiter_log = logging.getLogger("flask-limiter")
+    if not any(isinstance(f, _SwallowedError) for f in limiter_log.filters):
+        limiter_log.addFilter(_SwallowedError())
     limiter = Limiter(key_func=_client_address, app=app)
     per_key = limiter.shared_limit(
         _key_rpm,
@@ -172,7 +175,7 @@ def check_quotas(caller: Caller) -> None:
         )
 
 
-def minute_window_down(error: Exception) -> None:
+def minute_window_down(error: BaseException) -> None:
     """Note that the tokens-per-minute window's storage (Redis) failed; the request goes on.
 
     Limits then degrade as Flask-Limiter's do (RATELIMIT_SWALLOW_ERRORS): answered
@@ -187,6 +190,21 @@ def minute_window_down(error: Exception) -> None:
             "the per-minute limits until it is back",
             type(error).__name__,
         )
+
+
+class _SwallowedError(logging.Filter):
+    """Flask-Limiter's "Swallowing error" records become `minute_window_down`'s warning.
+
+    Flask-Limiter logs every request it lets through while its storage is away
+    at ERROR, with a traceback; here that is one warning a minute, without one.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None and "Swallowing error" in str(record.msg):
+            minute_window_down(error)
+            return False
+        return True
 
 
 def seconds_to_midnight(now: datetime) -> int:

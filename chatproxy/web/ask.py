@@ -6,10 +6,11 @@ from functools import partial
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from chatproxy.access.keys import current_owner, current_policy
 from chatproxy.access.ledger import usage_recorder
-from chatproxy.errors import APIError
+from chatproxy.errors import APIError, StoreUnavailable
 from chatproxy.questions import Question, parse_question
 from chatproxy.state import current_personas, current_prices, current_settings
 from chatproxy.store.answers import Outcome, checkpoint, fail_turn, finish_turn
@@ -97,10 +98,12 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
     ends (see `chatproxy.store.answers`), with `stored: false` in the `done`
     event or JSON when it waits in the spool for the database; an upstream
     failure before the answer starts marks the question `error` and raises
-    its APIError. Every response, errors included, carries the conversation's
-    id in `X-Conversation-Id`. The answer is kept for `claimed`'s key in the
-    transaction that stores it; a stream that ends with nothing answered gives
-    the key back.
+    its APIError; the database going away before the upstream is called marks
+    it `error` too (once the database is back) and answers 503
+    `store_unavailable`. Every response, errors included, carries the
+    conversation's id in `X-Conversation-Id`. The answer is kept for
+    `claimed`'s key in the transaction that stores it; a stream that ends with
+    nothing answered gives the key back.
     """
     g.conversation_id = turn.conversation_id
     # No connection is held while the upstream answers (that may take minutes);
@@ -120,6 +123,13 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
     except APIError as error:  # a quota reached, counting the answers in flight
         logged["outcome"] = error.code
         fail_turn(engine, turn, error)
+        raise
+    except SQLAlchemyError:
+        # The database went away after the question was stored: it is marked `error`
+        # (from the spool once the database is back), and the client gets the 503 of
+        # `register_store_errors`.
+        logged["outcome"] = "store_unavailable"
+        fail_turn(engine, turn, StoreUnavailable("The conversation store was unavailable."))
         raise
     try:
         if question.stream:
