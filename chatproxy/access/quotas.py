@@ -41,7 +41,8 @@ LEDGER = UsageDay.__table__
 
 Clock = Callable[[], datetime]
 WARN_EVERY = 60.0  # seconds between two warnings that Redis is down
-_window_warned_at = -WARN_EVERY
+# When each failure of the rate-limit storage was last logged, by what it said.
+_window_warned_at: dict[str, float] = {}
 log = logging.getLogger(__name__)
 
 
@@ -179,12 +180,15 @@ def minute_window_down(error: BaseException) -> None:
     """Note that the tokens-per-minute window's storage (Redis) failed; the request goes on.
 
     Limits then degrade as Flask-Limiter's do (RATELIMIT_SWALLOW_ERRORS): answered
-    without the per-minute limits. Logged at most once a minute per process.
+    without the per-minute limits. Logged at most once a minute per process and
+    failure (the storage's address is in the error's words).
     """
-    global _window_warned_at
+    said = f"{type(error).__name__}: {error}"[:300]
     now = _monotonic()
-    if now - _window_warned_at >= WARN_EVERY:
-        _window_warned_at = now
+    if now - _window_warned_at.get(said, -WARN_EVERY) >= WARN_EVERY:
+        if len(_window_warned_at) > 100:
+            _window_warned_at.clear()
+        _window_warned_at[said] = now
         log.warning(
             "the rate-limit storage (REDIS_URL) is unreachable (%s): answering without "
             "the per-minute limits until it is back",
