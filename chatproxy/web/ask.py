@@ -23,7 +23,13 @@ from chatproxy.store.conversations import (
 )
 from chatproxy.store.database import db
 from chatproxy.store.idempotency import NO_CLAIM, Claim, Stored
-from chatproxy.tokens import answer_cost, count_messages, count_text, counted_usage
+from chatproxy.tokens import (
+    answer_cost,
+    count_messages,
+    count_text,
+    counted_usage,
+    token_bound,
+)
 from chatproxy.upstream.client import current_upstream
 from chatproxy.web.idempotency import (
     asked,
@@ -117,8 +123,10 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
     messages = turn.params["messages"]
     cap = turn.params.get("max_completion_tokens") or turn.params.get("max_tokens")
     try:
+        # An upper bound, without tiktoken: counting exactly would load its encodings
+        # (tens of MB a worker) for every key with a quota, to hold a worst case anyway.
         record_usage.reserve(
-            question.model, lambda: count_messages(messages, question.model), int(cap or 0)
+            question.model, lambda: token_bound(messages, quick=True), int(cap or 0)
         )
     except APIError as error:  # a quota reached, counting the answers in flight
         logged["outcome"] = error.code
