@@ -34,7 +34,7 @@ from chatproxy.access.keys import issue_key
 from chatproxy.config import load_settings
 from chatproxy.personas import load_personas
 from chatproxy.web.openapi import VERSION, build_document
-from chatproxy.web.openapi_schemas import CONVERSATION_ID_PATTERN
+from chatproxy.web.openapi.schemas import CONVERSATION_ID_PATTERN
 from tests.conftest import serve
 
 CHECKS = [

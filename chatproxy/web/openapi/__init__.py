@@ -1,0 +1,98 @@
+"""`/openapi.json`: an OpenAPI 3.1 document describing every route chatproxy serves.
+
+Built in Python once per app from its settings (the models clients may name,
+the `max_tokens` cap, the longest question, whether access keys are needed)
+and its personas, so it states the bounds this deployment enforces. Schemas
+live in `schemas`, the shared responses, headers and parameters in
+`components`, the paths in `paths`; this module puts them together
+(https://spec.openapis.org/oas/v3.1.1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from chatproxy.config import Settings
+from chatproxy.state import current_personas, current_settings
+from chatproxy.web.openapi.components import (
+    ERRORS,
+    HEADERS,
+    JSON,
+    SECURITY_SCHEMES,
+    Operations,
+    headers_of,
+    parameters,
+)
+from chatproxy.web.openapi.paths import conversation_paths, question_paths, service_paths, v1_paths
+from chatproxy.web.openapi.schemas import Bounds, component_schemas, ref
+
+bp = Blueprint("openapi", __name__)
+
+VERSION = "0.1.0"  # the API's version (info.version); keep in step with pyproject.toml
+DOCUMENT = "chatproxy.openapi"  # app.extensions key of the built document
+
+
+@bp.get("/openapi.json")
+def openapi_json() -> Response:
+    """This service's OpenAPI 3.1 document (JSON), built once per app."""
+    document = current_app.extensions.get(DOCUMENT)
+    if document is None:
+        document = build_document(current_settings(), tuple(current_personas()))
+        current_app.extensions[DOCUMENT] = document
+    return jsonify(document)
+
+
+def build_document(settings: Settings, persona_ids: tuple[str, ...]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of an app with `settings` and the personas `persona_ids`."""
+    bounds = Bounds(
+        models=settings.models,
+        chat_models=settings.chat_models,
+        default_model=settings.model,
+        max_tokens=settings.max_tokens,
+        max_input_chars=settings.max_input_chars,
+        persona_ids=persona_ids,
+        keys_required=settings.auth != "open",
+    )
+    ops = Operations(bounds.keys_required)
+    return {
+        "openapi": "3.1.1",
+        "info": {
+            "title": "chatproxy",
+            "version": VERSION,
+            "summary": "A self-hosted ChatGPT Q&A page and OpenAI API gateway.",
+            "description": "Every error has OpenAI's shape (`Error`). The bounds stated are "
+            "this deployment's settings.",
+        },
+        "tags": [
+            {
+                "name": "questions",
+                "description": "Ask a question; the answer as text, JSON or SSE.",
+            },
+            {"name": "page", "description": "What the Q&A page chooses from, and usage."},
+            {"name": "conversations", "description": "The caller's stored conversations."},
+            {"name": "openai", "description": "OpenAI-compatible: chatproxy as a base URL."},
+            {"name": "service", "description": "The page, health, and this document."},
+        ],
+        "paths": {
+            **service_paths(ops),
+            **question_paths(ops, bounds),
+            **conversation_paths(ops),
+            **v1_paths(ops),
+        },
+        "components": {
+            "schemas": component_schemas(bounds),
+            "parameters": parameters(bounds),
+            "headers": HEADERS,
+            "responses": {
+                name: {
+                    "description": description,
+                    "headers": headers_of(status),
+                    "content": {JSON: {"schema": ref("Error")}},
+                }
+                for status, (name, description) in ERRORS.items()
+            },
+            "securitySchemes": SECURITY_SCHEMES,
+        },
+    }
