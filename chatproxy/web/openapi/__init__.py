@@ -27,6 +27,7 @@ from chatproxy.web.openapi.components import (
 )
 from chatproxy.web.openapi.paths import conversation_paths, question_paths, service_paths, v1_paths
 from chatproxy.web.openapi.schemas import Bounds, component_schemas, ref
+from chatproxy.web.openapi.v1_schemas import v1_schemas
 
 bp = Blueprint("openapi", __name__)
 
@@ -82,7 +83,7 @@ def build_document(settings: Settings, persona_ids: tuple[str, ...]) -> dict[str
             **v1_paths(ops),
         },
         "components": {
-            "schemas": component_schemas(bounds),
+            "schemas": {**component_schemas(bounds), **v1_schemas(bounds)},
             "parameters": parameters(bounds),
             "headers": HEADERS,
             "responses": {
