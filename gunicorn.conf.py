@@ -10,6 +10,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import traceback
 
 from dotenv import load_dotenv
 from gunicorn.glogging import Logger, SafeAtoms
@@ -102,17 +103,44 @@ def on_starting(server):
 
 
 def _upgrade_database(server):
-    """Apply the migrations in migrations/ (Alembic) once, before any worker starts."""
-    from sqlalchemy.exc import SQLAlchemyError
+    """Apply the migrations in migrations/ (Alembic) once, before any worker starts.
 
-    from chatproxy.store.schema import upgrade_database
+    In a child process: SQLAlchemy and Alembic would stay in the master's memory
+    (about 40 MB) and be copied into every worker forked from it.
+    """
+    pid = os.fork()
+    if pid == 0:
+        os._exit(_upgrade_in_child())
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(1)  # the child said why
 
+
+def _upgrade_in_child():
+    """The child's part of `_upgrade_database`; returns its exit status."""
     try:
-        upgrade_database(os.environ)
-    except SQLAlchemyError as error:
-        # The driver's message names the host and database, never the password.
-        reason = getattr(error, "orig", None) or error
-        sys.exit(f"chatproxy: the database (DATABASE_URL) cannot be migrated: {reason}")
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from chatproxy.store.schema import upgrade_database
+
+        try:
+            upgrade_database(os.environ)
+        except SQLAlchemyError as error:
+            # The driver's message names the host and database, never the password.
+            # One line: psycopg's message continues with a hint on the next.
+            reason = " ".join(str(getattr(error, "orig", None) or error).split())
+            print(
+                f"chatproxy: the database (DATABASE_URL) cannot be migrated: {reason}",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
 
 
 def _start_simulator(server):

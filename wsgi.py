@@ -3,4 +3,4 @@
 from chatproxy import create_app
 
 # Serving needs an upstream to ask (gunicorn.conf.py has already checked).
-app = create_app(serving=True)
+app = create_app(serving=True, commands=False)

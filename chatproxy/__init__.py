@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flask import Flask
-
 from chatproxy.config import Settings, load_settings, require_upstream
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from chatproxy.personas import Persona
     from chatproxy.tokens import Price
 
@@ -50,7 +50,9 @@ def load_configuration(environ: Mapping[str, str]) -> Configuration:
     return Configuration(settings, personas, load_prices(settings.prices_file))
 
 
-def create_app(environ: Mapping[str, str] | None = None, *, serving: bool = False) -> Flask:
+def create_app(
+    environ: Mapping[str, str] | None = None, *, serving: bool = False, commands: bool = True
+) -> Flask:
     """Build the application.
 
     `environ` holds the settings (see `.env.example`); by default `.env` is
@@ -59,11 +61,15 @@ def create_app(environ: Mapping[str, str] | None = None, *, serving: bool = Fals
     upstream (no OPENAI_API_KEY, simulator not chosen) the app answers 503
     `upstream_not_configured`: the `flask` commands that never ask need none.
     When `serving` (wsgi.py, `flask run`) it raises ConfigError instead, unless
-    in debug mode, and logs where answers come from.
+    in debug mode, and logs where answers come from. Without `commands`
+    (gunicorn's workers, wsgi.py) the `flask` commands are not registered:
+    neither they nor Alembic (`flask db`) are imported, which keeps about
+    15 MB out of every worker.
     """
+    from flask import Flask
+
     from chatproxy.access.check import register_access_check
     from chatproxy.access.quotas import init_limits
-    from chatproxy.cli import register_commands
     from chatproxy.errors import register_error_handlers
     from chatproxy.state import PERSONAS, PRICES, SETTINGS
     from chatproxy.store.database import INSTANCE_DIR, init_store, register_store_errors
@@ -107,7 +113,7 @@ def create_app(environ: Mapping[str, str] | None = None, *, serving: bool = Fals
     app.extensions[PERSONAS] = personas
     app.extensions[PRICES] = prices
     app.extensions[UPSTREAM] = Upstream(settings)
-    init_store(app, settings.database_url)
+    init_store(app, settings.database_url, migrations=commands)
     if settings.cors_origins:
         from flask_cors import CORS
 
@@ -131,7 +137,10 @@ def create_app(environ: Mapping[str, str] | None = None, *, serving: bool = Fals
     app.register_blueprint(openapi.bp)
     for blueprint in api_blueprints:
         app.register_blueprint(blueprint)
-    register_commands(app)
+    if commands:
+        from chatproxy.cli import register_commands
+
+        register_commands(app)
     _configure_logging()
     if serving:
         _log_start(settings, personas)

@@ -9,10 +9,11 @@ ever reaches a client.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+if TYPE_CHECKING:  # Flask is imported where it is used: gunicorn's master reads errors only
+    from flask import Flask, Response
+    from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,8 @@ def error_detail(body: object) -> dict[str, Any]:
 
 def error_response(error: APIError) -> Response:
     """Turn `error` into a JSON response with its status and headers."""
+    from flask import jsonify
+
     response = jsonify(error.body())
     response.status_code = error.status
     if error.retry_after is not None:
@@ -199,6 +202,7 @@ def from_http_exception(exc: HTTPException) -> APIError:
 
 def register_error_handlers(app: Flask) -> None:
     """Send every error, expected or not, in OpenAI's error shape."""
+    from werkzeug.exceptions import HTTPException
 
     @app.errorhandler(APIError)
     def handle_api_error(error: APIError) -> Response:

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -164,6 +165,22 @@ def test_gevent_worker_serves_the_page_and_answers(
     assert "阿根廷" in answer.text
 
 
+def test_the_master_carries_no_database_code_into_its_workers(
+    gunicorn: Gunicorn, client: httpx2.Client
+) -> None:
+    """Workers are forked from the master: what it loaded, every worker would carry too.
+
+    The master migrates the database in a child process, so SQLAlchemy (a C
+    extension, seen in the process's memory map) is loaded by the workers only.
+    """
+    assert client.get("/v1/models").status_code == 200  # the workers have used the store
+    master = gunicorn.process.pid
+    workers = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    assert workers
+    assert "sqlalchemy" not in Path(f"/proc/{master}/maps").read_text()
+    assert all("sqlalchemy" in Path(f"/proc/{pid}/maps").read_text() for pid in workers)
+
+
 def test_streamed_answer_arrives_in_pieces(gunicorn: Gunicorn, client: httpx2.Client) -> None:
     """`stream=1` passes pieces on as they come; together they are the plain answer."""
     question = f"{WORLD_CUP} [[sim: chunks=10 delay=0.1]]"
@@ -254,6 +271,25 @@ def test_start_up_refuses_bad_settings_in_one_line(
     assert lines, "gunicorn exited without saying why"
     assert named in lines[-1], log
     assert not accepts_connections(int(server.url.rsplit(":", 1)[1]))
+
+
+def test_start_up_names_a_database_it_cannot_migrate(
+    launch: Launcher, simulator: Simulator
+) -> None:
+    """A database that cannot be reached stops gunicorn with one line saying so, before any
+    worker starts (the migration runs in a child of the master)."""
+    unreachable = f"postgresql://chatproxy:s3cret@127.0.0.1:{free_port()}/chatproxy"
+    server = launch(
+        "unmigrated", ready=False, **upstream_settings(simulator, DATABASE_URL=unreachable)
+    )
+    status = server.wait_for_exit(START_TIMEOUT)
+    log = server.log()
+    assert status != 0, log
+    assert "Traceback" not in log
+    assert "Booting worker" not in log
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert "the database (DATABASE_URL) cannot be migrated" in lines[-1], log
+    assert "s3cret" not in log
 
 
 def test_simulator_mode_starts_and_stops_its_own_simulator(launch: Launcher) -> None:

@@ -67,7 +67,8 @@ def init_limits(app: Flask, settings: Settings, blueprints: list[Any]) -> None:
     limiter_log = logging.getLogger("flask-limiter")
     if not any(isinstance(f, _SwallowedError) for f in limiter_log.filters):
         limiter_log.addFilter(_SwallowedError())
-    limiter = Limiter(key_func=_client_address, app=app)
+    limiter = _Limiter(key_func=_client_address, app=app)
+    limiter.per_address = bool(settings.ip_rpm)
     per_key = limiter.shared_limit(
         _key_rpm,
         scope="key",
@@ -94,6 +95,24 @@ def init_limits(app: Flask, settings: Settings, blueprints: list[Any]) -> None:
     app.extensions[TOKEN_LIMITER] = FixedWindowRateLimiter(limiter.storage)
     app.extensions[CLOCK] = utc_clock
     app.register_error_handler(RateLimitExceeded, _rate_limited)
+
+
+class _Limiter(Limiter):
+    """Flask-Limiter, skipped for a request that no limit counts.
+
+    Its check costs about 0.15 ms even when it finds nothing to apply (it
+    gathers and filters the limits of the blueprint), which was a tenth of
+    chatproxy's own work on a `/v1` request of a key without limits.
+    """
+
+    per_address = False  # CHATPROXY_IP_RPM is set: every request counts
+
+    def _check_request_limit(
+        self, callable_name: str | None = None, in_middleware: bool = True
+    ) -> None:
+        if not self.per_address and (current_caller().rpm is None or not asks_upstream()):
+            return
+        super()._check_request_limit(callable_name, in_middleware)
 
 
 def asks_upstream() -> bool:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -40,11 +39,11 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
-migrate = Migrate(directory=str(MIGRATIONS_DIR), render_as_batch=True)
 
 
-def init_store(app: Flask, database_url: str) -> None:
-    """Bind the store to `app`: the database at `database_url` and `flask db` commands.
+def init_store(app: Flask, database_url: str, migrations: bool = True) -> None:
+    """Bind the store to `app`: the database at `database_url`, and with `migrations` the
+    `flask db` commands (Flask-Migrate, imported only then).
 
     Nothing connects until the first query.
     """
@@ -53,7 +52,10 @@ def init_store(app: Flask, database_url: str) -> None:
     if database_url.startswith("sqlite"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
     db.init_app(app)
-    migrate.init_app(app, db)
+    if migrations:
+        from flask_migrate import Migrate
+
+        Migrate(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
 
 
 def register_store_errors(app: Flask) -> None:

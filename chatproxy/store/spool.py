@@ -16,6 +16,7 @@ was written before a crash is never written twice.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import URL, Connection, Engine, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from chatproxy.store.database import INSTANCE_DIR
@@ -90,8 +91,14 @@ def commit(
 def spool_path(engine: Engine, folder: Path = INSTANCE_DIR) -> Path:
     """The spool file of the database of `engine` (one per database, so none is replayed into
     another)."""
-    url = engine.url.render_as_string(hide_password=False)
-    return folder / f"spool-{hashlib.sha256(url.encode()).hexdigest()[:16]}.jsonl"
+    return folder / _spool_name(engine.url)
+
+
+@functools.lru_cache(maxsize=16)
+def _spool_name(url: URL) -> str:
+    # Cached: rendering and hashing the URL cost more than the stat `commit` does with it.
+    rendered = url.render_as_string(hide_password=False)
+    return f"spool-{hashlib.sha256(rendered.encode()).hexdigest()[:16]}.jsonl"
 
 
 def replay(engine: Engine, folder: Path = INSTANCE_DIR) -> int:
