@@ -8,7 +8,7 @@ from chatproxy.access.keys import authenticate
 from chatproxy.access.quotas import asks_upstream, check_quotas
 from chatproxy.config import Settings
 from chatproxy.errors import RateLimited
-from chatproxy.store.database import db
+from chatproxy.store.database import db, release_session
 from chatproxy.store.idempotency import HEADER, has_answer
 
 
@@ -36,4 +36,4 @@ def register_access_check(app: Flask, settings: Settings, blueprints: set[str]) 
                             raise
             finally:
                 # Give the connection back: the request may now wait on the upstream for minutes.
-                db.session.close()
+                release_session()

@@ -13,6 +13,9 @@ row's `counted_requests` says so.
 from __future__ import annotations
 
 import functools
+import threading
+import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -83,8 +86,14 @@ class Recorder:
 
         Written at once with `also` (the answer kept for an Idempotency-Key),
         in one transaction, or kept in the spool while the database is away.
+        Returns once it is written (or spooled); charges of requests that end at
+        the same moment share one transaction (`_GroupCommit`).
         """
-        spool.commit(self.engine, [self.charge(model, usage, cost, counted), *also])
+        charge = self.charge(model, usage, cost, counted)
+        if also:
+            spool.commit(self.engine, [charge, *also])
+        else:
+            _group_commit(self.engine).commit(self.engine, charge)
         self.count_tokens(usage)
 
     def charge(
@@ -119,6 +128,71 @@ class Recorder:
         """
         used = _tokens(usage, "prompt_tokens") + _tokens(usage, "completion_tokens")
         settle_minute(self.minute_window, self.caller, self.hold, used)
+
+
+class _GroupCommit:
+    """The ledger's charges that wait at the same time, written in one transaction.
+
+    A transaction of one charge costs about 230 µs of CPU on SQLite, ten in one
+    about 90 µs each, and at a thousand streams hundreds end within the same few
+    milliseconds. Each caller still returns only once its charge is written (or
+    spooled): nothing is acknowledged that a crash could lose. The first caller
+    to find no write under way writes what waits, then what came meanwhile, up
+    to GROUP_ROUNDS transactions; the next caller to come then takes over.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[tuple[spool.Write, threading.Event]] = []
+        self._writing = False
+
+    def commit(self, engine: Engine, charge: spool.Write) -> None:
+        """Write `charge` with those waiting now; returns when it is written or spooled."""
+        written = threading.Event()
+        with self._lock:
+            self._waiting.append((charge, written))
+            leads, self._writing = not self._writing, True
+        if not leads:
+            written.wait()
+            return
+        # Under gevent a SQLite write never yields: let the greenlets that are ready
+        # (streams ending in this same turn of the loop) add their charges first.
+        time.sleep(0)
+        try:
+            for _ in range(GROUP_ROUNDS):
+                with self._lock:
+                    batch, self._waiting = self._waiting, []
+                if not batch:
+                    break
+                try:
+                    spool.commit(engine, [write for write, _ in batch])
+                finally:
+                    for _, done in batch:
+                        done.set()
+        finally:
+            with self._lock:
+                self._writing = False
+                left, self._waiting = self._waiting, []
+            if left:  # came during the last round: written here, not left waiting
+                try:
+                    spool.commit(engine, [write for write, _ in left])
+                finally:
+                    for _, done in left:
+                        done.set()
+
+
+GROUP_ROUNDS = 4
+# One per database (engine); weak, so an engine that is dropped (a test's app) goes with it.
+_groups: weakref.WeakKeyDictionary[Engine, _GroupCommit] = weakref.WeakKeyDictionary()
+_grouping = threading.Lock()
+
+
+def _group_commit(engine: Engine) -> _GroupCommit:
+    with _grouping:
+        group = _groups.get(engine)
+        if group is None:
+            group = _groups[engine] = _GroupCommit()
+        return group
 
 
 def write_charge(connection: Connection, charge: dict[str, Any]) -> None:

@@ -21,7 +21,7 @@ from chatproxy.store.conversations import (
     parse_conversation_id,
     start_turn,
 )
-from chatproxy.store.database import db
+from chatproxy.store.database import db, release_session
 from chatproxy.store.idempotency import NO_CLAIM, Claim, Stored
 from chatproxy.tokens import (
     answer_cost,
@@ -114,7 +114,7 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
     g.conversation_id = turn.conversation_id
     # No connection is held while the upstream answers (that may take minutes);
     # the answer is stored on a connection of its own.
-    db.session.close()
+    release_session()
     upstream = current_upstream()
     engine = db.engine
     record_usage = usage_recorder()

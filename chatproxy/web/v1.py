@@ -20,7 +20,7 @@ from chatproxy.access.keys import current_policy
 from chatproxy.access.ledger import usage_recorder
 from chatproxy.errors import APIError
 from chatproxy.state import current_prices, current_settings
-from chatproxy.store.database import db
+from chatproxy.store.database import release_session
 from chatproxy.store.idempotency import Claim, Stored
 from chatproxy.tokens import cost, count_prompt, count_text, counted_usage, size_bound
 from chatproxy.upstream.client import current_upstream
@@ -117,7 +117,7 @@ def send(call: PassThrough, claimed: Claim) -> Response:
     record_usage = usage_recorder()
     prompt = call.body.get("messages", call.body.get("prompt"))
     record_usage.reserve(call.model, lambda: size_bound(prompt), call.cap, call.answers)
-    db.session.close()  # no connection held while the upstream answers
+    release_session()  # no connection held while the upstream answers
     logged = note(model=call.model)
     prices = current_prices()
     if call.stream:
