@@ -126,7 +126,8 @@ class LeanServer:
         parser = Parser()
         try:
             sock.sendall(request)
-            while not parser.headers_complete:  # interim 1xx answers are skipped by the parser
+            # An interim answer (1xx) is followed by the real one on the same connection.
+            while not parser.headers_complete or parser.status_code < 200:
                 data = sock.recv(BLOCK_BYTES)
                 parser.feed(data)
                 if not data:
