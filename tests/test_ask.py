@@ -213,23 +213,6 @@ def test_idle_stream_gets_keepalive_comments(make_server_with):
     assert "event: done" in lines[deltas[-1] :]
 
 
-def test_upstream_connections_are_reused(api_server, simulator):
-    from chatproxy.upstream.transport import POOL_SHARDS
-
-    simulator.reset()
-    for number in range(2 * POOL_SHARDS):
-        streamed = {"stream": "1"} if number % 2 else {}
-        response = httpx2.get(
-            f"{api_server.url}/callChatGPT", params={"input": f"question {number}", **streamed}
-        )
-        assert response.status_code == 200
-
-    peers = {entry["peer"] for entry in simulator.requests}
-    # A new connection per answer would cost a TLS handshake each time upstream.
-    assert len(simulator.requests) == 2 * POOL_SHARDS
-    assert len(peers) <= POOL_SHARDS
-
-
 def test_client_leaving_mid_answer_stops_the_upstream_stream(api_server, chatproxy_log):
     with httpx2.stream(
         "GET",

@@ -22,9 +22,12 @@ def test_page_and_answers_do_not_carry_the_key(live_server):
         assert UPSTREAM_KEY not in str(response.headers)
 
 
-def test_debug_logs_of_sdk_and_http_client_do_not_carry_the_key(api_server, caplog):
+def test_debug_logs_of_chatproxy_and_http_clients_do_not_carry_the_key(
+    api_server, caplog, chatproxy_log
+):
     # An owner who turns every logger up to DEBUG still gets no key in the log.
-    noisy = [logging.getLogger(name) for name in ("openai", "httpx2", "httpcore2")]
+    names = ("chatproxy", "openai", "httpx2", "httpcore2", "geventhttpclient")
+    noisy = [logging.getLogger(name) for name in names]
     levels = [logger.level for logger in noisy]
     for logger in noisy:
         logger.setLevel(logging.DEBUG)
@@ -36,5 +39,6 @@ def test_debug_logs_of_sdk_and_http_client_do_not_carry_the_key(api_server, capl
         for logger, level in zip(noisy, levels, strict=True):
             logger.setLevel(level)
 
-    assert any(record.name.startswith("openai") for record in caplog.records)
+    assert any(record.name.startswith("chatproxy") for record in chatproxy_log)
     assert UPSTREAM_KEY not in caplog.text
+    assert not any(UPSTREAM_KEY in record.getMessage() for record in chatproxy_log)

@@ -27,6 +27,7 @@ from chatproxy.errors import UpstreamError
 from chatproxy.simulator import dialects
 from chatproxy.tokens import limit_field
 from chatproxy.upstream.client import CHAT_PATH, Upstream
+from chatproxy.upstream.sdk import SdkResponse
 from chatproxy.upstream.streams import RawStream
 from tests.conftest import UPSTREAM_KEY, serve, wait_for_record
 from tests.test_bad_input import assert_openai_error
@@ -594,7 +595,7 @@ def test_client_leaving_mid_stream_closes_the_upstream_stream(server, chatproxy_
 def raw_stream(pieces: list[bytes]) -> RawStream:
     """A RawStream over a response whose body arrives in `pieces`."""
     settings = load_settings({"OPENAI_API_KEY": "sk-unit-test-key-0000"})
-    return RawStream(httpx2.Response(200, content=iter(pieces)), Upstream(settings))
+    return RawStream(SdkResponse(httpx2.Response(200, content=iter(pieces))), Upstream(settings))
 
 
 USAGE = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
@@ -728,7 +729,9 @@ def test_the_usage_chunk_is_known_by_what_it_carries(last, hidden):
     """A client that did not ask for the usage does not get a chunk that carries only that."""
     body = sse(piece("Hello"), piece(None, "stop"), last, "[DONE]")
     settings = load_settings({"OPENAI_API_KEY": "sk-unit-test-key-0000"})
-    stream = RawStream(httpx2.Response(200, content=iter([body])), Upstream(settings), True)
+    stream = RawStream(
+        SdkResponse(httpx2.Response(200, content=iter([body]))), Upstream(settings), True
+    )
 
     passed = b"".join(stream)
 

@@ -1,4 +1,4 @@
-"""The upstream: OpenAI, or any OpenAI-compatible server, through the `openai` SDK.
+"""The upstream: OpenAI, or any OpenAI-compatible server, asked as the `openai` SDK asks.
 
 One `Upstream` per process (built by `create_app`). Every outbound call lives
 here, with a timeout. Failures come out as the errors of `chatproxy.errors`
@@ -6,12 +6,19 @@ here, with a timeout. Failures come out as the errors of `chatproxy.errors`
 Retry-After, timeout → 504, connection failure → 502, context too long → 400,
 a model the upstream lacks → 404 (`chatproxy.upstream.failures`).
 
-Requests go through the SDK's low-level `client.post(..., cast_to=httpx2.Response)`
-with the body left unread, as `with_streaming_response` does, but without the
-SDK's per-call conversion of the params (about 0.3 ms) that a gateway passing
-checked params on does not need. Streams are read as raw SSE (`chatproxy.upstream.streams`)
-and only the fields we need are parsed: the SDK's typed chunk objects cost about
-110 µs each, raw lines about 8 µs.
+Two HTTP clients carry the requests, with the SDK's headers, retries and
+errors either way (`chatproxy.upstream.responses` is what both hand back):
+
+- the lean client (`chatproxy.upstream.lean`, geventhttpclient's C parser over
+  pooled sockets) carries them all on the server's path: the SDK cost 1.21 ms
+  of CPU per request and 32 µs per stream event in a gevent worker, and
+  `import openai` about 32 MB in every worker, which therefore never imports it;
+- the `openai` SDK (`chatproxy.upstream.sdk`, imported only then) when
+  OPENAI_PROXY is set: geventhttpclient speaks no SOCKS.
+
+Streams are read as raw SSE (`chatproxy.upstream.streams`) and only the fields
+we need are parsed: the SDK's typed chunk objects cost about 110 µs each, raw
+lines about 8 µs.
 
 The host and path of every call come from settings (OPENAI_BASE_URL, or
 CHATPROXY_UPSTREAMS for several servers to fail over between) and the
@@ -26,12 +33,9 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-import httpx2
-import openai
 from flask import current_app
-from openai._constants import RAW_RESPONSE_HEADER
 
 from chatproxy.config import Settings, UpstreamTarget
 from chatproxy.errors import (
@@ -42,16 +46,14 @@ from chatproxy.errors import (
     error_detail,
 )
 from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_FAILOVERS, UPSTREAM_LATENCY
-from chatproxy.upstream.failures import mark_final, server_failed, status_error
-from chatproxy.upstream.retries import DeadlineOpenAI, deadline
+from chatproxy.upstream.failures import server_failed, status_error
+from chatproxy.upstream.lean import LeanServer
+from chatproxy.upstream.responses import Failure, ReadBrokeOff, ReadTimedOut, UpstreamResponse
+from chatproxy.upstream.retries import deadline
 from chatproxy.upstream.streams import ChatStream, RawStream
-from chatproxy.upstream.transport import PoolShards, use_real_poll_for_idle_checks
 
 log = logging.getLogger(__name__)
 
-# Makes the SDK return the raw response with its body unread (the header is
-# the SDK's own, set by `with_streaming_response`).
-UNREAD_BODY: openai.RequestOptions = {"headers": {RAW_RESPONSE_HEADER: "stream"}}
 CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"  # legacy
 # The upstream paths (under OPENAI_BASE_URL) a pass-through request may call.
@@ -82,13 +84,21 @@ class RawAnswer:
     usage: dict[str, Any] | None
 
 
+class Sender(Protocol):
+    """One upstream server's HTTP client: the lean one, or the SDK with OPENAI_PROXY."""
+
+    def post(self, path: str, body: dict[str, Any]) -> UpstreamResponse:
+        """`POST path` with the JSON `body`, retried as the SDK retries; raises Failure."""
+        ...
+
+
 class Upstream:
-    """The process's OpenAI clients, one per upstream server, built from settings.
+    """The process's upstream clients, one per upstream server, built from settings.
 
     With several servers (CHATPROXY_UPSTREAMS) a request goes to the first
     one (or one drawn by weight, with CHATPROXY_UPSTREAM_ORDER=weight); when it
     fails with a connection error, a timeout, 401, 403, 408, 409, 429 or a 5xx
-    after the SDK's retries, the next one is asked (not for a context-length
+    after the retries, the next one is asked (not for a context-length
     error or a model it lacks: the request's fault, see `failures`). A server that failed
     CHATPROXY_UPSTREAM_FAILURES requests in a row that another server then
     answered is set aside for CHATPROXY_UPSTREAM_COOLDOWN seconds: asked only
@@ -101,28 +111,16 @@ class Upstream:
         targets = settings.upstream_targets
         # Looked for in passed-through answers, which must never carry one.
         self.keys_bytes = tuple(target.api_key.encode() for target in targets)
-        self._servers = [_Server(target, self._client(target)) for target in targets]
-        if self._servers:
-            use_real_poll_for_idle_checks()
+        self._servers = [_Server(target, self._sender(target)) for target in targets]
 
-    def _client(self, target: UpstreamTarget) -> openai.OpenAI:
-        settings = self.settings
-        http_client = openai.DefaultHttpxClient(
-            transport=PoolShards(settings),
-            # OPENAI_PROXY is the one proxy setting; HTTP(S)_PROXY are not consulted.
-            trust_env=False,
-            # A context-length error is not retried, even when a server answers it with a 500.
-            event_hooks={"response": [mark_final]},
-        )
-        return DeadlineOpenAI(
-            api_key=target.api_key,
-            base_url=target.base_url,
-            organization=settings.openai_org_id,
-            project=settings.openai_project_id,
-            timeout=httpx2.Timeout(settings.timeout, connect=settings.connect_timeout),
-            max_retries=settings.max_retries,
-            http_client=http_client,
-        )
+    def _sender(self, target: UpstreamTarget) -> Sender:
+        """The lean client for `target`, or the SDK when OPENAI_PROXY is set (any proxy:
+        geventhttpclient speaks no SOCKS); the SDK is imported only then."""
+        if self.settings.openai_proxy:
+            from chatproxy.upstream.sdk import SdkServer
+
+            return SdkServer(target, self.settings)
+        return LeanServer(target, self.settings)
 
     @property
     def configured(self) -> bool:
@@ -190,20 +188,20 @@ class Upstream:
         """
         return RawStream(self.post_raw(path, body), self, hide_usage=hide_usage)
 
-    def post_raw(self, path: str, body: dict[str, Any]) -> httpx2.Response:
+    def post_raw(self, path: str, body: dict[str, Any]) -> UpstreamResponse:
         """`POST path` under the configured base URL, `body` sent as given; the body unread.
 
         `path` must be one of RAW_PATHS (ValueError otherwise), so nothing in a
         client's request picks the host or the path; no header of the client's
-        is sent (the SDK sends chatproxy's key and its own headers). The caller
-        closes the response. Raises APIError subclasses (see `_map_error`).
+        is sent (chatproxy's key and the headers the SDK sends, `lean`). The
+        caller closes the response. Raises APIError subclasses (see `_map_failure`).
         """
         if path not in RAW_PATHS:
             raise ValueError(f"not an upstream path chatproxy passes requests to: {path!r}")
         return self._post(path, body, PROMPT_FIELDS[path])
 
-    def _post(self, path: str, body: dict[str, Any], prompt_field: str) -> httpx2.Response:
-        """`POST path` through the SDK (its retries, headers, errors), failing over in turn.
+    def _post(self, path: str, body: dict[str, Any], prompt_field: str) -> UpstreamResponse:
+        """`POST path` with the SDK's retries, headers and errors, failing over in turn.
 
         No retry starts after CHATPROXY_RETRY_DEADLINE seconds (`retries`);
         failing over to the next server still does.
@@ -225,13 +223,11 @@ class Upstream:
             started = time.perf_counter()
             try:
                 with deadline(retries_end):
-                    response = server.client.post(
-                        path, body=body, cast_to=httpx2.Response, options=UNREAD_BODY
-                    )
-            except openai.APIError as exc:
-                error = self._map_error(exc, prompt_field, body.get("model"))
+                    response = server.sender.post(path, body)
+            except Failure as failure:
+                error = self._map_failure(failure, prompt_field, body.get("model"))
                 UPSTREAM_ERRORS.labels(error.code or "upstream_error").inc()
-                status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+                status = failure.status
                 if not server_failed(status, error) or number == len(servers):
                     # Failed everywhere: the request, not a server, may be at fault.
                     raise error from None
@@ -248,7 +244,7 @@ class Upstream:
                 self._failed(other)
             server.failures, server.set_aside_until = 0, 0.0
             UPSTREAM_LATENCY.labels(path).observe(time.perf_counter() - started)
-            response.extensions["chatproxy_sent_at"] = started  # for the time to first token
+            response.sent_at = started  # for the time to first token
             return response
         raise AssertionError("unreachable: the last server's failure is raised above")
 
@@ -285,7 +281,7 @@ class Upstream:
             )
             server.set_aside_until = now + cooldown
 
-    def _read_json(self, response: httpx2.Response) -> tuple[bytes, Any]:
+    def _read_json(self, response: UpstreamResponse) -> tuple[bytes, Any]:
         """Read a whole JSON answer: (its bytes, its value); closes the response.
 
         Raises UpstreamTimeout, or UpstreamError when the body breaks off or is not JSON.
@@ -293,9 +289,9 @@ class Upstream:
         try:
             content = response.read()
             return content, json.loads(content)
-        except httpx2.TimeoutException:
+        except ReadTimedOut:
             raise self.timeout_error() from None
-        except (httpx2.TransportError, httpx2.StreamError):
+        except ReadBrokeOff:
             raise UpstreamError(
                 "The upstream connection broke off before the answer was complete.",
                 code="upstream_interrupted",
@@ -314,34 +310,34 @@ class Upstream:
             f"The upstream did not answer within {self.settings.timeout:g} s (CHATPROXY_TIMEOUT)."
         )
 
-    def _map_error(self, exc: openai.APIError, context_param: str, model: object) -> APIError:
-        """Translate an SDK exception into the error a client of chatproxy should see.
+    def _map_failure(self, failure: Failure, context_param: str, model: object) -> APIError:
+        """Translate a failed request into the error a client of chatproxy should see.
 
         `context_param` and `model` are for `failures.status_error`.
         """
-        if isinstance(exc, openai.APITimeoutError):
+        if failure.kind == "timeout":
             log.warning("upstream timeout")
             return self.timeout_error()
-        if isinstance(exc, openai.APIConnectionError):
-            log.warning("upstream unreachable: %s", type(exc.__cause__).__name__)
+        if failure.kind == "unreachable":
+            log.warning("upstream unreachable: %s", failure.cause)
             return UpstreamError(
                 "The connection to the upstream failed: check "
                 f"{self._settings_named('OPENAI_BASE_URL')} and OPENAI_PROXY.",
                 code="upstream_unreachable",
             )
-        if not isinstance(exc, openai.APIStatusError):
+        if failure.status is None:
             return UpstreamError("The upstream's answer could not be read.")
-        detail = error_detail(exc.body)
+        detail = error_detail(failure.body)
         error = status_error(
-            exc.status_code,
+            failure.status,
             detail,
-            exc.response,
+            failure.headers,
             context_param=context_param,
             model=model,
             named=self._settings_named,
             scrub=self.scrub,
         )
-        log.warning("upstream answered %s (%s)", exc.status_code, error.code)
+        log.warning("upstream answered %s (%s)", failure.status, error.code)
         return error
 
     def _settings_named(self, name: str) -> str:
@@ -360,7 +356,7 @@ class _Server:
     """One upstream server as this process sees it: its client and how it has been doing."""
 
     target: UpstreamTarget
-    client: openai.OpenAI
+    sender: Sender
     failures: int = 0  # failed requests in a row
     set_aside_until: float = 0.0  # time.monotonic() when it may be asked again
 

@@ -15,18 +15,15 @@ length", "prompt too long; exceeded max context length by N tokens", the first
 sometimes with a 500), llama.cpp's server (type `exceed_context_size_error`,
 "... exceeds the available context size ...") and LiteLLM's proxy (its
 `ContextWindowExceededError` named in the message, `"code": "400"`). Such an
-error is the request's fault: never retried (`mark_final`, even as a 500),
-never failed over (`server_failed`).
+error is the request's fault: never retried (`retried`, even as a 500), never
+failed over (`server_failed`).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import httpx2
 
 from chatproxy.errors import (
     APIError,
@@ -34,7 +31,6 @@ from chatproxy.errors import (
     NotFound,
     RateLimited,
     UpstreamError,
-    error_detail,
 )
 
 _CONTEXT_WORDS = re.compile(
@@ -77,7 +73,7 @@ def is_missing_model(detail: Mapping[str, Any]) -> bool:
 def status_error(
     status: int,
     detail: Mapping[str, Any],
-    response: httpx2.Response,
+    headers: Mapping[str, str],
     *,
     context_param: str,
     model: object,
@@ -86,6 +82,7 @@ def status_error(
 ) -> APIError:
     """chatproxy's error for an upstream's answer `status` with the error object `detail`.
 
+    `headers` are the answer's (`get` with a lower-case name: Retry-After);
     `context_param` names what was too long in the client's request (`input`
     for /callChatGPT, `messages` or `prompt` for /v1); `model` is the model
     asked for; `named(setting)` names a setting as the configuration has it;
@@ -113,7 +110,7 @@ def status_error(
         return RateLimited(
             "The upstream is rate limiting requests; try again shortly.",
             code="upstream_rate_limited",
-            retry_after=retry_after(response),
+            retry_after=retry_after(headers),
         )
     if is_context_error(detail):
         return BadRequest(
@@ -160,27 +157,17 @@ def server_failed(status: int | None, error: APIError) -> bool:
     return status is None or status in (401, 403, 408, 409, 429) or status >= 500
 
 
-def mark_final(response: httpx2.Response) -> None:
-    """An httpx2 response hook: a 5xx that is a context-length error is not to be retried.
-
-    The openai SDK retries every 5xx unless the answer says `x-should-retry:
-    false`; Ollama answers a prompt too long with a 500. Only 5xx answers are
-    read here (their bodies are small); the SDK reads the body again from memory.
-    """
-    if response.status_code < 500:
-        return
-    try:
-        detail = error_detail(json.loads(response.read()))
-    except (ValueError, httpx2.HTTPError, httpx2.StreamError):
-        return  # not JSON, or it broke off: the SDK decides as it would have
-    if is_context_error(detail):
-        response.headers["x-should-retry"] = "false"
+def retried(status: int, detail: Mapping[str, Any]) -> bool:
+    """False for an answer that must not be asked again whatever its status says: a
+    context-length error (Ollama answers a prompt too long with a 500, which the SDK's
+    policy would retry). `detail` is the answer's error object."""
+    return not (status >= 500 and is_context_error(detail))
 
 
-def retry_after(response: httpx2.Response) -> int:
+def retry_after(headers: Mapping[str, str]) -> int:
     """Seconds to wait from the upstream's `Retry-After` header: 1 to 3600, 1 if unreadable."""
     try:
-        return min(3600, max(1, round(float(response.headers.get("retry-after", "1")))))
+        return min(3600, max(1, round(float(headers.get("retry-after", "1")))))
     except (ValueError, OverflowError):  # not a number, NaN, infinity
         return 1
 

@@ -1,27 +1,37 @@
-"""The `openai` SDK's retries, stopped at a deadline so they do not stack with a client's own.
+"""Retries as the `openai` SDK makes them, stopped at a deadline so a client's own do not stack.
 
-The SDK retries a request (408, 409, 429, 5xx, timeouts, connection errors)
-with exponential backoff, honouring Retry-After. A client of chatproxy that is
-itself an SDK retries too, so without a bound an upstream answering 429 after
-4.8 s kept such a client waiting 49 s before it saw the error. `DeadlineOpenAI`
-is the SDK's client with one change: no retry starts once the request's
-deadline (CHATPROXY_RETRY_DEADLINE seconds since it reached chatproxy, set by
+The SDK's policy (its `_base_client`), which the lean client
+(`chatproxy.upstream.lean`) follows and the SDK fallback
+(`chatproxy.upstream.sdk`) keeps: a request is retried up to
+CHATPROXY_MAX_RETRIES times after a connection error, a timeout, or an answer
+408, 409, 429 or 5xx, unless the answer says `x-should-retry: false` (and
+always when it says `true`). The wait is the answer's `retry-after-ms` or
+`Retry-After` (seconds or an HTTP date) when that is over 0 and at most 60 s,
+else 0.5 s × 2^n (n retries so far) capped at 8 s, less up to a quarter at
+random.
+
+A client of chatproxy that is itself an SDK retries too, so without a bound an
+upstream answering 429 after 4.8 s kept such a client waiting 49 s before it
+saw the error. So no retry starts once the request's deadline
+(CHATPROXY_RETRY_DEADLINE seconds since it reached chatproxy, set by
 `deadline`) has passed, or would pass while waiting for it; the error of the
-last attempt is then raised as the SDK raises it. Failing over to another
-upstream is not a retry and still happens.
+last attempt is then raised. Failing over to another upstream is not a retry
+and still happens.
 """
 
 from __future__ import annotations
 
-import sys
+import random
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from email.utils import mktime_tz, parsedate_tz
 
-import httpx2
-import openai
+INITIAL_RETRY_DELAY = 0.5  # seconds, the SDK's
+MAX_RETRY_DELAY = 8.0  # seconds, the SDK's
+LONGEST_RETRY_AFTER = 60.0  # seconds: a longer Retry-After is not waited for
+RETRIED_STATUSES = (408, 409, 429)  # and every 5xx
 
 # When retries stop for the request being sent (time.monotonic()); None: no deadline.
 _DEADLINE: ContextVar[float | None] = ContextVar("chatproxy_retry_deadline", default=None)
@@ -37,42 +47,47 @@ def deadline(at: float) -> Iterator[None]:
         _DEADLINE.reset(token)
 
 
-def _too_late(wait: float) -> bool:
+def too_late(wait: float) -> bool:
+    """True when a retry after waiting `wait` seconds would start past the current deadline."""
     at = _DEADLINE.get()
     return at is not None and time.monotonic() + wait >= at
 
 
-class DeadlineOpenAI(openai.OpenAI):
-    """The SDK's client, its retries bounded by the current `deadline`."""
+def status_retried(status: int, headers: Mapping[str, str]) -> bool:
+    """True when an answer with HTTP `status` is worth asking again (`x-should-retry` first)."""
+    said = headers.get("x-should-retry")
+    if said == "true":
+        return True
+    if said == "false":
+        return False
+    return status in RETRIED_STATUSES or status >= 500
 
-    def _should_retry(self, response: httpx2.Response) -> bool:
-        # A status error: the SDK retries only if this says so, and raises it otherwise.
-        wait = self._parse_retry_after_header(response.headers) or 0.0
-        return super()._should_retry(response) and not _too_late(wait)
 
-    def _sleep_for_retry(
-        self,
-        *,
-        retries_taken: int,
-        max_retries: int,
-        options: Any,
-        response: httpx2.Response | None,
-    ) -> None:
-        if response is None:
-            # A timeout or a connection error, being handled by the SDK right now.
-            headers = None
-            wait = self._calculate_retry_timeout(max_retries - retries_taken, options, headers)
-            if _too_late(wait):
-                failure = sys.exc_info()[1]
-                try:
-                    request = failure.request  # type: ignore[union-attr]
-                except (AttributeError, RuntimeError):  # httpx's errors may have none
-                    request = httpx2.Request("POST", str(self.base_url))
-                if isinstance(failure, httpx2.TimeoutException):
-                    raise openai.APITimeoutError(request=request) from failure
-                raise openai.APIConnectionError(request=request) from failure
-            time.sleep(wait)
-            return
-        super()._sleep_for_retry(
-            retries_taken=retries_taken, max_retries=max_retries, options=options, response=response
-        )
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds the answer asks to wait (`retry-after-ms`, or `Retry-After` in seconds or as
+    an HTTP date), or None when it asks nothing readable."""
+    if not headers:
+        return None
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return float(millis) / 1000
+        except ValueError:
+            pass
+    said = headers.get("retry-after")
+    if said is None:
+        return None
+    try:
+        return float(said)
+    except ValueError:
+        date = parsedate_tz(said)
+        return None if date is None else mktime_tz(date) - time.time()
+
+
+def retry_wait(retries_taken: int, headers: Mapping[str, str] | None) -> float:
+    """Seconds to wait before retry number `retries_taken + 1`, as the SDK waits."""
+    asked = retry_after(headers)
+    if asked is not None and 0 < asked <= LONGEST_RETRY_AFTER:
+        return asked
+    backoff = min(INITIAL_RETRY_DELAY * 2.0**retries_taken, MAX_RETRY_DELAY)
+    return max(backoff * (1 - 0.25 * random.random()), 0.0)

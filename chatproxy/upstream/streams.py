@@ -1,8 +1,9 @@
 """Streamed answers being read from the upstream: as content pieces, or passed through as they came.
 
 Both read OpenAI's SSE stream (OpenAI API reference, "Streaming": `data: {chunk}`
-events, each ended by a blank line, then `data: [DONE]`) from an httpx2 response
-whose body the SDK left unread (`Upstream.open_chat_stream`, `open_raw_stream`).
+events, each ended by a blank line, then `data: [DONE]`) from an `UpstreamResponse`
+whose body is still unread (`Upstream.open_chat_stream`, `open_raw_stream`), from
+either HTTP client (`chatproxy.upstream.responses`).
 A stream that breaks raises UpstreamError or UpstreamTimeout from the iteration;
 one closed on our side (the client went away) raises StreamClosed instead.
 """
@@ -15,10 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-import httpx2
-
 from chatproxy.errors import UpstreamError, UpstreamTimeout, error_detail
 from chatproxy.metrics import TIME_TO_FIRST_TOKEN
+from chatproxy.upstream.responses import ReadBrokeOff, ReadTimedOut, UpstreamResponse
 
 USAGE_KEY = b'"usage":'
 _FINISH_KEY = b'"finish_reason":'
@@ -48,17 +48,17 @@ class StreamClosed(Exception):
 class UpstreamStream:
     """An upstream response being read; `close()` from another thread ends the read."""
 
-    def __init__(self, response: httpx2.Response, upstream: UpstreamClient) -> None:
+    def __init__(self, response: UpstreamResponse, upstream: UpstreamClient) -> None:
         self._response = response
         self._upstream = upstream
         self._closed = False
         # When the request went upstream (Upstream._post), for the time to first token.
-        self._sent_at: float | None = response.extensions.get("chatproxy_sent_at")
+        self._sent_at: float | None = response.sent_at
 
     def _first_piece(self) -> None:
         """Record the time to first token of this stream."""
         if self._sent_at is not None:
-            path = self._response.request.url.path.rsplit("/", 2)[-1]
+            path = self._response.path.rsplit("/", 2)[-1]
             TIME_TO_FIRST_TOKEN.labels(path).observe(time.perf_counter() - self._sent_at)
             self._sent_at = None
 
@@ -76,9 +76,9 @@ class UpstreamStream:
         """Turn a failure while reading the body into chatproxy's errors; release the body."""
         try:
             yield
-        except httpx2.TimeoutException:
+        except ReadTimedOut:
             raise self._upstream.timeout_error() from None
-        except (httpx2.TransportError, httpx2.StreamError):
+        except ReadBrokeOff:
             if self._closed:
                 raise StreamClosed from None
             raise UpstreamError(
@@ -109,7 +109,7 @@ class ChatStream(UpstreamStream):
     "The chat completion chunk object".
     """
 
-    def __init__(self, response: httpx2.Response, upstream: UpstreamClient) -> None:
+    def __init__(self, response: UpstreamResponse, upstream: UpstreamClient) -> None:
         super().__init__(response, upstream)
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
@@ -182,7 +182,7 @@ class RawStream(UpstreamStream):
     """
 
     def __init__(
-        self, response: httpx2.Response, upstream: UpstreamClient, hide_usage: bool = False
+        self, response: UpstreamResponse, upstream: UpstreamClient, hide_usage: bool = False
     ) -> None:
         super().__init__(response, upstream)
         self.usage: dict[str, Any] | None = None

@@ -1,7 +1,9 @@
 """The HTTP transport under the `openai` SDK's clients: sharded connection pools.
 
-Used by `chatproxy.upstream.client` for every upstream server; kept apart because it
-is about connections and gevent, not about what is asked.
+Used by `chatproxy.upstream.sdk` (the client when OPENAI_PROXY is set) for every
+upstream server; kept apart because it is about connections and gevent, not
+about what is asked. Without a proxy the lean client (`chatproxy.upstream.lean`)
+keeps its own pools.
 """
 
 from __future__ import annotations
