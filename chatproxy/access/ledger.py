@@ -123,8 +123,8 @@ class Recorder:
         """Put the used tokens in the key's tokens-per-minute window, in place of what was held.
 
         Never inside a database transaction: with Redis this waits on the
-        network, and under gevent another request of the worker would then
-        wait for SQLite's write lock while holding the worker.
+        network, and every other writer would wait meanwhile for SQLite's
+        write lock.
         """
         used = _tokens(usage, "prompt_tokens") + _tokens(usage, "completion_tokens")
         settle_minute(self.minute_window, self.caller, self.hold, used)

@@ -12,7 +12,10 @@ behind by a worker that died expires after CHATPROXY_RESERVATION_SECONDS.
 
 Atomic across workers and hosts: on PostgreSQL a transaction-scoped advisory
 lock per key serialises the reservations of one key; on SQLite the reservation
-is inserted first, which takes the database's one write lock.
+is inserted first, which takes the database's one write lock. Its transaction
+reads nothing before that write, so while another writer holds the lock the
+insert waits for it (`chatproxy.store.sqlite`) rather than failing as a
+transaction with an out-of-date snapshot would.
 """
 
 from __future__ import annotations

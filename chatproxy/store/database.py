@@ -1,8 +1,10 @@
 """The conversation store: SQLAlchemy through Flask-SQLAlchemy, migrations through Flask-Migrate.
 
 SQLite by default (`instance/chatproxy.db`, WAL journal, foreign keys on), or
-PostgreSQL through psycopg 3 when DATABASE_URL says so (psycopg waits
-cooperatively under gevent by itself, from 3.1.14 on). The schema lives in
+PostgreSQL through psycopg 3 when DATABASE_URL says so. Neither waits inside
+the gevent hub: psycopg waits cooperatively by itself (from 3.1.14 on); a
+SQLite writer waits for another's lock by sleeping between tries
+(`chatproxy.store.sqlite`), never in SQLite's busy handler. The schema lives in
 `migrations/` (Alembic); `chatproxy.store.schema.upgrade_database` brings a
 database to the newest revision.
 """
@@ -23,12 +25,14 @@ from sqlalchemy.orm import DeclarativeBase
 
 from chatproxy.config import PROJECT_ROOT
 from chatproxy.errors import StoreUnavailable, error_response
+from chatproxy.store.sqlite import CooperativeConnection
 
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 INSTANCE_DIR = PROJECT_ROOT / "instance"
-# Seconds a SQLite writer waits for another process's write to end before
-# "database is locked"; writes here last a millisecond or so. A DATABASE_URL
-# ending in `?timeout=SECONDS` sets another.
+# Seconds a SQLite writer waits for another connection's write to end before
+# "database is locked"; writes here last a millisecond or so. The wait sleeps
+# cooperatively (store/sqlite.py). A DATABASE_URL ending in `?timeout=SECONDS`
+# sets another.
 SQLITE_BUSY_TIMEOUT = 10
 STORE_RETRY_AFTER = 5  # seconds a client is asked to wait while the database is away
 log = logging.getLogger(__name__)
@@ -90,10 +94,14 @@ def register_store_errors(app: Flask) -> None:
 def engine_options(database_url: str) -> dict[str, Any]:
     """SQLAlchemy engine options for the database at `database_url`."""
     if database_url.startswith("sqlite"):
-        # `?timeout=SECONDS` in the URL (SQLAlchemy passes it to sqlite3) wins.
-        if "timeout=" in database_url.partition("?")[2]:
-            return {}
-        return {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT}}
+        # Writers wait for another's lock by sleeping between tries, never inside
+        # SQLite, which would hold every greenlet of a gevent worker (store/sqlite.py).
+        # `?timeout=SECONDS` in the URL (SQLAlchemy passes it to sqlite3, which
+        # hands it to the factory) wins over ours.
+        connect_args: dict[str, Any] = {"factory": CooperativeConnection}
+        if "timeout=" not in database_url.partition("?")[2]:
+            connect_args["timeout"] = SQLITE_BUSY_TIMEOUT
+        return {"connect_args": connect_args}
     # Streams hold no connection while they wait on the upstream, so a small
     # pool serves many answers; pre-ping survives a database restart.
     return {

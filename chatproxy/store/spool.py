@@ -3,7 +3,10 @@
 An answer and its usage are written in one transaction (`commit`). When the
 database cannot take it, the write is tried again briefly (RETRY_DELAYS), then
 appended to an append-only file in the instance folder (`spool-<db>.jsonl`,
-one JSON line per transaction, fsynced), and `commit` says so. The spooled
+one JSON line per transaction, fsynced), and `commit` says so. On SQLite a
+database locked by another writer fails a try only after its busy timeout
+(SQLITE_BUSY_TIMEOUT, or DATABASE_URL's `?timeout=`), waited out by sleeping
+between tries (`chatproxy.store.sqlite`): the worker's other requests go on. The spooled
 writes go into the database once it is back: at the next successful write (in
 the background) and when gunicorn starts (`replay`).
 
