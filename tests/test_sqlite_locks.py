@@ -258,6 +258,35 @@ def test_a_write_gives_up_with_database_is_locked_after_the_busy_timeout(tmp_pat
     writer.close()
 
 
+def test_writers_of_one_process_take_turns_and_never_wait_forever(tmp_path: Path) -> None:
+    """A second connection of the same process waits for the first one's transaction to
+    end (its turn), in another thread until it ends, in the same thread (which cannot end
+    it meanwhile) only for the busy timeout."""
+    path = sqlite_file(tmp_path)
+    first = sqlite3.connect(path, timeout=5, factory=CooperativeConnection)
+    second = sqlite3.connect(
+        path, timeout=0.3, factory=CooperativeConnection, check_same_thread=False
+    )
+    first.execute("INSERT INTO t VALUES (1)")  # a write transaction: its turn, SQLite's lock
+    started = time.monotonic()
+    with pytest.raises(sqlite3.OperationalError, match=r"^database is locked$"):
+        second.execute("INSERT INTO t VALUES (2)")
+    assert time.monotonic() - started < 1.5
+
+    second.busy_timeout = 5
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(lambda: second.execute("INSERT INTO t VALUES (3)").rowcount)
+        time.sleep(0.2)  # a chance to write out of turn, which it must not take
+        assert not waiting.done()
+        first.commit()
+        assert waiting.result(timeout=5) == 1
+    second.commit()
+    rows = sorted(x for (x,) in first.execute("SELECT x FROM t"))
+    assert rows == [1, 3]
+    first.close()
+    second.close()
+
+
 def test_a_transaction_that_read_a_snapshot_another_changed_is_refused_at_once(
     tmp_path: Path,
 ) -> None:
@@ -281,15 +310,18 @@ def test_a_transaction_that_read_a_snapshot_another_changed_is_refused_at_once(
 def test_the_store_connects_sqlite_waiting_cooperatively(
     tmp_path: Path, query: str, seconds: float
 ) -> None:
-    """The engine's SQLite connections: no busy timeout in SQLite, DATABASE_URL's `?timeout=`
-    (or SQLITE_BUSY_TIMEOUT) waited out between tries, a pool shared across threads."""
+    """The engine's SQLite connections: 5 ms of busy timeout in SQLite, DATABASE_URL's
+    `?timeout=` (or SQLITE_BUSY_TIMEOUT) waited out between tries, a pool shared across
+    threads, and the store's pragmas (WAL, foreign keys) set on them as on sqlite3's own."""
     url = f"sqlite:///{sqlite_file(tmp_path)}{query}"
     engine = create_engine(url, **engine_options(url))
     with engine.connect() as connection:
         raw = connection.connection.dbapi_connection
         assert isinstance(raw, CooperativeConnection)
         assert raw.busy_timeout == seconds
-        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 0
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 5
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert isinstance(engine.pool, QueuePool)
 
     def elsewhere() -> int:

@@ -12,6 +12,7 @@ database to the newest revision.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def engine_options(database_url: str) -> dict[str, Any]:
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """Every SQLite connection: WAL (readers do not wait for writers), foreign keys on."""
-    if type(dbapi_connection).__module__ != "sqlite3":
+    if not isinstance(dbapi_connection, sqlite3.Connection):  # ours is a subclass (store/sqlite.py)
         return
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

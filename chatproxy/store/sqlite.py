@@ -3,11 +3,19 @@
 sqlite3's `timeout` is SQLite's busy handler, which sleeps inside the C
 library: under gunicorn's gevent worker every greenlet of a worker shares one
 OS thread, so one write waiting for the lock stalled every stream the worker
-served. A `CooperativeConnection` gives SQLite no busy timeout (it answers
-SQLITE_BUSY at once) and tries the statement (or COMMIT) again after short
-sleeps of `time.sleep`, which gevent makes cooperative once it has patched
+served. A `CooperativeConnection` gives SQLite a busy timeout of a few
+milliseconds only (then it answers SQLITE_BUSY) and tries the statement (or
+COMMIT) again after short sleeps of `time.sleep`, which gevent makes cooperative once it has patched
 `time` (in threads it is a plain sleep), until the `timeout` it was given
 has passed; then the "database is locked" error is raised as before.
+
+Those few milliseconds (IN_SQLITE_WAIT) are waited in C on purpose: another
+process's write lasts a millisecond or so, and a wait in C hands the lock over
+at once, where a sleeping greenlet wakes only when its busy event loop gets
+to it. Within a process, writers take turns (`WriterTurn`): one connection at
+a time may be in a write transaction, the others wait on a lock that wakes
+the next at once. So while another process holds the lock for long, only one
+greenlet per worker tries again, and the worker is held at most 5 ms per try.
 
 Not waited for: SQLITE_BUSY_SNAPSHOT. In WAL mode a transaction that read
 before it writes, while another connection committed meanwhile, can never
@@ -17,14 +25,23 @@ it either.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-# Seconds between tries, as SQLite's own busy handler sleeps (sqliteDefaultBusyCallback
-# in main.c); 0.1 s each after the last.
-DELAYS = (0.001, 0.002, 0.005, 0.010, 0.015, 0.020, 0.025, 0.025, 0.025, 0.050, 0.050, 0.100)
+# Seconds between tries, as SQLite's own busy handler begins (sqliteDefaultBusyCallback
+# in main.c), then 10 ms each: only one connection per process tries (`WriterTurn`),
+# and another process's write lasts a millisecond or so.
+DELAYS = (0.001, 0.002, 0.005, 0.010)
+# Seconds SQLite's own busy handler may wait, holding the worker, before it answers
+# "database is locked" and the wait goes on cooperatively (see the module's docstring).
+IN_SQLITE_WAIT = 0.005
+# Statements that take the write lock (in sqlite3's default mode, a transaction begins
+# before the first of them).
+WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "BEGIN IMMEDIATE", "BEGIN EXCLUSIVE")
 SQLITE_BUSY = 5  # the primary result code; the extended codes keep it in their low byte
 SQLITE_BUSY_SNAPSHOT = 5 | (2 << 8)  # 517
 Result = TypeVar("Result")
@@ -62,7 +79,12 @@ class CooperativeCursor(sqlite3.Cursor):
     def execute(self, sql: str, parameters: Any = (), /) -> CooperativeCursor:
         """Run one statement, waiting up to the connection's `busy_timeout` for the lock."""
         run = super().execute
-        wait_while_busy(lambda: run(sql, parameters), self.connection.busy_timeout)
+        connection = self.connection
+        connection.turn.take(sql)
+        try:
+            wait_while_busy(lambda: run(sql, parameters), connection.busy_timeout)
+        finally:
+            connection.turn.give_back()
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> CooperativeCursor:
@@ -76,11 +98,66 @@ class CooperativeCursor(sqlite3.Cursor):
         rows = list(seq_of_parameters)  # an iterator would be spent by a failed try
         run = super().executemany
         connection = self.connection
-        if connection.isolation_level is None and not connection.in_transaction:
-            run(sql, rows)
-        else:
-            wait_while_busy(lambda: run(sql, rows), connection.busy_timeout)
+        connection.turn.take(sql)
+        try:
+            if connection.isolation_level is None and not connection.in_transaction:
+                run(sql, rows)
+            else:
+                wait_while_busy(lambda: run(sql, rows), connection.busy_timeout)
+        finally:
+            connection.turn.give_back()
         return self
+
+
+class WriterTurn:
+    """A connection's place among the process's writers to one database: one at a time.
+
+    `take(sql)` before a statement waits, for up to the busy timeout, until no
+    other connection of this process is in a write transaction, if `sql` would
+    start one; `give_back()` after each statement, COMMIT and ROLLBACK lets the
+    next writer go once this connection's transaction has ended. The lock is
+    threading's, gevent's in a patched worker, so waiting yields to the other
+    greenlets and the next in line wakes as soon as the lock is free.
+    """
+
+    def __init__(self, connection: CooperativeConnection, lock: threading.Lock) -> None:
+        self._connection = connection
+        self._lock = lock
+        self._held = False
+
+    def take(self, sql: str) -> None:
+        """Wait for this process's turn to write if `sql` starts a write transaction.
+
+        Raises sqlite3.OperationalError "database is locked" after the busy timeout.
+        """
+        connection = self._connection
+        if self._held or connection.in_transaction:
+            return
+        if not sql.lstrip()[:15].upper().startswith(WRITES):
+            return
+        if not self._lock.acquire(timeout=connection.busy_timeout):
+            raise sqlite3.OperationalError("database is locked")
+        self._held = True
+
+    def give_back(self, closed: bool = False) -> None:
+        """Let the next writer go, once this connection's transaction (if any) has ended
+        (`closed`: it has, with the connection)."""
+        if self._held and (closed or not self._connection.in_transaction):
+            self._held = False
+            self._lock.release()
+
+
+_turns: dict[str, threading.Lock] = {}
+_turns_made = threading.Lock()
+
+
+def writers_lock(database: Any) -> threading.Lock:
+    """The lock the writers of this process to `database` (a path) take turns on."""
+    name = os.fsdecode(database)
+    if name == ":memory:" or name.startswith("file:"):  # its own, or a URI: not shared here
+        return threading.Lock()
+    with _turns_made:
+        return _turns.setdefault(os.path.abspath(name), threading.Lock())
 
 
 class CooperativeConnection(sqlite3.Connection):
@@ -94,8 +171,9 @@ class CooperativeConnection(sqlite3.Connection):
     """
 
     def __init__(self, database: Any, *, timeout: float = 5.0, **kwargs: Any) -> None:
-        super().__init__(database, timeout=0, **kwargs)
+        super().__init__(database, timeout=IN_SQLITE_WAIT, **kwargs)
         self.busy_timeout = timeout
+        self.turn = WriterTurn(self, writers_lock(database))
 
     def cursor(self, factory: Any = None) -> Any:
         """A new cursor; a `CooperativeCursor` unless `factory` names another class."""
@@ -112,4 +190,21 @@ class CooperativeConnection(sqlite3.Connection):
     def commit(self) -> None:
         """COMMIT, waiting for the lock up to `busy_timeout` seconds (a rollback-journal
         database needs it to commit; in WAL mode the writer holds it already)."""
-        wait_while_busy(super().commit, self.busy_timeout)
+        try:
+            wait_while_busy(super().commit, self.busy_timeout)
+        finally:
+            self.turn.give_back()
+
+    def rollback(self) -> None:
+        """ROLLBACK; the next writer of this process may go."""
+        try:
+            super().rollback()
+        finally:
+            self.turn.give_back()
+
+    def close(self) -> None:
+        """Close; a transaction left open ends here, and with it this connection's turn."""
+        try:
+            super().close()
+        finally:
+            self.turn.give_back(closed=True)
