@@ -11,6 +11,9 @@ and werkzeug's development server write their request lines.
 
 from __future__ import annotations
 
+import threading
+import time
+
 _ESCAPES = {code: f"\\x{code:02x}" for code in (*range(0x20), *range(0x7F, 0xA0))}
 _ESCAPES.update({ord("\\"): "\\\\", 0x2028: "\\u2028", 0x2029: "\\u2029"})
 _TABLE = str.maketrans(_ESCAPES)
@@ -21,3 +24,28 @@ def escape_controls(text: str) -> str:
     if text.isprintable() and "\\" not in text:
         return text  # the usual case, without building a new string
     return text.translate(_TABLE)
+
+
+class Throttle:
+    """Whether a warning may be logged now: each one (by its words) at most once per `seconds`.
+
+    For failures that every request meets while they last (a database or Redis
+    away): one line a minute says so, where one per request would bury the log.
+    At most 100 different words are remembered; then all are forgotten.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._said_at: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def allows(self, words: str) -> bool:
+        """True when `words` were not allowed within the last `seconds` (and now are)."""
+        now = time.monotonic()
+        with self._lock:
+            if now - self._said_at.get(words, -self.seconds) < self.seconds:
+                return False
+            if len(self._said_at) >= 100:
+                self._said_at.clear()
+            self._said_at[words] = now
+            return True

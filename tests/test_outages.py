@@ -101,6 +101,20 @@ def test_the_store_away_before_a_question_is_stored_is_a_503_in_openais_shape(
     assert httpx2.get(f"{server.url}/callChatGPT", params={"input": "hi"}).status_code == 200
 
 
+def test_the_store_away_is_logged_once_not_once_per_request(
+    make_server_with: Callable[..., LiveServer], outage: Outage, chatproxy_log: list[Any]
+) -> None:
+    """Every request meets the outage while it lasts; the log says so once a minute."""
+    server = make_server_with(DATABASE_URL=outage.url)
+    outage.cut()
+    for _ in range(5):
+        refused = httpx2.get(f"{server.url}/callChatGPT", params={"input": "hi"}, timeout=30)
+        assert refused.status_code == 503
+    outage.restore()
+    said = [r for r in chatproxy_log if "the database is unavailable:" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]
+
+
 def test_the_store_away_after_a_question_is_stored_marks_it_error_once_back(
     make_server_with: Callable[..., LiveServer], outage: Outage, database_url: str
 ) -> None:

@@ -19,7 +19,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from time import monotonic as _monotonic
 from typing import Any
 
 from flask import Flask, Response, current_app, request
@@ -31,6 +30,7 @@ from sqlalchemy import bindparam, func, select
 from chatproxy.access.keys import Caller, current_caller
 from chatproxy.config import Settings
 from chatproxy.errors import RateLimited, error_response
+from chatproxy.logsafe import Throttle
 from chatproxy.store.database import db
 from chatproxy.store.models import UsageDay
 
@@ -41,8 +41,7 @@ LEDGER = UsageDay.__table__
 
 Clock = Callable[[], datetime]
 WARN_EVERY = 60.0  # seconds between two warnings that Redis is down
-# When each failure of the rate-limit storage was last logged, by what it said.
-_window_warned_at: dict[str, float] = {}
+_window_down = Throttle(WARN_EVERY)  # each failure of the rate-limit storage, by its words
 log = logging.getLogger(__name__)
 
 
@@ -202,12 +201,7 @@ def minute_window_down(error: BaseException) -> None:
     without the per-minute limits. Logged at most once a minute per process and
     failure (the storage's address is in the error's words).
     """
-    said = f"{type(error).__name__}: {error}"[:300]
-    now = _monotonic()
-    if now - _window_warned_at.get(said, -WARN_EVERY) >= WARN_EVERY:
-        if len(_window_warned_at) > 100:
-            _window_warned_at.clear()
-        _window_warned_at[said] = now
+    if _window_down.allows(f"{type(error).__name__}: {error}"[:300]):
         log.warning(
             "the rate-limit storage (REDIS_URL) is unreachable (%s): answering without "
             "the per-minute limits until it is back",

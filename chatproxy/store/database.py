@@ -26,6 +26,7 @@ from sqlalchemy.orm import DeclarativeBase
 
 from chatproxy.config import PROJECT_ROOT
 from chatproxy.errors import StoreUnavailable, error_response
+from chatproxy.logsafe import Throttle
 from chatproxy.store.sqlite import CooperativeConnection
 
 MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
@@ -74,8 +75,10 @@ def register_store_errors(app: Flask) -> None:
     """Answer 503 `store_unavailable` (Retry-After) while the database cannot be reached.
 
     Before a question is stored nothing has been asked, so the client may
-    simply try again; the session is given back so the pool recovers.
+    simply try again; the session is given back so the pool recovers. The
+    warning in the log comes once a minute (every request meets the outage).
     """
+    unavailable_said = Throttle(60.0)  # by the driver's words
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
@@ -83,7 +86,8 @@ def register_store_errors(app: Flask) -> None:
     def store_unavailable(error: SQLAlchemyError) -> Response:
         db.session.remove()
         reason = str(getattr(error, "orig", None) or error).splitlines()[0][:200]
-        log.warning("the database is unavailable: %s", reason)
+        if unavailable_said.allows(reason):
+            log.warning("the database is unavailable: %s (said once a minute)", reason)
         unavailable = StoreUnavailable(
             "The conversation store is unavailable right now; nothing was asked. "
             "Try again shortly.",
