@@ -21,6 +21,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx2
@@ -94,21 +95,13 @@ class SdkResponse:
 
     def iter_bytes(self) -> Iterator[bytes]:
         """The body as it arrives; httpx2's errors as ReadTimedOut or ReadBrokeOff."""
-        try:
+        with _read_failures():
             yield from self._response.iter_bytes()
-        except httpx2.TimeoutException:
-            raise ReadTimedOut from None
-        except (httpx2.TransportError, httpx2.StreamError):
-            raise ReadBrokeOff from None
 
     def iter_lines(self) -> Iterator[str]:
         """The body's lines, as `iter_bytes` raises."""
-        try:
+        with _read_failures():
             yield from self._response.iter_lines()
-        except httpx2.TimeoutException:
-            raise ReadTimedOut from None
-        except (httpx2.TransportError, httpx2.StreamError):
-            raise ReadBrokeOff from None
 
     def read(self) -> bytes:
         """The whole body, as `iter_bytes` raises."""
@@ -170,3 +163,14 @@ class DeadlineOpenAI(openai.OpenAI):
         super()._sleep_for_retry(
             retries_taken=retries_taken, max_retries=max_retries, options=options, response=response
         )
+
+
+@contextmanager
+def _read_failures() -> Iterator[None]:
+    """httpx2's failures while reading a body, as ReadTimedOut or ReadBrokeOff."""
+    try:
+        yield
+    except httpx2.TimeoutException:
+        raise ReadTimedOut from None
+    except (httpx2.TransportError, httpx2.StreamError):
+        raise ReadBrokeOff from None
