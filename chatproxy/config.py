@@ -2,6 +2,8 @@
 
 Every setting has one reader here, one default, and one line in `.env.example`.
 A wrong value raises `ConfigError` with a single line that names the variable.
+How each kind of value (a number, a URL, a JSON file) is read and checked is
+`chatproxy.environment`'s.
 """
 
 from __future__ import annotations
@@ -9,13 +11,18 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-T = TypeVar("T")
+from chatproxy.environment import (
+    PROJECT_ROOT,
+    ConfigError,
+    Reader,
+    address_fault,
+    is_http_url,
+)
 
 SIMULATOR_KEY = "sk-sim-local"
 """The upstream key used in simulator mode when `OPENAI_API_KEY` is not set."""
@@ -29,13 +36,6 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 DEFAULT_DATABASE_URL = "sqlite:///chatproxy.db"
 """A SQLite file in the instance folder (`instance/chatproxy.db`)."""
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-"""The project's folder: `.env` and the default `personas/` live here."""
-
-
-class ConfigError(Exception):
-    """A setting is missing or wrong; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +150,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
 
     Raises ConfigError naming the first variable with a wrong value.
     """
-    env = _Reader(environ)
+    env = Reader(environ)
     upstream = env.choice("CHATPROXY_UPSTREAM", ("openai", "simulator"), "openai")
     model = env.text("CHATPROXY_MODEL", DEFAULT_MODELS[0])
     models = env.items("CHATPROXY_MODELS", DEFAULT_MODELS)
@@ -164,7 +164,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         )
     origins = env.items("CHATPROXY_CORS_ORIGINS", ())
     for origin in origins:
-        if origin == "*" or not _is_http_url(origin):
+        if origin == "*" or not is_http_url(origin):
             raise ConfigError(
                 f"CHATPROXY_CORS_ORIGINS must list origins like https://example.com, got {origin!r}"
             )
@@ -252,9 +252,9 @@ def upstream_targets(value: str | None, default_key: str | None) -> tuple[Upstre
                 f"(known: {', '.join(sorted(_TARGET_FIELDS))})"
             )
         base_url = entry.get("base_url")
-        if not isinstance(base_url, str) or not _is_http_url(base_url):
+        if not isinstance(base_url, str) or not is_http_url(base_url):
             raise ConfigError(f"{where} needs a base_url starting with http:// or https://")
-        if fault := _address_fault(base_url):
+        if fault := address_fault(base_url):
             raise ConfigError(f"{where}: base_url {fault}")
         api_key = entry.get("api_key", default_key)
         if not isinstance(api_key, str) or not api_key.strip():
@@ -331,7 +331,7 @@ def require_upstream(settings: Settings) -> None:
 
 def load_server_settings(environ: Mapping[str, str]) -> ServerSettings:
     """Read and check gunicorn's settings from `environ`; raises ConfigError."""
-    env = _Reader(environ)
+    env = Reader(environ)
     return ServerSettings(
         bind=env.text("BIND", "127.0.0.1:8000"),
         workers=env.number("WORKERS", int, os.cpu_count() or 2, low=1),
@@ -346,124 +346,3 @@ def load_server_settings(environ: Mapping[str, str]) -> ServerSettings:
         access_log=env.optional("ACCESS_LOG"),
         error_log=env.text("ERROR_LOG", "-"),
     )
-
-
-def read_json_file(
-    path: Path,
-    max_bytes: int,
-    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
-) -> Any:
-    """The JSON value in the file `path`: UTF-8 text (a BOM is allowed), at most `max_bytes`.
-
-    Raises ConfigError whose message is a phrase without the file's name
-    ("is not valid JSON: ... (line 3, column 5)"), for the caller to prefix
-    with the file or the setting that names it.
-    """
-    try:
-        with path.open("rb") as file:
-            raw = file.read(max_bytes + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot be read ({exc.strerror})") from None
-    if len(raw) > max_bytes:
-        raise ConfigError(f"is larger than {max_bytes} bytes")
-    try:
-        return json.loads(raw.decode("utf-8-sig"), object_pairs_hook=object_pairs_hook)
-    except UnicodeDecodeError:
-        raise ConfigError("is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
-
-
-def _is_http_url(value: str) -> bool:
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.netloc) and not _address_fault(value)
-
-
-def _address_fault(url: str) -> str | None:
-    """What is wrong with the host and port of `url` (a phrase), or None when nothing is."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port  # ValueError for a port that is not a number from 0 to 65535
-    except ValueError:
-        return "has a port that is not a number from 1 to 65535"
-    if port == 0:
-        return "has a port that is not a number from 1 to 65535"
-    if not parts.hostname:
-        return "has no host name"
-    return None
-
-
-class _Reader:
-    """Typed look-ups in an environment mapping; empty values count as unset."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self.environ = environ
-
-    def optional(self, name: str) -> str | None:
-        value = self.environ.get(name, "").strip()
-        return value or None
-
-    def text(self, name: str, default: str) -> str:
-        return self.optional(name) or default
-
-    def choice(self, name: str, allowed: tuple[str, ...], default: str) -> str:
-        value = self.text(name, default).lower()
-        if value not in allowed:
-            raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
-        return value
-
-    def items(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
-        value = self.optional(name)
-        if value is None:
-            return default
-        return tuple(item.strip() for item in value.split(",") if item.strip())
-
-    def number(
-        self,
-        name: str,
-        kind: Callable[[str], T],
-        default: T,
-        low: float | None = None,
-        high: float | None = None,
-    ) -> T:
-        raw = self.optional(name)
-        if raw is None:
-            return default
-        unit = "an integer" if kind is int else "a number"
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be {unit}, got {raw!r}") from None
-        if (low is not None and value < low) or (high is not None and value > high):  # type: ignore[operator]
-            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise ConfigError(f"{name} must be {bounds}, got {raw!r}")
-        return value
-
-    def folder(self, name: str, default: Path) -> Path:
-        """A folder path; a relative one is taken from the project's folder, not the cwd."""
-        return self.path(name) or default
-
-    def path(self, name: str) -> Path | None:
-        """A file or folder path, or None; a relative one is taken from the project's folder."""
-        value = self.optional(name)
-        if value is None:
-            return None
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else PROJECT_ROOT / path
-
-    def url(self, name: str, schemes: tuple[str, ...]) -> str | None:
-        value = self.optional(name)
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        shown = value if name not in ("OPENAI_PROXY", "REDIS_URL") else f"{parts.scheme}://..."
-        if parts.scheme not in schemes or not parts.netloc:
-            raise ConfigError(
-                f"{name} must be a URL starting with {' or '.join(s + '://' for s in schemes)}, "
-                f"got {shown!r}"
-            )
-        if fault := _address_fault(value):
-            raise ConfigError(f"{name} {fault}, got {shown!r}")
-        return value

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatproxy.config import ConfigError, read_json_file
+from chatproxy.environment import ConfigError, read_json_file
 
 ROLES = ("system", "user", "assistant")
 KEYS = ("name", "description", "model", "messages")

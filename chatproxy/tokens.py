@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from chatproxy.config import ConfigError, read_json_file
+from chatproxy.environment import ConfigError, read_json_file
 from chatproxy.errors import BadRequest
 
 if TYPE_CHECKING:
