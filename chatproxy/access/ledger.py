@@ -13,9 +13,6 @@ row's `counted_requests` says so.
 from __future__ import annotations
 
 import functools
-import threading
-import time
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -32,7 +29,7 @@ from chatproxy.access.quotas import CLOCK, LEDGER, TOKEN_LIMITER, Clock
 from chatproxy.access.reservations import Hold, reserve, settle, settle_minute
 from chatproxy.metrics import TOKENS
 from chatproxy.state import current_prices, current_settings
-from chatproxy.store import spool
+from chatproxy.store import group_commit, spool
 from chatproxy.store.database import db
 from chatproxy.tokens import Price, price_for
 
@@ -86,14 +83,10 @@ class Recorder:
 
         Written at once with `also` (the answer kept for an Idempotency-Key),
         in one transaction, or kept in the spool while the database is away.
-        Returns once it is written (or spooled); charges of requests that end at
-        the same moment share one transaction (`_GroupCommit`).
+        Returns once it is written (or spooled); requests that end at the same
+        moment share one transaction (`chatproxy.store.group_commit`).
         """
-        charge = self.charge(model, usage, cost, counted)
-        if also:
-            spool.commit(self.engine, [charge, *also])
-        else:
-            _group_commit(self.engine).commit(self.engine, charge)
+        group_commit.commit(self.engine, [*also, self.charge(model, usage, cost, counted)])
         self.count_tokens(usage)
 
     def charge(
@@ -105,17 +98,19 @@ class Recorder:
     ) -> spool.Write:
         """The ledger's write for a request of `model` (see `__call__`), for the transaction
         that stores its answer; it gives back the request's reservation there."""
+        reservation = self.hold.reservation if self.hold else None
         return spool.Write(
             "charge",
             {
                 "key_name": self.caller.name,
                 "day": self.clock().date().isoformat(),
                 "model": model[:200],
+                "requests": 1,
                 "prompt_tokens": _tokens(usage, "prompt_tokens"),
                 "completion_tokens": _tokens(usage, "completion_tokens"),
                 "cost": cost or 0.0,
-                "counted": counted,
-                "reservation": self.hold.reservation if self.hold else None,
+                "counted_requests": int(counted),
+                "reservations": [] if reservation is None else [reservation],
             },
         )
 
@@ -130,89 +125,67 @@ class Recorder:
         settle_minute(self.minute_window, self.caller, self.hold, used)
 
 
-class _GroupCommit:
-    """The ledger's charges that wait at the same time, written in one transaction.
-
-    A transaction of one charge costs about 230 µs of CPU on SQLite, ten in one
-    about 90 µs each, and at a thousand streams hundreds end within the same few
-    milliseconds. Each caller still returns only once its charge is written (or
-    spooled): nothing is acknowledged that a crash could lose. The first caller
-    to find no write under way writes what waits, then what came meanwhile, up
-    to GROUP_ROUNDS transactions; the next caller to come then takes over.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiting: list[tuple[spool.Write, threading.Event]] = []
-        self._writing = False
-
-    def commit(self, engine: Engine, charge: spool.Write) -> None:
-        """Write `charge` with those waiting now; returns when it is written or spooled."""
-        written = threading.Event()
-        with self._lock:
-            self._waiting.append((charge, written))
-            leads, self._writing = not self._writing, True
-        if not leads:
-            written.wait()
-            return
-        # Under gevent a SQLite write never yields: let the greenlets that are ready
-        # (streams ending in this same turn of the loop) add their charges first.
-        time.sleep(0)
-        try:
-            for _ in range(GROUP_ROUNDS):
-                with self._lock:
-                    batch, self._waiting = self._waiting, []
-                if not batch:
-                    break
-                try:
-                    spool.commit(engine, [write for write, _ in batch])
-                finally:
-                    for _, done in batch:
-                        done.set()
-        finally:
-            with self._lock:
-                self._writing = False
-                left, self._waiting = self._waiting, []
-            if left:  # came during the last round: written here, not left waiting
-                try:
-                    spool.commit(engine, [write for write, _ in left])
-                finally:
-                    for _, done in left:
-                        done.set()
-
-
-GROUP_ROUNDS = 4
-# One per database (engine); weak, so an engine that is dropped (a test's app) goes with it.
-_groups: weakref.WeakKeyDictionary[Engine, _GroupCommit] = weakref.WeakKeyDictionary()
-_grouping = threading.Lock()
-
-
-def _group_commit(engine: Engine) -> _GroupCommit:
-    with _grouping:
-        group = _groups.get(engine)
-        if group is None:
-            group = _groups[engine] = _GroupCommit()
-        return group
-
-
 def write_charge(connection: Connection, charge: dict[str, Any]) -> None:
-    """Add one request (a payload of `Recorder.charge`) to the ledger, and give back its
-    reservation, in the transaction of `connection`."""
+    """Add a charge (a payload of `Recorder.charge`, or several `merge_charges` summed) to the
+    ledger and give back its reservations, in the transaction of `connection`.
+
+    A payload spooled before charges were merged has `counted` and one
+    `reservation` in place of `counted_requests`, `requests` and `reservations`.
+    """
     values = {
         "key_name": charge["key_name"],
         "day": date.fromisoformat(charge["day"]),
         "model": charge["model"],
-        "requests": 1,
+        "requests": charge.get("requests", 1),
         "prompt_tokens": charge["prompt_tokens"],
         "completion_tokens": charge["completion_tokens"],
         "cost": charge["cost"],
-        "counted_requests": int(charge["counted"]),
+        "counted_requests": charge.get("counted_requests", int(charge.get("counted", False))),
     }
     connection.execute(_ledger_upsert(connection.dialect.name), values)
-    settle(connection, charge["reservation"])
+    settle(connection, _reservations(charge))
     for kind in ("prompt", "completion"):
         if tokens := values[f"{kind}_tokens"]:
             TOKENS.labels(values["key_name"], values["model"], kind).inc(tokens)
+
+
+def merge_charges(charges: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The charges of one transaction summed per ledger row (key, day, model), in that order.
+
+    One upsert per row instead of one per request: on PostgreSQL each is a new
+    version of the row, and the row's lock is held until the commit. The same
+    order in every process keeps two transactions from waiting on each other.
+    """
+    rows: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for charge in charges:
+        row_key = (charge["key_name"], charge["day"], charge["model"])
+        row = rows.get(row_key)
+        if row is None:
+            row = rows[row_key] = {
+                "key_name": charge["key_name"],
+                "day": charge["day"],
+                "model": charge["model"],
+                "requests": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "cost": 0.0,
+                "counted_requests": 0,
+                "reservations": [],
+            }
+        row["requests"] += charge.get("requests", 1)
+        row["prompt_tokens"] += charge["prompt_tokens"]
+        row["completion_tokens"] += charge["completion_tokens"]
+        row["cost"] += charge["cost"]
+        row["counted_requests"] += charge.get("counted_requests", int(charge.get("counted", False)))
+        row["reservations"] += _reservations(charge)
+    return [rows[row_key] for row_key in sorted(rows)]
+
+
+def _reservations(charge: dict[str, Any]) -> list[int]:
+    if "reservations" in charge:
+        return list(charge["reservations"])
+    reservation = charge.get("reservation")
+    return [] if reservation is None else [reservation]
 
 
 @functools.cache
@@ -252,4 +225,4 @@ def _tokens(usage: Mapping[str, Any] | None, name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-spool.register("charge", write_charge)
+spool.register("charge", write_charge, merge=merge_charges)

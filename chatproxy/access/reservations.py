@@ -21,6 +21,7 @@ transaction with an out-of-date snapshot would.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 
@@ -103,16 +104,16 @@ def reserve(
         except RateLimited:
             if hold.reservation is not None:
                 with engine.begin() as connection:
-                    settle(connection, hold.reservation)
+                    settle(connection, [hold.reservation])
             raise
     return hold
 
 
-def settle(connection: Connection, reservation: int | None) -> None:
-    """Give back a daily reservation (`Hold.reservation`), in the transaction that writes the
+def settle(connection: Connection, reservations: Sequence[int]) -> None:
+    """Give back daily reservations (`Hold.reservation`s), in the transaction that writes the
     real usage."""
-    if reservation is not None:
-        connection.execute(_SETTLE, {"reservation": reservation})
+    if reservations:
+        connection.execute(_SETTLE, [{"reservation": r} for r in reservations])
 
 
 def settle_minute(

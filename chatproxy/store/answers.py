@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, bindparam
 from sqlalchemy.exc import SQLAlchemyError
 
 from chatproxy.errors import APIError
-from chatproxy.store import spool
+from chatproxy.store import group_commit, spool
 from chatproxy.store.conversations import Turn, inserted_id
 from chatproxy.store.models import Message, utcnow
 
@@ -112,7 +112,8 @@ def finish_turn(
     engine: Engine, turn: Turn, outcome: Outcome, also: Sequence[spool.Write] = ()
 ) -> Kept:
     """Store how `turn` ended, with `also` (the ledger's charge, the answer kept for an
-    Idempotency-Key) after it in the same transaction.
+    Idempotency-Key) after it in the same transaction (which answers that end at the
+    same moment share: `chatproxy.store.group_commit`).
 
     An answer with text is stored (`ok`, or `interrupted` when it did not
     finish), replacing `turn.replaces`; without text, the question is marked
@@ -137,7 +138,7 @@ def finish_turn(
         "at": utcnow().isoformat(),
     }
     writes = [spool.Write("answer", answer), *also]
-    results = spool.commit(engine, writes)
+    results = group_commit.commit(engine, writes)
     if results is None:
         return Kept(turn.answer_id, stored=False)
     return Kept(results[0], stored=True)

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import URL, Connection, Engine, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -44,7 +44,10 @@ RETRY_DELAYS = (0.2, 0.5, 1.2)
 SPOOLED = SpooledWrite.__table__
 log = logging.getLogger(__name__)
 Writer = Callable[[Connection, dict[str, Any]], Any]
+# Payloads of one kind -> fewer payloads doing the same (see `register`).
+Merge = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 _writers: dict[str, Writer] = {}
+_merges: dict[str, Merge] = {}
 _replaying = threading.Lock()
 
 
@@ -56,13 +59,33 @@ class Write:
     payload: dict[str, Any]
 
 
-def register(kind: str, writer: Writer) -> None:
-    """Make `writer(connection, payload)` the one that carries out writes of `kind`."""
+def register(kind: str, writer: Writer, merge: Merge | None = None) -> None:
+    """Make `writer(connection, payload)` the one that carries out writes of `kind`.
+
+    `merge(payloads)`, if given, makes payloads of `kind` that go in one
+    transaction into fewer that write the same (`chatproxy.store.group_commit`);
+    their writer's results are then not returned.
+    """
     _writers[kind] = writer
+    if merge is not None:
+        _merges[kind] = merge
+
+
+def merges(kind: str) -> bool:
+    """True when writes of `kind` may be merged (see `register`)."""
+    return kind in _merges
+
+
+def merge(kind: str, payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`payloads` of `kind` merged by the function `register` was given."""
+    return _merges[kind](payloads)
 
 
 def commit(
-    engine: Engine, writes: Sequence[Write], folder: Path = INSTANCE_DIR
+    engine: Engine,
+    writes: Sequence[Write],
+    folder: Path = INSTANCE_DIR,
+    refused: Literal["drop", "raise"] = "drop",
 ) -> list[Any] | None:
     """Carry out `writes` in one transaction; returns each writer's result.
 
@@ -70,13 +93,16 @@ def commit(
     appends them to the spool and returns None: they are written once the
     database is back. A transaction that is wrong in itself (its conversation
     was deleted meanwhile: a constraint) is logged and dropped, not spooled;
-    its results are then None.
+    its results are then None. With `refused="raise"` its IntegrityError is
+    raised instead.
     """
     for delay in (*RETRY_DELAYS, None):
         try:
             with engine.begin() as connection:
                 results = [_writers[w.kind](connection, w.payload) for w in writes]
         except IntegrityError as error:
+            if refused == "raise":
+                raise
             log.warning("a write was refused by the database and dropped: %s", _reason(error))
             return [None] * len(writes)
         except SQLAlchemyError as error:
