@@ -113,7 +113,9 @@ def create_app(
     app.extensions[PERSONAS] = personas
     app.extensions[PRICES] = prices
     app.extensions[UPSTREAM] = Upstream(settings)
-    init_store(app, settings.database_url, migrations=commands)
+    init_store(
+        app, settings.database_url, migrations=commands, pool_size=settings.database_pool_size
+    )
     if settings.cors_origins:
         from flask_cors import CORS
 

@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx2
 import pytest
 from flask import Flask
 from sqlalchemy import Connection, Engine, event, func, select
@@ -256,3 +257,31 @@ def test_charges_are_merged_per_ledger_row_in_one_order() -> None:
         ("a", "gpt-4o-mini", 1, 2, [7]),
         ("b", "gpt-4o-mini", 2, 4, [8]),
     ]
+
+
+def test_a_burst_of_questions_opens_no_more_postgresql_connections_than_the_pool(
+    make_server_with: Callable[..., Any], database_url: str
+) -> None:
+    """Thirty questions at once on a pool of three: all answered, three connections opened.
+
+    A pool that opens a connection beyond its size and closes it after use
+    makes PostgreSQL start a process for every few answers under load.
+    """
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: SQLite connections are files, not server processes")
+    server = make_server_with(CHATPROXY_AUTH="open", DATABASE_POOL_SIZE="3")
+    opened: list[int] = []
+    with server.app.app_context():
+        event.listen(db.engine, "connect", lambda *_: opened.append(1))
+
+    def ask(n: int) -> str:
+        response = httpx2.get(
+            f"{server.url}/callChatGPT", params={"input": f"question {n}"}, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        return response.text
+
+    with ThreadPoolExecutor(30) as pool:
+        answers = list(pool.map(ask, range(30)))
+    assert all(answers)
+    assert len(opened) <= 3
