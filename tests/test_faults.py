@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import httpx2
@@ -205,3 +206,25 @@ def test_upstream_404_passes_its_reason_on(make_server_with, simulator):
     assert direct.status_code == 404
     assert error["code"] == "upstream_not_found"
     assert direct.json()["error"]["message"] in error["message"]
+
+
+def test_a_stream_silent_past_the_timeout_ends_with_an_error_after_its_keepalives(
+    make_server_with,
+):
+    # The silence is marked for the keep-alives every 0.2 s, and still counted for the
+    # timeout across them: the stream ends after CHATPROXY_TIMEOUT, not never.
+    server = make_server_with(CHATPROXY_TIMEOUT="1", CHATPROXY_KEEPALIVE="0.2")
+    started = time.monotonic()
+
+    with httpx2.stream(
+        "GET",
+        f"{server.url}/callChatGPT",
+        params={"input": "slow [[sim: chunks=2 delay=4]]", "stream": "1"},
+        timeout=30,
+    ) as response:
+        lines = list(response.iter_lines())
+
+    assert time.monotonic() - started < 3.5
+    keepalives = [line for line in lines if line.startswith(":")]
+    assert len(keepalives) >= 3
+    assert lines[lines.index("event: error") + 1].find('"upstream_timeout"') > 0

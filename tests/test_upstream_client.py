@@ -85,7 +85,8 @@ def test_backoff_doubles_up_to_eight_seconds():
 
 
 class ForwardProxy(ThreadingHTTPServer):
-    """A plain HTTP forward proxy (absolute-form requests) that counts what it carried."""
+    """A plain HTTP forward proxy (absolute-form requests) that counts what it carried; it
+    passes streams on as they come."""
 
     daemon_threads = True
     carried: list[str]
@@ -102,6 +103,16 @@ class _Forward(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
         upstream.request("POST", url.path, body, headers)
         answer = upstream.getresponse()
+        if answer.getheader("Content-Type", "").startswith("text/event-stream"):
+            # Passed on as it comes (HTTP/1.0: the body ends with the connection).
+            self.send_response(answer.status)
+            self.send_header("Content-Type", answer.getheader("Content-Type"))
+            self.end_headers()
+            while piece := answer.read1(65536):
+                self.wfile.write(piece)
+                self.wfile.flush()
+            upstream.close()
+            return
         content = answer.read()
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.getheader("Content-Type", "application/json"))
@@ -136,6 +147,27 @@ def test_with_a_proxy_questions_go_through_it(make_server_with, forward_proxy, s
 
     assert response.status_code == 200
     assert response.text.rstrip().endswith("data: [DONE]") if stream else response.json()
+    assert forward_proxy.carried == ["/v1/chat/completions"]
+
+
+def test_with_a_proxy_an_idle_stream_still_gets_keepalive_comments(make_server_with, forward_proxy):
+    # The SDK's responses cannot mark silence as the lean client's do: a helper thread
+    # times it instead (chatproxy.web.sse).
+    port = forward_proxy.server_address[1]
+    server = make_server_with(OPENAI_PROXY=f"http://127.0.0.1:{port}", CHATPROXY_KEEPALIVE="0.2")
+
+    with httpx2.stream(
+        "GET",
+        f"{server.url}/callChatGPT",
+        params={"input": "slow [[sim: chunks=3 delay=0.7]]", "stream": "1"},
+        timeout=30,
+    ) as response:
+        lines = list(response.iter_lines())
+
+    deltas = [i for i, line in enumerate(lines) if line == "event: delta"]
+    keepalives = [i for i, line in enumerate(lines) if line.startswith(":")]
+    assert len(deltas) == 3 and "event: done" in lines
+    assert any(deltas[0] < i < deltas[1] for i in keepalives)
     assert forward_proxy.carried == ["/v1/chat/completions"]
 
 

@@ -171,6 +171,8 @@ class LeanResponse:
     and is closed instead when the response is closed before that.
     """
 
+    marks_idle = True  # iter_bytes(idle=) and iter_lines(idle=) mark silence
+
     def __init__(self, pool: Pool, sock: socket.socket, parser: Parser, path: str) -> None:
         self.path = path
         self.sent_at: float | None = None
@@ -178,18 +180,29 @@ class LeanResponse:
         self._sock: socket.socket | None = sock
         self._parser = parser
         self._releases = itertools.count()  # next() is atomic: the first caller releases
+        self._idle = False  # the socket's timeout was shortened to mark silence
         encoding = parser.get("content-encoding")
         self._decode = decoder(encoding if isinstance(encoding, str) else None)
         if parser.message_complete:
             self._release(keep=parser.should_keep_alive())
 
-    def iter_bytes(self) -> Iterator[bytes]:
+    def iter_bytes(self, idle: float | None = None) -> Iterator[bytes]:
         """The body as it arrives, decoded: each item what one read brought, up to 64 KiB.
 
-        Raises ReadTimedOut after CHATPROXY_TIMEOUT without a byte, ReadBrokeOff
-        when the connection breaks or ends early, or was closed (`close`).
+        With `idle` (seconds), an empty item each time nothing arrived for that
+        long, the read going on after it: a stream's reader sends its keep-alive
+        then, without a second greenlet timing the wait. Raises ReadTimedOut
+        after CHATPROXY_TIMEOUT without a byte, ReadBrokeOff when the connection
+        breaks or ends early, or was closed (`close`).
         """
         parser, decode = self._parser, self._decode
+        read_timeout = self._pool.read_timeout
+        if idle is not None and self._sock is not None and idle < read_timeout:
+            self._sock.settimeout(idle)  # set back as the connection is given back
+            self._idle = True
+        else:
+            idle = None
+        heard = time.monotonic()
         try:
             while True:
                 pieces = parser.pieces
@@ -202,7 +215,15 @@ class LeanResponse:
                 sock = self._sock
                 if sock is None:
                     raise ReadBrokeOff
-                data = sock.recv(BLOCK_BYTES)
+                try:
+                    data = sock.recv(BLOCK_BYTES)
+                except TimeoutError:
+                    if idle is None or time.monotonic() - heard >= read_timeout:
+                        raise
+                    yield b""
+                    continue
+                if idle is not None:
+                    heard = time.monotonic()
                 parser.feed(data)  # b"": the end of a body that runs to the connection's close
                 if parser.message_complete:
                     self._release(keep=bool(data) and parser.should_keep_alive())
@@ -220,11 +241,15 @@ class LeanResponse:
             if not parser.message_complete:
                 self._release(keep=False)
 
-    def iter_lines(self) -> Iterator[str]:
-        """The body's lines as text (UTF-8), without `\\n` or `\\r\\n`; raises as `iter_bytes`."""
+    def iter_lines(self, idle: float | None = None) -> Iterator[str | None]:
+        """The body's lines as text (UTF-8), without `\\n` or `\\r\\n`, and None for each
+        `idle` seconds of silence (see `iter_bytes`); raises as `iter_bytes`."""
         text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
         pending = ""
-        for block in self.iter_bytes():
+        for block in self.iter_bytes(idle):
+            if not block:
+                yield None
+                continue
             lines = (pending + text(block)).split("\n")
             pending = lines.pop()
             for line in lines:
@@ -258,6 +283,8 @@ class LeanResponse:
         if sock is None:
             return
         if keep:
+            if self._idle:
+                sock.settimeout(self._pool.read_timeout)
             self._pool.give_back(sock)
         else:
             self._pool.discard(sock)

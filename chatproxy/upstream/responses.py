@@ -64,13 +64,18 @@ class UpstreamResponse(Protocol):
     path: str
     # time.perf_counter() when the request was sent, for the time to first token.
     sent_at: float | None
+    # True when reading marks silence (`idle=`); otherwise a reader that must hear
+    # of it times the wait itself (`chatproxy.web.sse.with_keepalive`).
+    marks_idle: bool
 
-    def iter_bytes(self) -> Iterator[bytes]:
-        """The body as it arrives, decoded, in blocks of up to 64 KiB."""
+    def iter_bytes(self, idle: float | None = None) -> Iterator[bytes]:
+        """The body as it arrives, decoded, in blocks of up to 64 KiB; with `idle` and
+        `marks_idle`, also b"" after each `idle` seconds without a byte."""
         ...
 
-    def iter_lines(self) -> Iterator[str]:
-        """The body's lines as text, without their line ends (`\\n` or `\\r\\n`)."""
+    def iter_lines(self, idle: float | None = None) -> Iterator[str | None]:
+        """The body's lines as text, without their line ends (`\\n` or `\\r\\n`); with
+        `idle` and `marks_idle`, also None after each `idle` seconds without a byte."""
         ...
 
     def read(self) -> bytes:

@@ -93,12 +93,15 @@ class SdkResponse:
             self.path = ""
         self.sent_at = sent_at
 
-    def iter_bytes(self) -> Iterator[bytes]:
-        """The body as it arrives; httpx2's errors as ReadTimedOut or ReadBrokeOff."""
+    marks_idle = False  # httpx2 times a read only to fail it
+
+    def iter_bytes(self, idle: float | None = None) -> Iterator[bytes]:
+        """The body as it arrives; httpx2's errors as ReadTimedOut or ReadBrokeOff. Silence is
+        not marked (`idle` is ignored)."""
         with _read_failures():
             yield from self._response.iter_bytes()
 
-    def iter_lines(self) -> Iterator[str]:
+    def iter_lines(self, idle: float | None = None) -> Iterator[str | None]:
         """The body's lines, as `iter_bytes` raises."""
         with _read_failures():
             yield from self._response.iter_lines()

@@ -54,6 +54,16 @@ class UpstreamStream:
         self._closed = False
         # When the request went upstream (Upstream._post), for the time to first token.
         self._sent_at: float | None = response.sent_at
+        self._idle: float | None = None  # see mark_idle
+
+    def mark_idle(self, seconds: float) -> bool:
+        """Make the iteration yield an empty piece ("" or b"") after each `seconds` without a
+        byte from the upstream, before it starts; False when the response cannot (the SDK's),
+        and a reader that must hear of silence times it itself."""
+        if not self._response.marks_idle:
+            return False
+        self._idle = seconds
+        return True
 
     def _first_piece(self) -> None:
         """Record the time to first token of this stream."""
@@ -101,11 +111,12 @@ class UpstreamStream:
 class ChatStream(UpstreamStream):
     """An open streamed chat completion: iterate for content pieces, then read the result.
 
-    Iterating yields each non-empty `delta.content` of choice 0 as a `str`;
-    afterwards `finish_reason`, `usage` and `model` hold what the upstream
-    reported. A stream that breaks (connection reset, a chunk that is not JSON,
-    an error event, an end without `[DONE]`) raises UpstreamError or
-    UpstreamTimeout from the iteration. Chunk format: OpenAI API reference,
+    Iterating yields each non-empty `delta.content` of choice 0 as a `str`
+    (and "" for silence, after `mark_idle`); afterwards `finish_reason`,
+    `usage` and `model` hold what the upstream reported. A stream that
+    breaks (connection reset, a chunk that is not JSON, an error event, an end
+    without `[DONE]`) raises UpstreamError or UpstreamTimeout from the
+    iteration. Chunk format: OpenAI API reference,
     "The chat completion chunk object".
     """
 
@@ -118,7 +129,10 @@ class ChatStream(UpstreamStream):
     def __iter__(self) -> Iterator[str]:
         done = False
         with self._reading():
-            for line in self._response.iter_lines():
+            for line in self._response.iter_lines(self._idle):
+                if line is None:
+                    yield ""  # silence (mark_idle)
+                    continue
                 if done or not line.startswith("data:"):
                     continue  # blank separators, comments, `event:` lines
                 data = line[5:].strip()
@@ -166,7 +180,8 @@ class RawStream(UpstreamStream):
 
     Each item is one or more whole SSE events (lines and the blank line that
     ends each), byte for byte as they arrived, never part of one, so a
-    keep-alive comment can go between two items. Chunks are not parsed (the
+    keep-alive comment can go between two items (and b"" for silence, after
+    `mark_idle`). Chunks are not parsed (the
     SDK's typed chunks cost about 110 µs each, passing bytes on about 2 µs):
     only the one whose `"usage":` holds an object is, and `usage` then holds
     it (OpenAI's last chunk with `stream_options.include_usage`; None when the
@@ -197,7 +212,10 @@ class RawStream(UpstreamStream):
         events = pending = b""
         keys = self._upstream.keys_bytes
         with self._reading():
-            for data in self._response.iter_bytes():
+            for data in self._response.iter_bytes(self._idle):
+                if not data:
+                    yield b""  # silence (mark_idle)
+                    continue
                 if pending:
                     data = pending + data
                 if data.endswith(b"\n\n"):  # the usual: a read ends with whole events
