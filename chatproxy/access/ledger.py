@@ -21,8 +21,6 @@ from typing import Any
 from flask import current_app
 from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import Connection, Engine
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from chatproxy.access.keys import Caller, current_caller
 from chatproxy.access.quotas import CLOCK, LEDGER, TOKEN_LIMITER, Clock
@@ -30,7 +28,7 @@ from chatproxy.access.reservations import Hold, reserve, settle, settle_minute
 from chatproxy.metrics import TOKENS
 from chatproxy.state import current_prices, current_settings
 from chatproxy.store import group_commit, spool
-from chatproxy.store.database import db
+from chatproxy.store.database import db, upserting_insert
 from chatproxy.tokens import Price, price_for
 
 
@@ -191,7 +189,7 @@ def _reservations(charge: dict[str, Any]) -> list[int]:
 @functools.cache
 def _ledger_upsert(dialect: str) -> Any:
     """`INSERT ... ON CONFLICT DO UPDATE` adding to a ledger row, built once per dialect."""
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    insert = upserting_insert(dialect)
     statement = insert(LEDGER)
     return statement.on_conflict_do_update(
         index_elements=["key_name", "day", "model"],

@@ -97,6 +97,21 @@ def register_store_errors(app: Flask) -> None:
         return error_response(unavailable)
 
 
+def upserting_insert(dialect: str) -> Any:
+    """The `insert()` of `dialect` (`postgresql` or `sqlite`), the one with `on_conflict_do_...`.
+
+    Imported when first asked: the PostgreSQL dialect's modules cost a worker on
+    SQLite about 2 MB.
+    """
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert
+    from sqlalchemy.dialects import sqlite
+
+    return sqlite.insert
+
+
 def engine_options(database_url: str, pool_size: int = 20) -> dict[str, Any]:
     """SQLAlchemy engine options for the database at `database_url`; PostgreSQL keeps
     `pool_size` connections open and opens no more."""

@@ -25,11 +25,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, func, or_, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from chatproxy.errors import Conflict, Unprocessable
 from chatproxy.store import spool
+from chatproxy.store.database import upserting_insert
 from chatproxy.store.models import IdempotencyKey, Message, as_utc, utcnow
 
 HEADER = "Idempotency-Key"  # the request header that names a key
@@ -224,7 +223,7 @@ def _in_use() -> Conflict:
 @functools.cache
 def _insert_new(dialect: str) -> Any:
     """`INSERT ... ON CONFLICT DO NOTHING RETURNING id`, built once per dialect."""
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    insert = upserting_insert(dialect)
     return insert(KEYS).on_conflict_do_nothing(index_elements=["owner", "key"]).returning(KEYS.c.id)
 
 
