@@ -85,7 +85,7 @@ class Settings:
     auth: str = "keys"
     personas_dir: Path = PROJECT_ROOT / "personas"
     database_url: str = field(default=DEFAULT_DATABASE_URL, repr=False)
-    database_pool_size: int = 20
+    database_pool_size: int = 10
     redis_url: str | None = field(default=None, repr=False)
     ip_rpm: int | None = None
     trusted_proxies: int = 0
@@ -206,7 +206,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         auth=env.choice("CHATPROXY_AUTH", ("keys", "open"), "keys"),
         personas_dir=env.folder("CHATPROXY_PERSONAS_DIR", PROJECT_ROOT / "personas"),
         database_url=database_url(env.text("DATABASE_URL", DEFAULT_DATABASE_URL)),
-        database_pool_size=env.number("DATABASE_POOL_SIZE", int, 20, low=1),
+        database_pool_size=env.number("DATABASE_POOL_SIZE", int, 10, low=1),
         redis_url=env.url("REDIS_URL", ("redis", "rediss")),
         ip_rpm=env.number("CHATPROXY_IP_RPM", int, 0, low=0) or None,
         trusted_proxies=env.number("CHATPROXY_TRUSTED_PROXIES", int, 0, low=0, high=5),

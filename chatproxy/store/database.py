@@ -47,7 +47,7 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 
 
-def init_store(app: Flask, database_url: str, migrations: bool = True, pool_size: int = 20) -> None:
+def init_store(app: Flask, database_url: str, migrations: bool = True, pool_size: int = 10) -> None:
     """Bind the store to `app`: the database at `database_url` (PostgreSQL: `pool_size`
     connections per process), and with `migrations` the `flask db` commands (Flask-Migrate,
     imported only then).
@@ -112,7 +112,7 @@ def upserting_insert(dialect: str) -> Any:
     return sqlite.insert
 
 
-def engine_options(database_url: str, pool_size: int = 20) -> dict[str, Any]:
+def engine_options(database_url: str, pool_size: int = 10) -> dict[str, Any]:
     """SQLAlchemy engine options for the database at `database_url`; PostgreSQL keeps
     `pool_size` connections open and opens no more."""
     if database_url.startswith("sqlite"):
