@@ -285,3 +285,35 @@ def test_a_burst_of_questions_opens_no_more_postgresql_connections_than_the_pool
         answers = list(pool.map(ask, range(30)))
     assert all(answers)
     assert len(opened) <= 3
+
+
+def test_a_burst_of_questions_in_conversations_needs_one_connection_each(
+    make_server_with: Callable[..., Any], database_url: str
+) -> None:
+    """Twenty conversations continued at once on a pool of two: all answered at once.
+
+    A request that held the connection which read its conversation while it
+    waited for another to store its question could wait for the pool's timeout
+    (30 s, then 503) once the pool's connections were all so held.
+    """
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only: SQLite connections are files, not server processes")
+    server = make_server_with(CHATPROXY_AUTH="open", DATABASE_POOL_SIZE="2")
+    ids = []
+    for n in range(20):
+        first = httpx2.get(f"{server.url}/callChatGPT", params={"input": f"start {n}"}, timeout=30)
+        ids.append(first.headers["X-Conversation-Id"])
+
+    def go_on(conversation_id: str) -> int:
+        response = httpx2.get(
+            f"{server.url}/callChatGPT",
+            params={"input": "and then?", "conversation_id": conversation_id},
+            timeout=60,
+        )
+        return response.status_code
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(go_on, ids))
+    assert statuses == [200] * 20
+    assert time.monotonic() - started < 15

@@ -78,9 +78,13 @@ def call_chatgpt() -> Response:
         values.get("conversation_id") or request.headers.get("X-Conversation-Id")
     )
     owner = current_owner()
-    conversation = (
-        find_conversation(db.session, conversation_id, owner) if conversation_id else None
-    )
+    conversation = None
+    if conversation_id:
+        conversation = find_conversation(db.session, conversation_id, owner)
+        # Loaded now, so that the session's connection goes back before start_turn takes
+        # one: a request holding two of a pool of DATABASE_POOL_SIZE could wait forever.
+        conversation.messages  # noqa: B018
+        release_session()
     question = parse_question(
         {**defaults_from(conversation, settings, personas), **values},
         settings,
