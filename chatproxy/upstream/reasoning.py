@@ -59,9 +59,9 @@ class LeadingThink:
 
     `feed(piece)` returns what can be told so far: `Reasoning` pieces inside
     the block, `str` pieces of the answer; text that may be a tag not yet
-    whole is held back until the next piece (`end()` gives it when the
-    stream ends). The whitespace around the block is dropped. Once the
-    answer has started, `done` is True and the caller passes content on
+    whole, and whitespace that may end the block, is held back until the
+    next piece (`end()` gives it when the stream ends). The whitespace
+    around the block is dropped. Once the answer has started, `done` is True and the caller passes content on
     without asking (the per-piece cost of a stream without a block is one
     look at its first piece).
     """
@@ -90,8 +90,9 @@ class LeadingThink:
             end = text.find(CLOSE)
             thought = text if end < 0 else text[:end]
             if end < 0:
-                cut = _partial_close(text)
-                thought, self._held = text[:cut], text[cut:]
+                # A tag perhaps cut, and the whitespace before it (the block's last, perhaps).
+                thought = text[: _partial_close(text)].rstrip()
+                self._held = text[len(thought) :]
             if self._trim:
                 thought = thought.lstrip()
                 self._trim = not thought
@@ -111,6 +112,8 @@ class LeadingThink:
     def end(self) -> list[str]:
         """What was held back when the stream ends: reasoning inside the block, else answer."""
         held, self._held = self._held, ""
+        if self._state == _INSIDE:
+            held = held.rstrip()
         if not held or self._state == _AFTER:
             return []
         return [Reasoning(held) if self._state == _INSIDE else held]
