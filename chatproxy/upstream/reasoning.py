@@ -58,12 +58,12 @@ class LeadingThink:
     """Reads a stream's content pieces while they may still be a leading `<think>` block.
 
     `feed(piece)` returns what can be told so far: `Reasoning` pieces inside
-    the block, `str` pieces of the answer; text that may be a tag not yet
+    the block, `str` pieces of the answer. Text that may be a tag not yet
     whole, and whitespace that may end the block, is held back until the
-    next piece (`end()` gives it when the stream ends). The whitespace
-    around the block is dropped. Once the answer has started, `done` is True and the caller passes content on
-    without asking (the per-piece cost of a stream without a block is one
-    look at its first piece).
+    next piece (`end()` gives it when the stream ends). The whitespace around
+    the block is dropped. Once the answer has started, `done` is True and the
+    caller passes content on without asking (the per-piece cost of a stream
+    without a block is one look at its first piece).
     """
 
     def __init__(self) -> None:
