@@ -7,6 +7,8 @@ The upstream is the simulator over real HTTP, answering with reasoning as
 
 from __future__ import annotations
 
+import re
+
 import httpx2
 import openai
 import pytest
@@ -223,6 +225,33 @@ def test_reasoning_models_setting_names_the_models_that_take_it(make_server_with
     assert len(simulator.requests) == 1
 
 
+def test_a_retry_with_the_same_idempotency_key_gets_the_reasoning_too(api_server, simulator):
+    thought, answer = upstream_says(simulator, QUESTION)
+    asked = {"input": f"{QUESTION} [[sim: reasoning=reasoning]]"}
+    key = {"Idempotency-Key": "reasoning-replay-1"}
+    first = httpx2.get(
+        f"{api_server.url}/callChatGPT", params={**asked, "stream": "1"}, headers=key
+    )
+    simulator.reset()
+
+    as_json = httpx2.get(
+        f"{api_server.url}/callChatGPT", params={**asked, "format": "json"}, headers=key
+    )
+    with httpx2.stream(
+        "GET", f"{api_server.url}/callChatGPT", params={**asked, "stream": "1"}, headers=key
+    ) as response:
+        events = read_events(response)
+
+    assert first.status_code == 200 and simulator.requests == []
+    assert as_json.headers["Idempotent-Replayed"] == "true"
+    assert (as_json.json()["reasoning"], as_json.json()["answer"]) == (thought, answer)
+    assert [(e.name, e.data.get("content")) for e in events[:-1]] == [
+        ("reasoning", thought),
+        ("delta", answer),
+    ]
+    assert events[-1].name == "done" and "reasoning" not in events[-1].data
+
+
 def test_exports_keep_reasoning_and_import_reads_it_back(api_server, simulator):
     thought, answer = upstream_says(simulator, QUESTION)
     asked = httpx2.get(
@@ -258,6 +287,57 @@ def test_import_reads_reasoning_content_on_a_message(api_server):
     assert imported.status_code == 201, imported.text
     back = conversation(api_server, imported.json()["id"])["messages"][-1]
     assert (back["content"], back["reasoning"]) == ("4", "Two and two make four.")
+
+
+# ---------- /v1 passes reasoning on untouched ----------
+
+
+def without_ids(body: bytes) -> bytes:
+    """`body` with the ids and timestamps, which differ between any two requests, blanked."""
+    body = re.sub(rb'"id":"chatcmpl-[^"]*"', b'"id":""', body)
+    return re.sub(rb'"created":\d+', b'"created":0', body)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_v1_passes_reasoning_on_as_the_upstream_sent_it(api_server, simulator, dialect, stream):
+    asked = [{"role": "user", "content": f"{QUESTION} [[sim: reasoning={dialect}]]"}]
+    body = {"model": "gpt-4o-mini", "messages": asked, "stream": stream}
+    auth = {"Authorization": f"Bearer {UPSTREAM_KEY}"}
+
+    ours = httpx2.post(f"{api_server.url}/v1/chat/completions", json=body, timeout=30)
+    # A stream goes upstream asking for its usage; the chunk with the usage alone is not passed on.
+    sent = {**body, "stream_options": {"include_usage": True}} if stream else body
+    theirs = httpx2.post(
+        f"{simulator.base_url}/chat/completions", json=sent, headers=auth, timeout=30
+    )
+    expected = theirs.content
+    if stream:
+        events = expected.split(b"\n\n")
+        expected = b"\n\n".join(events[:-3] + events[-2:])
+
+    assert ours.status_code == 200
+    assert without_ids(ours.content) == without_ids(expected)
+    marker = b"<think>" if dialect.startswith("think") else f'"{dialect}":"'.encode()
+    if dialect == "think_split" and stream:
+        marker = b'"<th"'  # the tag cut across chunks, as it came
+    assert marker in ours.content
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_v1_reasoning_reaches_the_sdk(api_server, simulator, field):
+    thought, answer = upstream_says(simulator, QUESTION)
+    client = openai.OpenAI(base_url=f"{api_server.url}/v1", api_key="unused", max_retries=0)
+    asked = [{"role": "user", "content": f"{QUESTION} [[sim: reasoning={field}]]"}]
+
+    whole = client.chat.completions.create(model="gpt-4o-mini", messages=asked)
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=asked, stream=True))
+
+    message = whole.choices[0].message
+    assert ((message.model_extra or {})[field], message.content) == (thought, answer)
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    assert "".join((d.model_extra or {}).get(field) or "" for d in deltas) == thought
+    assert "".join(d.content or "" for d in deltas) == answer
 
 
 # ---------- The leading <think> block, piece by piece (pure logic) ----------
