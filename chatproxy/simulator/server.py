@@ -5,11 +5,11 @@ Serves `POST /v1/chat/completions` (JSON and SSE), `POST /v1/completions` (legac
 reference (see `chatproxy.simulator.wire`). Latency, chunking and faults are set
 per server (`Simulator(...)`) or per request by a `[[sim: key=value ...]]`
 directive in the last user message (keys: fault, times, chunks, delay, latency,
-answer, words, dialect, reasoning, thought; `times=N` limits the fault to the first N requests with
-that same message, so a retry of it succeeds; `dialect=litellm` shapes a
-stream as LiteLLM's proxy does, and faults named `context_*` answer as other
-servers do, see `chatproxy.simulator.dialects`; `reasoning=DIALECT` thinks first, as
-`chatproxy.simulator.reasoning` says). Built on aiohttp, so one
+answer, words, dialect, reasoning, thought; `times=N` limits the fault to the
+first N requests with that same message, so a retry of it succeeds;
+`dialect=litellm` shapes a stream as LiteLLM's proxy does, and faults named
+`context_*` answer as other servers do, see `chatproxy.simulator.dialects`;
+`reasoning=...` thinks first, see `chatproxy.simulator.reasoning`). Built on aiohttp, so one
 process holds thousands of slow streams. The command line that serves it is
 `chatproxy.simulator.command`.
 """
@@ -45,7 +45,7 @@ FAULTS = (
 )
 MAX_RECORDED = 10_000
 _DIRECTIVE_KEYS = {"fault", "times", "chunks", "delay", "latency", "answer", "words", "dialect"}
-_DIRECTIVE_KEYS |= {"reasoning", "thought"}
+_DIRECTIVE_KEYS |= {"reasoning", "thought"}  # chatproxy.simulator.reasoning
 _BROKEN = b'data: {"id": "chatcmpl-broken", "choices": [\n\n'
 _INVALID = object()  # marks a request body that is not JSON
 _BODY = web.RequestKey("body", object)  # the parsed JSON body, or _INVALID
@@ -356,10 +356,8 @@ class Simulator:
         text, reason, completion = wire.finish(text, body)
         thinking = reasoning.think(model, plan.reasoning, question, plan.thought)
         n = int(body.get("n") or 1)  # each of the n choices is the same answer, billed n times
-        completion += thinking.tokens
-        use = wire.usage(
-            answers.prompt_tokens(messages, model), completion * n, thinking.reported_tokens * n
-        )
+        prompt, completion = answers.prompt_tokens(messages, model), completion + thinking.tokens
+        use = wire.usage(prompt, completion * n, thinking.reported_tokens * n)
         thoughts, pieces = thinking.stream(answers.split_pieces(text, plan.chunks))
         ident, created = f"chatcmpl-sim{uuid.uuid4().hex[:20]}", int(time.time())
         if stream:
