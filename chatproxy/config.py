@@ -8,6 +8,7 @@ How each kind of value (a number, a URL, a JSON file) is read and checked is
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -31,6 +32,10 @@ DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-3.5-t
 
 COMPLETION_MODELS = frozenset({"gpt-3.5-turbo-instruct", "davinci-002", "babbage-002"})
 """OpenAI's models that answer only legacy completions (`POST /v1/completions`), never chat."""
+
+REASONING_MODELS = ("o1*", "o3*", "o4*", "gpt-5*", "deepseek-reasoner*", "gpt-oss*")
+"""Models that take `reasoning_effort` unless CHATPROXY_REASONING_MODELS names others: OpenAI's
+o-series and gpt-5, DeepSeek's reasoner, gpt-oss (patterns, see `takes_reasoning_effort`)."""
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -67,6 +72,7 @@ class Settings:
     openai_proxy: str | None = field(default=None, repr=False)
     model: str = DEFAULT_MODELS[0]
     models: tuple[str, ...] = DEFAULT_MODELS
+    reasoning_models: tuple[str, ...] = REASONING_MODELS
     max_tokens: int = 4096
     max_n: int = 4
     reservation_seconds: float = 600.0
@@ -104,6 +110,12 @@ class Settings:
         The page, `/callChatGPT` and `/api/models` offer only these; `/v1` all.
         """
         return tuple(model for model in self.models if model not in COMPLETION_MODELS)
+
+    def takes_reasoning_effort(self, model: str) -> bool:
+        """True when `model` takes `reasoning_effort`: its name, after any `provider/` prefix,
+        matches one of `reasoning_models` (shell patterns: `*` matches anything)."""
+        name = model.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.reasoning_models)
 
     @property
     def simulator_in_use(self) -> bool:
@@ -188,6 +200,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         openai_proxy=env.url("OPENAI_PROXY", ("http", "https", "socks5", "socks5h")),
         model=model,
         models=models,
+        reasoning_models=env.items("CHATPROXY_REASONING_MODELS", REASONING_MODELS),
         max_tokens=env.number("CHATPROXY_MAX_TOKENS", int, 4096, low=1),
         max_n=env.number("CHATPROXY_MAX_N", int, 4, low=1, high=128),
         reservation_seconds=env.number("CHATPROXY_RESERVATION_SECONDS", float, 600.0, low=1),

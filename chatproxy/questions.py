@@ -20,6 +20,7 @@ from chatproxy.personas import Persona
 from chatproxy.tokens import Message, context_window, fit_messages, limit_field
 
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit for `stop`
+REASONING_EFFORTS = ("minimal", "low", "medium", "high")  # OpenAI's, for `reasoning_effort`
 MAX_LISTED_PERSONAS = 20  # how many ids an unknown-persona error names
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
@@ -97,8 +98,9 @@ def parse_question(
     `personas` are the ones `persona=` may name (`{id: Persona}`). The model is
     `model=`, else the persona's, else CHATPROXY_MODEL. Raises BadRequest for a
     missing or wrong value (code `persona_not_found` for an unknown persona,
-    `model_not_supported` for a legacy completion model), Forbidden for a model
-    outside CHATPROXY_MODELS.
+    `model_not_supported` for a legacy completion model, `unsupported_parameter`
+    for `reasoning_effort` to a model that does not take it), Forbidden for a
+    model outside CHATPROXY_MODELS.
     """
     text = _text(values, "input", settings.max_input_chars, required=True)
     assert text is not None
@@ -126,6 +128,9 @@ def parse_question(
     stop = _stop(values)
     if stop is not None:
         options["stop"] = stop
+    effort = _reasoning_effort(values, model, settings)
+    if effort is not None:
+        options["reasoning_effort"] = effort
     max_tokens = _positive_int(values, "max_tokens", settings.max_tokens)
     answer_format = _choice(values, "format", ("text", "json", "sse")) or wants
     stream = _flag(values, "stream")
@@ -141,6 +146,20 @@ def parse_question(
         stream=stream,
         format="sse" if stream else answer_format,
     )
+
+
+def _reasoning_effort(values: Mapping[str, Any], model: str, settings: Settings) -> str | None:
+    """`reasoning_effort`, for a model that takes it (CHATPROXY_REASONING_MODELS); else 400."""
+    effort = _choice(values, "reasoning_effort", REASONING_EFFORTS)
+    if effort is not None and not settings.takes_reasoning_effort(model):
+        raise BadRequest(
+            f"Unsupported parameter: 'reasoning_effort' is not supported with the model "
+            f"{model!r}. Models that take it here: {', '.join(settings.reasoning_models)} "
+            "(CHATPROXY_REASONING_MODELS).",
+            param="reasoning_effort",
+            code="unsupported_parameter",
+        )
+    return effort
 
 
 def _text(values: Mapping[str, Any], name: str, limit: int, required: bool = False) -> str | None:

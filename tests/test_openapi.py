@@ -264,6 +264,11 @@ def test_keys_mode_answers_as_the_document_says(
 STREAMED = [
     ("/callChatGPT", "GET", {"query": {"input": "hello", "stream": "1"}}),
     (
+        "/callChatGPT",
+        "GET",
+        {"query": {"input": "hello [[sim: reasoning=reasoning_content]]", "stream": "1"}},
+    ),
+    (
         "/v1/chat/completions",
         "POST",
         {

@@ -401,12 +401,82 @@ def test_invalid_requests_get_openai_errors(
 
 
 @pytest.mark.parametrize(
-    "directive", ["fault=nope", "answer=nope", "chunks=many", "delay=slow", "colour=blue"]
+    "directive",
+    ["fault=nope", "answer=nope", "chunks=many", "delay=slow", "colour=blue", "reasoning=nope"],
 )
 def test_invalid_directive_is_a_400(client: openai.OpenAI, directive: str) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model=MODEL, messages=ask(f"Hi [[sim: {directive}]]"))
     assert "Invalid simulator directive" in caught.value.message
+
+
+@pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
+def test_reasoning_in_a_field_comes_before_the_answer_and_is_counted(
+    client: openai.OpenAI, field: str
+) -> None:
+    question = ask(f"Why? [[sim: reasoning={field} answer=echo]]")
+    whole = client.chat.completions.create(model=MODEL, messages=question)
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=question, stream=True, stream_options={"include_usage": True}
+        )
+    )
+
+    thought = (whole.choices[0].message.model_extra or {})[field]
+    assert (
+        thought.startswith("The user asks: *Why?*.") and whole.choices[0].message.content == "Why?"
+    )
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    kinds = ["r" if (d.model_extra or {}).get(field) else "c" if d.content else "" for d in deltas]
+    assert "".join(kinds).strip() == "r" * kinds.count("r") + "c" * kinds.count("c")
+    assert "".join((d.model_extra or {}).get(field) or "" for d in deltas) == thought
+    usage = whole.usage
+    assert usage is not None and usage.completion_tokens_details is not None
+    reasoning_tokens = usage.completion_tokens_details.reasoning_tokens
+    assert reasoning_tokens == answers.count_tokens(thought, MODEL)
+    assert usage.completion_tokens == reasoning_tokens + answers.count_tokens("Why?", MODEL)
+    assert chunks[-1].usage == usage
+
+
+@pytest.mark.parametrize(
+    ("dialect", "opening"), [("think", ["<think>\n"]), ("think_split", ["<th", "ink>\n"])]
+)
+def test_reasoning_in_think_tags_opens_the_content(
+    client: openai.OpenAI, dialect: str, opening: list[str]
+) -> None:
+    question = ask(f"Why? [[sim: reasoning={dialect} answer=echo]]")
+    whole = client.chat.completions.create(model=MODEL, messages=question).choices[0].message
+    stream = client.chat.completions.create(model=MODEL, messages=question, stream=True)
+    pieces = [
+        c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content
+    ]
+
+    assert whole.content is not None
+    assert whole.content.startswith("<think>\nThe user asks: *Why?*.")
+    assert whole.content.endswith("now the answer.\n</think>\n\nWhy?")
+    assert pieces[: len(opening)] == opening
+    assert "".join(pieces) == whole.content
+
+
+def test_deepseek_reasoner_always_thinks_and_takes_reasoning_effort(client: openai.OpenAI) -> None:
+    message = (
+        client.chat.completions.create(
+            model="deepseek-reasoner", messages=ask("Hi"), reasoning_effort="low"
+        )
+        .choices[0]
+        .message
+    )
+    assert (message.model_extra or {})["reasoning_content"].startswith("The user asks")
+    assert message.content and "Simulated answer" in message.content
+
+
+def test_reasoning_effort_is_refused_by_a_model_that_does_not_reason(
+    client: openai.OpenAI,
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=ask("Hi"), reasoning_effort="low")
+    assert caught.value.code == "unsupported_parameter"
+    assert caught.value.param == "reasoning_effort"
 
 
 @pytest.mark.parametrize(

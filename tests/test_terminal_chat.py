@@ -135,3 +135,23 @@ def run_flask(env: dict[str, str], *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def test_reasoning_is_shown_marked_before_the_answer_and_stored_apart(
+    terminal: pexpect.spawn, api_server: LiveServer
+) -> None:
+    shown = ask(terminal, "Why is the sky blue? [[sim: reasoning=think]]")
+    terminal.sendline("exit")
+    terminal.expect(r"Saved as conversation ([0-9a-f]{32})")
+    conversation_id = terminal.match.group(1)
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", shown).replace("\r\n", "\n")  # styles off
+    assert text.startswith("[thinking] The user asks: *Why is the sky blue?*.")
+    thought, _, answer = text.partition(" [/thinking]\n\n")  # a blank line between
+    assert "That should do; now the answer." in thought
+    assert answer.startswith("**Simulated answer**")
+    assert "<think>" not in text
+    stored = httpx2.get(f"{api_server.url}/api/conversations/{conversation_id}").json()
+    last = stored["messages"][-1]
+    assert last["content"].startswith("**Simulated answer**")
+    assert last["reasoning"].endswith("That should do; now the answer.")

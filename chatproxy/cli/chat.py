@@ -9,6 +9,7 @@ gunicorn does; with no upstream at all it says in one line what to set.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -33,9 +34,11 @@ from chatproxy.store.conversations import (
 from chatproxy.store.database import db
 from chatproxy.store.models import Conversation
 from chatproxy.upstream.client import Upstream, current_upstream
+from chatproxy.upstream.reasoning import Reasoning
 from chatproxy.upstream.streams import StreamClosed
 
 EXIT_WORDS = ("exit", "quit", "结束")
+THINKING, THOUGHT = "[thinking] ", " [/thinking]\n"  # around the model's reasoning
 BLOCK = '"""'
 
 
@@ -165,7 +168,11 @@ def _read_question() -> str | None:
 
 
 def _answer(turn: Turn, upstream: Upstream) -> None:
-    """Stream the answer of `turn` to the terminal and store it; Ctrl-C stops it."""
+    """Stream the answer of `turn` to the terminal and store it; Ctrl-C stops it.
+
+    The model's reasoning comes first, dimmed between `[thinking]` and
+    `[/thinking]` (the marks stay where the terminal shows no styles).
+    """
     engine = db.engine
     try:
         stream = upstream.open_chat_stream(turn.params)
@@ -174,12 +181,24 @@ def _answer(turn: Turn, upstream: Upstream) -> None:
         click.echo(click.style(f"Error: {error.message}", fg="red"), err=True)
         return
     pieces: list[str] = []
+    thoughts: list[str] = []
+    thinking_since: float | None = None
     outcome = Outcome(content="")
     click.echo("AI: ", nl=False)
     try:
         for piece in stream:
-            pieces.append(piece)
-            click.echo(piece, nl=False)
+            if isinstance(piece, Reasoning):
+                if thinking_since is None:
+                    thinking_since = time.monotonic()
+                    click.echo(click.style(THINKING, dim=True), nl=False)
+                thoughts.append(piece)
+                click.echo(click.style(piece, dim=True), nl=False)
+            else:
+                if thoughts and not pieces and thinking_since is not None:
+                    outcome.reasoning_seconds = time.monotonic() - thinking_since
+                    click.echo(click.style(THOUGHT, dim=True))
+                pieces.append(piece)
+                click.echo(piece, nl=False)
             sys.stdout.flush()
     except KeyboardInterrupt:
         stream.close()
@@ -194,6 +213,7 @@ def _answer(turn: Turn, upstream: Upstream) -> None:
         stream.close()
     click.echo()
     outcome.content = "".join(pieces)
+    outcome.reasoning = "".join(thoughts)
     outcome.model, outcome.finish_reason, outcome.usage = (
         stream.model,
         stream.finish_reason,

@@ -5,10 +5,11 @@ Serves `POST /v1/chat/completions` (JSON and SSE), `POST /v1/completions` (legac
 reference (see `chatproxy.simulator.wire`). Latency, chunking and faults are set
 per server (`Simulator(...)`) or per request by a `[[sim: key=value ...]]`
 directive in the last user message (keys: fault, times, chunks, delay, latency,
-answer, words, dialect; `times=N` limits the fault to the first N requests with
-that same message, so a retry of it succeeds; `dialect=litellm` shapes a
-stream as LiteLLM's proxy does, and faults named `context_*` answer as other
-servers do, see `chatproxy.simulator.dialects`). Built on aiohttp, so one
+answer, words, dialect, reasoning, thought; `times=N` limits the fault to the
+first N requests with that same message, so a retry of it succeeds;
+`dialect=litellm` shapes a stream as LiteLLM's proxy does, and faults named
+`context_*` answer as other servers do, see `chatproxy.simulator.dialects`;
+`reasoning=...` thinks first, see `chatproxy.simulator.reasoning`). Built on aiohttp, so one
 process holds thousands of slow streams. The command line that serves it is
 `chatproxy.simulator.command`.
 """
@@ -29,7 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
-from chatproxy.simulator import answers, dialects, wire
+from chatproxy.simulator import answers, dialects, reasoning, wire
 from chatproxy.simulator.wire import ApiError
 
 DEFAULT_API_KEY = "sk-sim-local"
@@ -44,6 +45,7 @@ FAULTS = (
 )
 MAX_RECORDED = 10_000
 _DIRECTIVE_KEYS = {"fault", "times", "chunks", "delay", "latency", "answer", "words", "dialect"}
+_DIRECTIVE_KEYS |= {"reasoning", "thought"}  # chatproxy.simulator.reasoning
 _BROKEN = b'data: {"id": "chatcmpl-broken", "choices": [\n\n'
 _INVALID = object()  # marks a request body that is not JSON
 _BODY = web.RequestKey("body", object)  # the parsed JSON body, or _INVALID
@@ -62,6 +64,8 @@ class _Plan:
     answer: str | None = None
     words: int | None = None
     dialect: str = "openai"
+    reasoning: str | None = None  # a dialect of `chatproxy.simulator.reasoning`
+    thought: int | None = None  # words of reasoning
 
 
 def _error_response(error: ApiError) -> web.Response:
@@ -279,6 +283,7 @@ class Simulator:
             or found.get("fault", FAULTS[0]) not in FAULTS
             or found.get("answer", answers.ANSWERS[0]) not in answers.ANSWERS
             or found.get("dialect", "openai") not in dialects.DIALECTS
+            or found.get("reasoning", reasoning.DIALECTS[0]) not in reasoning.DIALECTS
         )
         try:
             # Bounded like any input: no answer of a million words or chunks.
@@ -290,6 +295,8 @@ class Simulator:
                 answer=found.get("answer"),
                 words=min(int(found["words"]), 50_000) if "words" in found else None,
                 dialect=found.get("dialect", "openai"),
+                reasoning=found.get("reasoning"),
+                thought=min(int(found["thought"]), 50_000) if "thought" in found else None,
             )
             times = int(found.get("times", 0))
         except ValueError:
@@ -347,19 +354,22 @@ class Simulator:
             return early
         text = answers.compose_answer(messages, question, plan.answer, plan.words)
         text, reason, completion = wire.finish(text, body)
+        thinking = reasoning.think(model, plan.reasoning, question, plan.thought)
         n = int(body.get("n") or 1)  # each of the n choices is the same answer, billed n times
-        use = wire.usage(answers.prompt_tokens(messages, model), completion * n)
-        pieces = answers.split_pieces(text, plan.chunks)
+        prompt, completion = answers.prompt_tokens(messages, model), completion + thinking.tokens
+        use = wire.usage(prompt, completion * n, thinking.reported_tokens * n)
+        thoughts, pieces = thinking.stream(answers.split_pieces(text, plan.chunks))
         ident, created = f"chatcmpl-sim{uuid.uuid4().hex[:20]}", int(time.time())
         if stream:
             options = body.get("stream_options") or {}
             usage_choices = dialects.USAGE_CHOICES[plan.dialect]
             events = wire.chat_events(
-                ident, created, model, pieces, reason, use, options, usage_choices, n
+                ident, created, model, pieces, reason, use, options, usage_choices, n, thoughts
             )
             return await self._stream(request, events, plan)
         await asyncio.sleep(plan.delay * len(pieces))
-        result = wire.chat_completion(ident, created, model, text, reason, use, n)
+        content, fields = thinking.content(text), thinking.fields()
+        result = wire.chat_completion(ident, created, model, content, reason, use, n, fields)
         return web.json_response(result, dumps=wire.dumps)
 
     async def _legacy(self, request: web.Request) -> web.StreamResponse:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from chatproxy.simulator import answers
+from chatproxy.simulator import answers, reasoning
 
 CHAT_MODELS = (
     "gpt-4o-mini",
@@ -22,6 +22,9 @@ CHAT_MODELS = (
     "gpt-4.1",
     "gpt-3.5-turbo",
     "o4-mini",
+    # Reasoning models of other servers: DeepSeek's API, and gpt-oss as vLLM or Ollama serve it.
+    "deepseek-reasoner",
+    "gpt-oss-20b",
     # A model as an OpenAI-compatible server (Ollama) names it, unknown to chatproxy's tables.
     "llama3.1:8b",
 )
@@ -234,6 +237,9 @@ def check_request(body: dict[str, Any], chat: bool) -> str:
     if model not in MODELS:
         message = f"The model `{model}` does not exist or you do not have access to it."
         raise ApiError(404, message, code="model_not_found")
+    fault = reasoning.effort_fault(model, body.get("reasoning_effort"))
+    if fault is not None:
+        raise ApiError(400, fault[0], param="reasoning_effort", code=fault[1])
     return model
 
 
@@ -255,15 +261,16 @@ def finish(text: str, body: dict[str, Any]) -> tuple[str, str, int]:
     return text, "stop", answers.count_tokens(text, model)
 
 
-def usage(prompt: int, completion: int) -> dict[str, Any]:
-    """The `usage` object, with the detail objects current models send."""
+def usage(prompt: int, completion: int, reasoning: int = 0) -> dict[str, Any]:
+    """The `usage` object, with the detail objects current models send (`completion`
+    includes the `reasoning` tokens)."""
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
+            "reasoning_tokens": reasoning,
             "audio_tokens": 0,
             "accepted_prediction_tokens": 0,
             "rejected_prediction_tokens": 0,
@@ -279,13 +286,18 @@ def chat_completion(
     reason: str,
     use: dict[str, Any],
     n: int = 1,
+    reasoning: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A non-streamed `chat.completion` object with `n` choices (the same answer each)."""
+    """A non-streamed `chat.completion` object with `n` choices (the same answer each).
+
+    `reasoning` adds its field to the message (`{"reasoning_content": text}`).
+    """
     message: dict[str, Any] = {
         "role": "assistant",
         "content": text,
         "refusal": None,
         "annotations": [],
+        **(reasoning or {}),
     }
     choices = [
         {"index": i, "message": message, "logprobs": None, "finish_reason": reason}
@@ -313,6 +325,7 @@ def chat_events(
     options: dict[str, Any],
     usage_choices: list[dict[str, Any]] | None = None,
     choices: int = 1,
+    thoughts: tuple[str, list[str]] | None = None,
 ) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """A chat stream as (head, content events, tail) of pre-serialised SSE events.
 
@@ -322,7 +335,8 @@ def chat_events(
     `"choices": []` event carrying the usage (or `usage_choices`, as another
     server has them: `chatproxy.simulator.dialects`); then `data: [DONE]`.
     With `choices` > 1 (the request's `n`), each event comes once per choice
-    index, in turn, as OpenAI interleaves them.
+    index, in turn, as OpenAI interleaves them. `thoughts` (a field name and
+    pieces) come first, each as `{"content": null, FIELD: piece}`.
     """
     with_usage = options.get("include_usage") is True
     obfuscate = options.get("include_obfuscation") is not False
@@ -349,18 +363,25 @@ def chat_events(
 
     # Content events differ only in their text and padding: splice the JSON of
     # each piece into one serialised shell (the hot path of a 1,000-stream run).
-    shells = []
-    for index in range(choices):
-        choice = {"index": index, "delta": {"content": "\0"}, "logprobs": None}
-        choice["finish_reason"] = None
-        shell = {**base, "choices": [choice], **({"usage": None} if with_usage else {})}
-        shells.append(dumps(shell).split('"\\u0000"'))
-    body = []
-    for n, piece in enumerate(pieces, 1):
-        pad = _PAD[n % 8 : n % 8 + max(2, 24 - len(piece))]
-        end = f',"obfuscation":"{pad}"}}' if obfuscate else "}"
-        for before, after in shells:
-            body.append(f"data: {before}{dumps(piece)}{after[:-1]}{end}\n\n".encode())
+    def shells(carried: dict[str, Any]) -> list[list[str]]:
+        made = []
+        for index in range(choices):
+            choice = {"index": index, "delta": carried, "logprobs": None, "finish_reason": None}
+            shell = {**base, "choices": [choice], **({"usage": None} if with_usage else {})}
+            made.append(dumps(shell).split('"\\u0000"'))
+        return made
+
+    body: list[bytes] = []
+    field, thought_pieces = thoughts or ("", [])
+    for each, shell in (
+        (thought_pieces, shells({"content": None, field: "\0"})),
+        (pieces, shells({"content": "\0"})),
+    ):
+        for n, piece in enumerate(each, 1):
+            pad = _PAD[n % 8 : n % 8 + max(2, 24 - len(piece))]
+            end = f',"obfuscation":"{pad}"}}' if obfuscate else "}"
+            for before, after in shell:
+                body.append(f"data: {before}{dumps(piece)}{after[:-1]}{end}\n\n".encode())
     role = {"role": "assistant", "content": "", "refusal": None}
     head = [delta(role, 0, index=i) for i in range(choices)]
     tail = [delta({}, 0, reason, index=i) for i in range(choices)]

@@ -41,8 +41,10 @@ class Outcome:
     """How an answer ended: its text so far and what the upstream reported.
 
     `error` is the upstream failure, if any; `closed` is True when the client
-    went away (Stop, a closed tab). An answer with text that did not finish
-    is stored as `interrupted`.
+    went away (Stop, a closed tab). An answer with text (or reasoning) that
+    did not finish is stored as `interrupted`. `reasoning` is the model's
+    reasoning so far, `reasoning_seconds` how long it streamed before the
+    answer started (None when not measured).
     """
 
     content: str
@@ -51,6 +53,8 @@ class Outcome:
     usage: Mapping[str, Any] | None = None
     error: APIError | None = None
     closed: bool = False
+    reasoning: str = ""
+    reasoning_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -62,8 +66,9 @@ class Kept:
     stored: bool
 
 
-def checkpoint(engine: Engine, turn: Turn, content: str) -> None:
-    """Save the text of `turn`'s answer so far (status `streaming`); failures are only logged.
+def checkpoint(engine: Engine, turn: Turn, content: str, reasoning: str = "") -> None:
+    """Save the text of `turn`'s answer and reasoning so far (status `streaming`); failures are
+    only logged.
 
     The first save makes the answer's row (`turn.answer_id`), later ones update it.
     """
@@ -77,6 +82,7 @@ def checkpoint(engine: Engine, turn: Turn, content: str) -> None:
                         "conversation_id": turn.conversation_id,
                         "role": "assistant",
                         "content": content,
+                        "reasoning": reasoning or None,
                         "model": turn.model,
                         "status": "streaming",
                         "created_at": now,
@@ -86,7 +92,13 @@ def checkpoint(engine: Engine, turn: Turn, content: str) -> None:
                 turn.answer_id = inserted_id(row)
             else:
                 connection.execute(
-                    _UPDATE, {"key": turn.answer_id, "content": content, "updated_at": now}
+                    _UPDATE,
+                    {
+                        "key": turn.answer_id,
+                        "content": content,
+                        "reasoning": reasoning or None,
+                        "updated_at": now,
+                    },
                 )
     except SQLAlchemyError as error:
         # The answer is still stored when it ends, or spooled then.
@@ -130,6 +142,8 @@ def finish_turn(
         "replaces": turn.replaces,
         "answer_id": turn.answer_id,
         "content": outcome.content,
+        "reasoning": outcome.reasoning,
+        "reasoning_seconds": outcome.reasoning_seconds,
         "model": outcome.model,
         "finish_reason": outcome.finish_reason,
         "usage": dict(outcome.usage) if isinstance(outcome.usage, Mapping) else None,
@@ -156,7 +170,9 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
     now = datetime.fromisoformat(answer["at"])
     error = answer["error"]
     finished = error is None and not answer["closed"]
-    if not answer["content"] and not finished:
+    # Payloads spooled before reasoning was kept have none.
+    reasoning = (answer.get("reasoning") or "").strip() or None
+    if not answer["content"] and not reasoning and not finished:
         if answer["closed"] and error is None:
             return None  # the client left before any answer: the question waits for Retry
         if not answer["replaces"]:
@@ -183,12 +199,18 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
             },
         )
     usage = answer["usage"] or {}
+    details = usage.get("completion_tokens_details")
+    details = details if isinstance(details, dict) else {}
     values = {
         "content": answer["content"],
         "model": answer["model"] or answer["asked_model"],
         "prompt_tokens": _count(usage.get("prompt_tokens")),
         "completion_tokens": _count(usage.get("completion_tokens")),
         "finish_reason": answer["finish_reason"],
+        "reasoning": reasoning,
+        # OpenAI reports 0 for models that do not reason: kept only when there were some.
+        "reasoning_tokens": _count(details.get("reasoning_tokens")) or None,
+        "reasoning_seconds": _seconds(answer.get("reasoning_seconds")),
         "status": "ok" if finished else "interrupted",
         "error_code": error["code"] if error else None,
         "error_message": error["message"] if error else None,
@@ -212,6 +234,12 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
 
 def _count(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _seconds(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 1e7:
+        return round(float(value), 3)
+    return None
 
 
 def stale_after(checkpoint_seconds: float) -> timedelta:

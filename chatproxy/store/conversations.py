@@ -266,7 +266,9 @@ def _history(messages: Sequence[Message]) -> _History:
 
     System messages always; a question only with the answer that follows it
     (one that failed or was never answered is left out), and that answer,
-    whole or interrupted.
+    whole or interrupted: its content only, never the model's reasoning
+    (DeepSeek refuses a request that holds it). An answer broken off while
+    the model still reasoned has no content: it and its question are left out.
     """
     history = _History()
     pending: Message | None = None
@@ -275,7 +277,7 @@ def _history(messages: Sequence[Message]) -> _History:
             history.system.append({"role": "system", "content": message.content})
         elif message.role == "user":
             pending = message if message.status == "ok" else None
-        elif pending is not None:
+        elif pending is not None and message.content:
             history.turns.append({"role": "user", "content": pending.content})
             history.turns.append({"role": "assistant", "content": message.content})
             pending = None

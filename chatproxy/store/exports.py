@@ -1,11 +1,16 @@
 """A conversation as Markdown or JSON, and a JSON export read back in.
 
 Markdown follows the `history/*.md` files people keep from terminal chats: a
-`# title`, then a `## role` heading and the text for each message. JSON holds
-OpenAI's `messages` list (`{"role", "content"}` items, ready to send to
-`/v1/chat/completions`) and, beside it, `metadata`: the conversation's title,
-persona, model and times, and per message (same order) its status, model,
-finish_reason, tokens and time.
+`# title`, then a `## role` heading and the text for each message; an answer's
+reasoning comes first, in a `<details>` section whose summary is "Reasoning".
+JSON holds OpenAI's `messages` list (`{"role", "content"}` items, ready to send
+to `/v1/chat/completions`) and, beside it, `metadata`: the conversation's
+title, persona, model and times, and per message (same order) its status,
+model, finish_reason, tokens and time, and the model's reasoning as
+`reasoning_content` (DeepSeek's name; not in `messages`, which servers such as
+DeepSeek's refuse with it), with `reasoning_tokens` and `reasoning_seconds`.
+Import reads `reasoning_content` there, or on a message item as other tools
+keep it.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ _FILENAME_UNSAFE = re.compile(r"[^\w\-. ]+")
 def to_markdown(conversation: Conversation) -> str:
     """The conversation as Markdown: `# title`, then `## role` and the content per message.
 
-    An answer cut short or a question that failed says so in an italic line.
+    An answer's reasoning comes before it, in `<details>` with the summary
+    `Reasoning` (GitHub and most Markdown viewers show it folded). An answer
+    cut short or a question that failed says so in an italic line.
     """
     lines = [f"# {conversation.title}", ""]
     about = [f"model {conversation.model}"]
@@ -43,7 +50,11 @@ def to_markdown(conversation: Conversation) -> str:
     about.append(f"started {as_utc(conversation.created_at):%Y-%m-%d %H:%M} UTC")
     lines += ["_" + " · ".join(about) + "_", ""]
     for message in conversation.messages:
-        lines += [f"## {message.role}", "", message.content.rstrip(), ""]
+        lines += [f"## {message.role}", ""]
+        if message.reasoning:
+            lines += ["<details>", "<summary>Reasoning</summary>", ""]
+            lines += [message.reasoning.strip(), "", "</details>", ""]
+        lines += [message.content.rstrip(), ""]
         if message.status == "interrupted":
             lines += ["_(interrupted: the answer was cut short)_", ""]
         elif message.status == "error":
@@ -70,6 +81,9 @@ def to_json(conversation: Conversation) -> dict[str, Any]:
                     "finish_reason": m.finish_reason,
                     "prompt_tokens": m.prompt_tokens,
                     "completion_tokens": m.completion_tokens,
+                    "reasoning_content": m.reasoning,
+                    "reasoning_tokens": m.reasoning_tokens,
+                    "reasoning_seconds": m.reasoning_seconds,
                     "error": {"code": m.error_code, "message": m.error_message}
                     if m.status == "error"
                     else None,
@@ -137,6 +151,13 @@ def _message(index: int, item: Any, detail: Any) -> Message:
         )
     detail = detail if isinstance(detail, dict) else {}
     status = detail.get("status") if detail.get("status") in STATUSES else "ok"
+    reasoning = detail.get("reasoning_content") or item.get("reasoning_content")
+    if reasoning is not None and (not isinstance(reasoning, str) or "\x00" in reasoning):
+        raise BadRequest(
+            f"{where} reasoning_content must be a string (without NUL characters).",
+            param="messages",
+        )
+    seconds = detail.get("reasoning_seconds")
     error = detail.get("error") if isinstance(detail.get("error"), dict) else {}
     return Message(
         role=item["role"],
@@ -145,6 +166,11 @@ def _message(index: int, item: Any, detail: Any) -> Message:
         prompt_tokens=_tokens(detail.get("prompt_tokens")),
         completion_tokens=_tokens(detail.get("completion_tokens")),
         finish_reason=_string(detail, "finish_reason", 40),
+        reasoning=reasoning or None,
+        reasoning_tokens=_tokens(detail.get("reasoning_tokens")),
+        reasoning_seconds=float(seconds)
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool) and 0 <= seconds < 1e7
+        else None,
         status=status,
         error_code=_string(error, "code", 64) if status == "error" else None,
         error_message=_string(error, "message", 2000) if status == "error" else None,

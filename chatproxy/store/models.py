@@ -84,6 +84,10 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
     wrote it, its `finish_reason`, the usage the upstream reported
     (`prompt_tokens` of the whole request, `completion_tokens`), and status
     `interrupted` when it was cut short (Stop, a closed tab, a broken stream).
+    The model's reasoning is kept apart from the answer (`reasoning`, never
+    sent upstream again), with the upstream's count of its tokens
+    (`reasoning_tokens`, part of `completion_tokens`) and how many seconds it
+    streamed before the answer started (`reasoning_seconds`).
     While it streams it is saved every CHATPROXY_CHECKPOINT_SECONDS with status
     `streaming` and `updated_at`; one left so by a worker that died is marked
     `interrupted` when a worker starts (`conversations.sweep_unfinished`).
@@ -107,6 +111,9 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
     prompt_tokens: Mapped[int | None] = mapped_column(Integer)
     completion_tokens: Mapped[int | None] = mapped_column(Integer)
     finish_reason: Mapped[str | None] = mapped_column(String(40))
+    reasoning: Mapped[str | None] = mapped_column(Text)
+    reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
+    reasoning_seconds: Mapped[float | None] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(16), default="ok")
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)

@@ -48,6 +48,7 @@ from chatproxy.errors import (
 from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_FAILOVERS, UPSTREAM_LATENCY
 from chatproxy.upstream.failures import server_failed, status_error
 from chatproxy.upstream.lean import LeanServer
+from chatproxy.upstream.reasoning import reasoning_of, split_think
 from chatproxy.upstream.responses import Failure, ReadBrokeOff, ReadTimedOut, UpstreamResponse
 from chatproxy.upstream.retries import deadline
 from chatproxy.upstream.streams import ChatStream, RawStream
@@ -68,12 +69,14 @@ UPSTREAM = "chatproxy.upstream"
 
 @dataclass
 class ChatAnswer:
-    """A finished answer: `content`, `model`, `finish_reason` and the upstream's `usage`."""
+    """A finished answer: `content`, `model`, `finish_reason` and the upstream's `usage`;
+    `reasoning`, the model's reasoning when the upstream sent any (`upstream.reasoning`)."""
 
     content: str
     model: str | None
     finish_reason: str | None
     usage: dict[str, Any] | None
+    reasoning: str | None = None
 
 
 @dataclass
@@ -131,16 +134,24 @@ class Upstream:
         """Ask for one whole chat completion (`POST /chat/completions`, not streamed).
 
         `params` are the request's body fields (`model`, `messages`, ...).
+        The reasoning is read in each dialect: `message.reasoning_content` or
+        `message.reasoning`, else a leading `<think>` block of the content.
         Raises APIError subclasses, never an SDK or network exception.
         """
         _, completion = self._read_json(self._post(CHAT_PATH, params, QUESTION_FIELD))
         try:
             choice = completion["choices"][0]
+            message = choice["message"]
+            content = message.get("content") or ""
+            reasoning = reasoning_of(message)
+            if reasoning is None and isinstance(content, str):
+                reasoning, content = split_think(content)
             return ChatAnswer(
-                content=choice["message"].get("content") or "",
+                content=content,
                 model=completion.get("model"),
                 finish_reason=choice.get("finish_reason"),
                 usage=completion.get("usage"),
+                reasoning=reasoning,
             )
         except (KeyError, IndexError, TypeError, AttributeError):
             raise UpstreamError(

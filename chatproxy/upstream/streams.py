@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from chatproxy.errors import UpstreamError, UpstreamTimeout, error_detail
 from chatproxy.metrics import TIME_TO_FIRST_TOKEN
+from chatproxy.upstream.reasoning import LeadingThink, Reasoning
 from chatproxy.upstream.responses import ReadBrokeOff, ReadTimedOut, UpstreamResponse
 
 USAGE_KEY = b'"usage":'
@@ -25,6 +26,7 @@ _FINISH_KEY = b'"finish_reason":'
 _DONE_LINES = (b"data: [DONE]", b"data:[DONE]")
 _DONE_ENDS = (b"[DONE]\n\n", b"[DONE]\r\n\r\n")
 KEPT_BYTES = 64 * 1024  # of a passed-through stream, kept to count its tokens if need be
+_NOTHING: dict[str, Any] = {}
 
 
 class UpstreamClient(Protocol):
@@ -112,11 +114,15 @@ class ChatStream(UpstreamStream):
     """An open streamed chat completion: iterate for content pieces, then read the result.
 
     Iterating yields each non-empty `delta.content` of choice 0 as a `str`
-    (and "" for silence, after `mark_idle`); afterwards `finish_reason`,
-    `usage` and `model` hold what the upstream reported. A stream that
-    breaks (connection reset, a chunk that is not JSON, an error event, an end
-    without `[DONE]`) raises UpstreamError or UpstreamTimeout from the
-    iteration. Chunk format: OpenAI API reference,
+    (and "" for silence, after `mark_idle`), and the model's reasoning as
+    `Reasoning` pieces (a `str` too), in each
+    dialect of `chatproxy.upstream.reasoning`: `delta.reasoning_content` or
+    `delta.reasoning` (before the chunk's content), or a leading `<think>`
+    block of the content, read only until the answer starts. Afterwards
+    `finish_reason`, `usage` and `model` hold what the upstream reported. A
+    stream that breaks (connection reset, a chunk that is not JSON, an error
+    event, an end without `[DONE]`) raises UpstreamError or UpstreamTimeout
+    from the iteration. Chunk format: OpenAI API reference,
     "The chat completion chunk object".
     """
 
@@ -128,6 +134,7 @@ class ChatStream(UpstreamStream):
 
     def __iter__(self) -> Iterator[str]:
         done = False
+        think = LeadingThink()
         with self._reading():
             for line in self._response.iter_lines(self._idle):
                 if line is None:
@@ -161,15 +168,25 @@ class ChatStream(UpstreamStream):
                 for choice in choices:
                     if choice.get("index", 0) != 0:
                         continue
-                    content = (choice.get("delta") or {}).get("content")
+                    delta = choice.get("delta") or _NOTHING
+                    thought = delta.get("reasoning_content") or delta.get("reasoning")
+                    if thought and thought.__class__ is str:
+                        if self._sent_at is not None:
+                            self._first_piece()
+                        yield Reasoning(thought)
+                    content = delta.get("content")
                     if content:
                         if self._sent_at is not None:
                             self._first_piece()
-                        yield content
+                        if think.done:
+                            yield content
+                        else:
+                            yield from think.feed(content)
                     if choice.get("finish_reason"):
                         self.finish_reason = choice["finish_reason"]
                 if chunk.get("usage"):
                     self.usage = chunk["usage"]
+            yield from think.end()
         # Some servers omit [DONE]; a finish_reason still means the answer is whole.
         if not done and self.finish_reason is None:
             raise self._ended_early()

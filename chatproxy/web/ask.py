@@ -40,7 +40,7 @@ from chatproxy.web.idempotency import (
 )
 from chatproxy.web.passthrough import read_body
 from chatproxy.web.requestlog import note
-from chatproxy.web.sse import Checkpoint, stream_response
+from chatproxy.web.sse import Checkpoint, Said, stream_response
 
 bp = Blueprint("ask", __name__)
 
@@ -51,22 +51,25 @@ def call_chatgpt() -> Response:
 
     Parameters (query string, form or JSON body): `input` (required), `model`,
     `persona` (an id from `/api/personas`), `system`, `temperature`, `top_p`,
-    `max_tokens`, `presence_penalty`, `frequency_penalty`, `stop`, `stream`,
-    `format`, `conversation_id` (also as the `X-Conversation-Id` header: go on
-    with that conversation, its persona and model unless others are named).
+    `max_tokens`, `presence_penalty`, `frequency_penalty`, `stop`,
+    `reasoning_effort` (for models that take it), `stream`, `format`,
+    `conversation_id` (also as the `X-Conversation-Id` header: go on with that
+    conversation, its persona and model unless others are named).
     The question is stored before the upstream is called, with a new
     conversation when none is named; `X-Conversation-Id` in the response names
     it.
     Answers `text/plain` (the answer only) by default; JSON
-    `{"answer", "model", "usage", "finish_reason", "cost", "conversation_id",
-    "message_id"}` (`cost` in USD, null for a model without a price) with
+    `{"answer", "reasoning", "model", "usage", "finish_reason", "cost",
+    "conversation_id", "message_id"}` (`reasoning` the model's, or null; `cost`
+    in USD, null for a model without a price) with
     `Accept: application/json` or `format=json`; SSE events (see
     `chatproxy.web.sse`) with `stream=1` or `Accept: text/event-stream`.
     With an `Idempotency-Key` header, a retry of an answered request gets
     the stored answer in the format it asks for, with `Idempotent-Replayed:
     true`, and asks nothing (`chatproxy.web.idempotency`).
     Errors: 400 (`context_length_exceeded` when the question does not fit the
-    model's window, `invalid_idempotency_key`), 403, 404
+    model's window, `invalid_idempotency_key`, `unsupported_parameter` for
+    `reasoning_effort` to a model that does not take it), 403, 404
     (`conversation_not_found`), 409 (`idempotency_key_in_use`, with
     Retry-After, while the first request with the key is answered), 413, 422
     (`idempotency_key_reused`), 429, 502, 503, 504 in OpenAI's error shape.
@@ -154,7 +157,8 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
         raise
 
     def charge(usage: dict[str, Any] | None, content: str) -> tuple[dict[str, Any], bool]:
-        """The usage to charge: the upstream's, else counted (cut short, or none reported)."""
+        """The usage to charge: the upstream's, else counted (cut short, or none reported);
+        `content` is all the model wrote, its reasoning included."""
         if usage is not None:
             return usage, False
         model = question.model
@@ -162,14 +166,21 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
 
     if question.stream:
 
-        def on_end(content: str, error: APIError | None, closed: bool) -> dict[str, Any]:
+        def on_end(said: Said, error: APIError | None, closed: bool) -> dict[str, Any]:
             outcome = Outcome(
-                content, stream.model, stream.finish_reason, stream.usage, error, closed
+                said.content,
+                stream.model,
+                stream.finish_reason,
+                stream.usage,
+                error,
+                closed,
+                said.reasoning,
+                said.reasoning_seconds,
             )
-            usage, counted = charge(stream.usage, content)
+            usage, counted = charge(stream.usage, said.reasoning + said.content)
             spent = cost_of(usage, stream.model)
             ledger = record_usage.charge(question.model, usage, spent, counted)
-            if content or (error is None and not closed):
+            if said.content or said.reasoning or (error is None and not closed):
                 answer = kept_answer(outcome, cost_of(stream.usage, stream.model))
                 idempotency = claimed.keep_answer(answer, turn.conversation_id, turn.question_id)
             else:  # nothing was answered: a retry may ask again
@@ -191,8 +202,11 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
             on_end,
             checkpoint=Checkpoint(partial(checkpoint, engine, turn), settings.checkpoint_seconds),
         )
-    outcome = Outcome(answer.content, answer.model, answer.finish_reason, answer.usage)
-    usage, counted = charge(answer.usage, answer.content)
+    reasoning = answer.reasoning or ""
+    outcome = Outcome(
+        answer.content, answer.model, answer.finish_reason, answer.usage, reasoning=reasoning
+    )
+    usage, counted = charge(answer.usage, reasoning + answer.content)
     spent = cost_of(usage, answer.model)
     ledger = record_usage.charge(question.model, usage, spent, counted)
     kept_for_retry = kept_answer(outcome, cost_of(answer.usage, answer.model))
@@ -203,6 +217,7 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
     if question.format == "json":
         return jsonify(
             answer=answer.content,
+            reasoning=answer.reasoning,
             model=answer.model,
             usage=answer.usage,
             finish_reason=answer.finish_reason,

@@ -6,8 +6,11 @@ Shapes (JSON): a conversation summary is `{"id", "title", "persona",
 `usage` sums the answers' `prompt_tokens`, `completion_tokens` and
 `total_tokens` and `cost` is their price in USD (null when no answer has a
 price); a whole conversation adds `messages`, oldest first, each `{"id",
-"role", "content", "model", "status", "finish_reason", "usage", "cost",
-"error", "created_at"}`. Times are ISO 8601 in UTC.
+"role", "content", "reasoning", "reasoning_seconds", "model", "status",
+"finish_reason", "usage", "cost", "error", "created_at"}` (`reasoning`: the
+model's, or null; an answer's `usage` holds
+`completion_tokens_details.reasoning_tokens` when the upstream reported
+them). Times are ISO 8601 in UTC.
 """
 
 from __future__ import annotations
@@ -228,11 +231,15 @@ def _whole(conversation: Conversation) -> dict[str, Any]:
 
 
 def _message(message: Message) -> dict[str, Any]:
-    usage = _usage(message.prompt_tokens, message.completion_tokens)
+    usage: dict[str, Any] | None = _usage(message.prompt_tokens, message.completion_tokens)
+    if usage is not None and message.reasoning_tokens is not None:
+        usage["completion_tokens_details"] = {"reasoning_tokens": message.reasoning_tokens}
     return {
         "id": message.id,
         "role": message.role,
         "content": message.content,
+        "reasoning": message.reasoning,
+        "reasoning_seconds": message.reasoning_seconds,
         "model": message.model,
         "status": message.status,
         "finish_reason": message.finish_reason,

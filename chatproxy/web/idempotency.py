@@ -52,9 +52,10 @@ SSE = "text/event-stream"
 KEY = re.compile(r"[\x20-\x7e]{1,255}")
 # `/callChatGPT` parameters that say how to answer, or who asks, not what.
 NOT_ASKED = frozenset({"stream", "format", "key"})
-# The fields of `/callChatGPT`'s JSON answer, and of its `done` event.
+# The fields of `/callChatGPT`'s JSON answer, and (but the texts) of its `done` event.
 ANSWER_FIELDS = (
     "answer",
+    "reasoning",
     "model",
     "usage",
     "finish_reason",
@@ -148,6 +149,7 @@ def kept_answer(outcome: Outcome, cost: float | None) -> dict[str, Any]:
     usage = outcome.usage
     return {
         "answer": outcome.content,
+        "reasoning": outcome.reasoning or None,
         "model": outcome.model,
         "usage": dict(usage) if usage is not None else None,
         "finish_reason": outcome.finish_reason,
@@ -159,19 +161,26 @@ def kept_answer(outcome: Outcome, cost: float | None) -> dict[str, Any]:
 def replay_answer(stored: Stored, question: Question) -> Response:
     """`/callChatGPT`'s kept answer, in the format `question` asks for now: text, JSON or SSE.
 
-    SSE: one `event: delta` with the whole text, then `event: done` (or the
-    `event: error` the first stream ended with). `X-Conversation-Id` names its
-    conversation.
+    SSE: one `event: reasoning` with the whole reasoning (if any) and one
+    `event: delta` with the whole text, then `event: done` (or the `event:
+    error` the first stream ended with). `X-Conversation-Id` names its
+    conversation. Answers kept before reasoning was have none.
     """
     answer = json.loads(stored.body)
+    answer.setdefault("reasoning", None)
     g.conversation_id = answer["conversation_id"]
     note(model=answer["model"], outcome="replayed")
     if question.stream:
-        events = [event("delta", {"content": answer["answer"]})] if answer["answer"] else []
+        events = []
+        if answer["reasoning"]:
+            events.append(event("reasoning", {"content": answer["reasoning"]}))
+        if answer["answer"]:
+            events.append(event("delta", {"content": answer["answer"]}))
         if answer.get("error"):
             events.append(event("error", answer["error"]))
         else:
-            done = {name: answer[name] for name in ANSWER_FIELDS if name != "answer"}
+            texts = ("answer", "reasoning")
+            done = {name: answer[name] for name in ANSWER_FIELDS if name not in texts}
             events.append(event("done", done))
         response = Response(b"".join(events), mimetype=SSE, headers=HEADERS)
     elif question.format == "json":

@@ -1,10 +1,13 @@
 """Server-sent events: chatproxy's own answer events, passed-through streams, keep-alives.
 
-Our events (DESIGN.md): `event: delta` / `data: {"content": str}` for each piece,
-then `event: done` / `data: {"finish_reason", "usage", "model", "cost"}` (`cost`
-in USD, or null), or `event: error` / `data: {"error": {...}}` in OpenAI's
-error shape. `/v1` streams are the upstream's own events (OpenAI's chunks and
-`data: [DONE]`), ended by a `data: {"error": {...}}` event if they break.
+Our events (DESIGN.md): `event: reasoning` / `data: {"content": str}` for each
+piece of the model's reasoning (before and between the answer's), `event: delta`
+/ `data: {"content": str}` for each piece of the answer, then `event: done` /
+`data: {"finish_reason", "usage", "model", "cost"}` (`cost` in USD, or null;
+`reasoning_seconds` too when the model reasoned), or `event: error` /
+`data: {"error": {...}}` in OpenAI's error shape. `/v1` streams are the
+upstream's own events (OpenAI's chunks and `data: [DONE]`), ended by a
+`data: {"error": {...}}` event if they break.
 Format: the HTML Living Standard, "Server-sent events".
 """
 
@@ -23,6 +26,7 @@ from flask import Response
 
 from chatproxy.errors import APIError
 from chatproxy.metrics import STREAMS_IN_FLIGHT, UPSTREAM_ERRORS
+from chatproxy.upstream.reasoning import Reasoning
 from chatproxy.upstream.streams import ChatStream, RawStream, StreamClosed, UpstreamStream
 
 KEEPALIVE = b": keep-alive\n\n"
@@ -34,8 +38,20 @@ HEADERS = {
 _END = object()
 # (usage, model the upstream reported) -> cost in USD, or None without a price.
 CostOf = Callable[[dict[str, Any] | None, str | None], float | None]
-# (content so far, upstream error or None, client went away) -> fields for the done event.
-OnEnd = Callable[[str, APIError | None, bool], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Said:
+    """What a streamed answer said: its `content`, the model's `reasoning`, and how many
+    seconds the reasoning streamed before the answer started (None without reasoning)."""
+
+    content: str
+    reasoning: str = ""
+    reasoning_seconds: float | None = None
+
+
+# (what was said so far, upstream error or None, client went away) -> fields for the done event.
+OnEnd = Callable[[Said, APIError | None, bool], dict[str, Any]]
 log = logging.getLogger(__name__)
 
 
@@ -47,12 +63,13 @@ def event(name: str, data: Any) -> bytes:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """Saves an answer's text so far (`save(text)`) every `every` seconds while it streams.
+    """Saves an answer's text and reasoning so far (`save(text, reasoning)`) every `every`
+    seconds while it streams.
 
     `every` 0 saves nothing.
     """
 
-    save: Callable[[str], None]
+    save: Callable[[str, str], None]
     every: float
 
 
@@ -65,56 +82,80 @@ def answer_events(
     """The events of one streamed answer; a failure mid-stream becomes `event: error`.
 
     `cost_of(usage, model)` prices the finished answer for its `done` event.
-    `on_end(content, error, closed)` runs once the answer ends, however it
-    ends: `content` is all the text that arrived, `error` the upstream's
-    failure or None, `closed` True when the client went away; after a whole
-    answer, the fields it returns are added to the `done` event.
-    `checkpoint` saves the text so far as it grows.
+    The model's reasoning (`Reasoning` pieces of the stream) goes out as
+    `event: reasoning`, the answer as `event: delta`.
+    `on_end(said, error, closed)` runs once the answer ends, however it
+    ends: `said` is all the text and reasoning that arrived (`Said`), `error`
+    the upstream's failure or None, `closed` True when the client went away;
+    after a whole answer, the fields it returns are added to the `done` event.
+    `checkpoint` saves the text and reasoning so far as they grow.
     """
     pieces: list[str] = []
+    thoughts: list[str] = []
+    thinking_since: float | None = None  # when the first piece of reasoning came
+    thought_for: float | None = None  # seconds from then to the answer's first piece
     every = checkpoint.every if checkpoint is not None and checkpoint.every > 0 else 0.0
     saved_at = time.monotonic()
+
     try:
-        for content in stream:
-            if not content:
+        for piece in stream:
+            if not piece:
                 yield b""  # silence upstream: a keep-alive goes out (with_keepalive)
                 continue
-            pieces.append(content)
-            yield event("delta", {"content": content})
+            if piece.__class__ is Reasoning:
+                if thinking_since is None:
+                    thinking_since = time.monotonic()
+                thoughts.append(piece)
+                yield event("reasoning", {"content": piece})
+            else:
+                if thinking_since is not None and thought_for is None:
+                    thought_for = time.monotonic() - thinking_since
+                pieces.append(piece)
+                yield event("delta", {"content": piece})
             if every and time.monotonic() - saved_at >= every:
-                checkpoint.save("".join(pieces))  # type: ignore[union-attr]
+                checkpoint.save("".join(pieces), "".join(thoughts))  # type: ignore[union-attr]
                 saved_at = time.monotonic()
     except StreamClosed:
         log.info("client went away mid-answer")
         if on_end is not None:
-            on_end("".join(pieces), None, True)
+            on_end(_said(pieces, thoughts, thinking_since, thought_for), None, True)
         return
     except GeneratorExit:  # closed while read in this greenlet: the client went away
         log.info("client went away mid-answer")
         if on_end is not None:
-            on_end("".join(pieces), None, True)
+            on_end(_said(pieces, thoughts, thinking_since, thought_for), None, True)
         raise
     except APIError as error:
         log.warning("stream ended early: %s", error.code)
         UPSTREAM_ERRORS.labels(error.code or "upstream_error").inc()
         if on_end is not None:
-            on_end("".join(pieces), error, False)
+            on_end(_said(pieces, thoughts, thinking_since, thought_for), error, False)
         yield event("error", error.body())
         return
     finally:
         stream.close()
-    extra = on_end("".join(pieces), None, False) if on_end is not None else {}
+    ended = _said(pieces, thoughts, thinking_since, thought_for)
+    extra = on_end(ended, None, False) if on_end is not None else {}
     usage, model = stream.usage, stream.model
-    yield event(
-        "done",
-        {
-            "finish_reason": stream.finish_reason,
-            "usage": usage,
-            "model": model,
-            "cost": cost_of(usage, model),
-            **extra,
-        },
-    )
+    done = {
+        "finish_reason": stream.finish_reason,
+        "usage": usage,
+        "model": model,
+        "cost": cost_of(usage, model),
+        **extra,
+    }
+    if ended.reasoning_seconds is not None:
+        done["reasoning_seconds"] = round(ended.reasoning_seconds, 3)
+    yield event("done", done)
+
+
+def _said(
+    pieces: list[str], thoughts: list[str], thinking_since: float | None, thought_for: float | None
+) -> Said:
+    """What a stream said so far; the reasoning's seconds run to now when no answer followed."""
+    if thinking_since is not None and thought_for is None:
+        thought_for = time.monotonic() - thinking_since
+    return Said("".join(pieces), "".join(thoughts), thought_for)
 
 
 def passthrough_events(

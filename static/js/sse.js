@@ -1,7 +1,7 @@
 /*
  * An answer as it streams in: the POST that asks for it (a question, or a
  * regenerated answer), its text/event-stream read piece by piece into a Turn
- * ("delta", "done", "error" events), and what to tell the reader when the
+ * ("reasoning", "delta", "done", "error" events), and what to tell the reader when the
  * request fails.
  *
  * The stream uses plain fetch, because $.ajax only hands over a response once
@@ -64,6 +64,8 @@ function handleEvent(turn, name, data, hooks) {
   if (!payload || typeof payload !== "object") return;
   if (name === "delta") {
     turn.append(payload.content || "");
+  } else if (name === "reasoning") {
+    turn.appendReasoning(payload.content || "");
   } else if (name === "done") {
     if (payload.conversation_id) hooks.onConversation(payload.conversation_id);
     turn.done(payload);
@@ -138,6 +140,7 @@ async function readWholeAnswer(turn, response, type) {
   const text = await response.text();
   if (type.indexOf("application/json") === 0) {
     const data = JSON.parse(text);
+    turn.appendReasoning(data.reasoning || "");
     turn.append(data.answer || "");
     turn.done(data);
   } else {

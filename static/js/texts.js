@@ -95,6 +95,11 @@ export const TEXTS = {
     "composer.send": "Send",
 
     "answer.thinking": "Thinking…",
+    "reasoning.thinking": "Thinking…",
+    "reasoning.shown": "Reasoning",
+    "reasoning.thoughtFor": "Thought for {seconds} s",
+    "reasoning.tokens": { one: "{n} reasoning token", other: "{n} reasoning tokens" },
+    "reasoning.withTokens": "{what} · {tokens}",
     "answer.answering": "Answering…",
     "answer.stopped": "Stopped",
     "answer.interrupted": "Interrupted",
@@ -257,6 +262,11 @@ export const TEXTS = {
     "composer.send": "发送",
 
     "answer.thinking": "思考中…",
+    "reasoning.thinking": "思考中…",
+    "reasoning.shown": "思考过程",
+    "reasoning.thoughtFor": "已思考 {seconds} 秒",
+    "reasoning.tokens": "{n} 个推理 token",
+    "reasoning.withTokens": "{what} · {tokens}",
     "answer.answering": "回答中…",
     "answer.stopped": "已停止",
     "answer.interrupted": "已中断",

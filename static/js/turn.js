@@ -1,6 +1,8 @@
 /*
  * One question and its answer as the page shows them (a clone of the
  * template's #turn-template): the answer drawn as Markdown while it arrives,
+ * the model's reasoning before it (a block open while the model thinks,
+ * folded once the answer starts, "Thought for 12 s · 345 reasoning tokens"),
  * its state (thinking, answering, done, stopped, error) and notes, the tokens
  * and cost it took, Copy, and the Retry and Regenerate buttons. A Turn is also
  * how a question the server keeps is shown again (`restore`).
@@ -21,6 +23,11 @@ export function Turn(question, model, persona, again) {
   this.model = model;
   this.persona = persona;
   this.markdown = ""; // raw answer as received: what Copy copies
+  this.reasoning = ""; // the model's reasoning as received
+  this.reasoningDrawn = -1; // the length of the reasoning drawn last
+  this.thinkingSince = 0; // performance.now() at its first piece
+  this.thoughtSeconds = null; // how long it streamed before the answer started
+  this.reasoningTokens = 0; // as the upstream counted them, if it did
   this.finished = false;
   this.frame = 0;
   this.view = state.view;
@@ -29,6 +36,9 @@ export function Turn(question, model, persona, again) {
   this.$el = $(turnTemplate.content.firstElementChild.cloneNode(true));
   this.$answer = this.$el.find(".answer");
   this.$body = this.$el.find(".answer-body");
+  this.$reasoning = this.$el.find(".reasoning");
+  this.$reasoningSummary = this.$el.find(".reasoning-summary");
+  this.$reasoningBody = this.$el.find(".reasoning-body");
   this.$status = this.$el.find(".answer-status");
   this.$notes = this.$el.find(".answer-notes");
   this.$usage = this.$el.find(".answer-usage");
@@ -53,10 +63,58 @@ Turn.prototype.markStored = function () {
 
 Turn.prototype.append = function (text) {
   if (!text || this.finished) return;
-  if (this.markdown === "") this.setState("streaming", "answer.answering");
+  if (this.markdown === "") {
+    this.setState("streaming", "answer.answering");
+    this.endThinking(true);
+  }
   this.markdown += text;
   this.scheduleRender();
 };
+
+// A piece of the model's reasoning: the block opens with the first one.
+Turn.prototype.appendReasoning = function (text) {
+  if (!text || this.finished) return;
+  if (this.reasoning === "") {
+    this.thinkingSince = performance.now();
+    this.$reasoning.prop("hidden", false).prop("open", true).attr("data-state", "thinking");
+  }
+  this.reasoning += text;
+  this.scheduleRender();
+};
+
+// The reasoning has ended (the answer starts, or the turn ends): it says for
+// how long, and folds away when `fold` (the reader opens it with a click).
+Turn.prototype.endThinking = function (fold) {
+  if (this.reasoning === "" || this.$reasoning.attr("data-state") === "done") return;
+  if (this.thoughtSeconds === null) this.thoughtSeconds = (performance.now() - this.thinkingSince) / 1000;
+  this.$reasoning.attr("data-state", "done");
+  if (fold) this.$reasoning.prop("open", false);
+  this.showThought();
+};
+
+// "Thought for 12 s · 345 reasoning tokens"; "Reasoning" when the time is not known.
+Turn.prototype.showThought = function () {
+  const seconds = this.thoughtSeconds;
+  const what = seconds === null ? { key: "reasoning.shown" } : { key: "reasoning.thoughtFor", params: { seconds: formatSeconds(seconds) } };
+  if (!this.reasoningTokens) {
+    show(this.$reasoningSummary, what.key, what.params);
+    return;
+  }
+  const count = this.reasoningTokens;
+  const tokens = { key: "reasoning.tokens", params: { count: count, n: formatCount(count) } };
+  show(this.$reasoningSummary, "reasoning.withTokens", { what: what, tokens: tokens });
+};
+
+function formatSeconds(seconds) {
+  return seconds < 10 ? seconds.toFixed(1) : String(Math.round(seconds));
+}
+
+// The upstream's count of reasoning tokens (OpenAI's usage.completion_tokens_details).
+function reasoningTokensOf(usage) {
+  const details = usage && usage.completion_tokens_details;
+  const count = details && details.reasoning_tokens;
+  return typeof count === "number" && count > 0 ? count : 0;
+}
 
 // Pieces can arrive faster than the screen refreshes: render at most once a frame.
 Turn.prototype.scheduleRender = function () {
@@ -74,6 +132,12 @@ Turn.prototype.render = function (final) {
 Turn.prototype.draw = function (final) {
   // innerHTML, not jQuery's .html(): .html() runs any <script> it is given.
   // DOMPurify already removed them; this is a second lock on the same door.
+  // The reasoning goes through the same renderer and sanitizer as the answer.
+  if (this.reasoning.length !== this.reasoningDrawn) {
+    this.$reasoningBody[0].innerHTML = renderMarkdown(this.reasoning);
+    highlightCode(this.$reasoningBody[0], final);
+    this.reasoningDrawn = this.reasoning.length;
+  }
   this.$body[0].innerHTML = renderMarkdown(this.markdown);
   highlightCode(this.$body[0], final);
 };
@@ -98,7 +162,9 @@ Turn.prototype.finish = function (name, status) {
   this.finished = true;
   if (this.frame) cancelAnimationFrame(this.frame);
   this.frame = 0;
+  this.reasoningDrawn = -1; // drawn once more, its code highlighted for good
   this.draw(true);
+  this.endThinking(false); // a turn that ended while it thought keeps it open
   this.setState(name, status);
   this.$answer.attr("aria-busy", "false");
   this.$copy.prop("disabled", this.markdown === "");
@@ -110,7 +176,10 @@ Turn.prototype.done = function (info) {
 };
 
 Turn.prototype.showDone = function (info) {
+  if (typeof info.reasoning_seconds === "number") this.thoughtSeconds = info.reasoning_seconds;
+  this.reasoningTokens = reasoningTokensOf(info.usage);
   if (!this.finish("done", "")) return;
+  if (this.reasoning) this.showThought(); // with the server's time and tokens
   if (info.model) this.$el.find(".answer-model").text(info.model);
   this.showFinishReason(info.finish_reason);
   if (this.markdown === "") this.addNote("info", "note.empty");
@@ -160,6 +229,14 @@ Turn.prototype.restore = function (question, answer) {
   this.markStored();
   if (answer) {
     this.markdown = answer.content || "";
+    if (answer.reasoning) {
+      this.reasoning = answer.reasoning;
+      this.thoughtSeconds = typeof answer.reasoning_seconds === "number" ? answer.reasoning_seconds : null;
+      this.reasoningTokens = reasoningTokensOf(answer.usage);
+      // Folded, unless it is all there is.
+      this.$reasoning.prop("hidden", false).prop("open", this.markdown === "").attr("data-state", "done");
+      this.showThought();
+    }
     if (answer.model) this.$el.find(".answer-model").text(answer.model);
     if (answer.status === "interrupted") {
       this.finish("stopped", "answer.interrupted");

@@ -76,7 +76,7 @@ def _answers(description: str) -> Schema:
         "Idempotent-Replayed": ref("Idempotent-Replayed", "headers"),
     }
     content = {
-        "text/plain": string(description="The answer only (the default)."),
+        "text/plain": string(description="The answer only, never the reasoning (the default)."),
         JSON: ref("Answer"),
         SSE: ref("AnswerEvent"),
     }

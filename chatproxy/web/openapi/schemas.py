@@ -12,7 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chatproxy.questions import FALSE_WORDS, MAX_STOP_SEQUENCES, NUMBER_RANGES, TRUE_WORDS
+from chatproxy.questions import (
+    FALSE_WORDS,
+    MAX_STOP_SEQUENCES,
+    NUMBER_RANGES,
+    REASONING_EFFORTS,
+    TRUE_WORDS,
+)
 from chatproxy.store.exports import FORMAT, MAX_IMPORTED_MESSAGES
 from chatproxy.store.models import ROLES, STATUSES, TITLE_LENGTH
 
@@ -146,6 +152,11 @@ def question_fields(bounds: Bounds) -> dict[str, Schema]:
         "description": f"Up to {MAX_STOP_SEQUENCES} stop sequences (repeat `stop=` in a query "
         "string or form).",
     }
+    fields["reasoning_effort"] = string(
+        enum=[*REASONING_EFFORTS, ""],
+        description="How hard a reasoning model thinks, for the models that take it "
+        "(CHATPROXY_REASONING_MODELS; others: 400 `unsupported_parameter`).",
+    )
     fields["stream"] = string(
         enum=[word for word in TRUE_WORDS + FALSE_WORDS if word],
         description="Answer with server-sent events; case-insensitive.",
@@ -184,6 +195,7 @@ def _answer_schemas() -> dict[str, Schema]:
     """A question's answer as JSON, and as SSE events (`chatproxy.web.sse`)."""
     answer = shape(
         answer=string(),
+        reasoning=nullable(string(description="The model's reasoning, when it sent any.")),
         model=nullable(string()),
         usage=nullable(ref("Usage")),
         finish_reason=nullable(string()),
@@ -201,8 +213,16 @@ def _answer_schemas() -> dict[str, Schema]:
         conversation_id=ID,
         message_id=nullable(integer()),
         stored=BOOLEAN,
+        reasoning_seconds=number(
+            minimum=0, description="How long the reasoning streamed before the answer started."
+        ),
     )
-    events = {"delta": shape(content=string()), "done": done, "error": ref("Error")}
+    events = {
+        "reasoning": shape(content=string()),
+        "delta": shape(content=string()),
+        "done": done,
+        "error": ref("Error"),
+    }
     return {
         "Usage": loose(
             "prompt_tokens completion_tokens total_tokens",
@@ -212,7 +232,8 @@ def _answer_schemas() -> dict[str, Schema]:
         ),
         "Answer": answer,
         "AnswerEvent": {
-            "description": "`event: delta` per piece, then `event: done` or `event: error`, "
+            "description": "`event: reasoning` per piece of the model's reasoning and "
+            "`event: delta` per piece of the answer, then `event: done` or `event: error`, "
             "data in JSON; a comment line (`: keep-alive`) while the upstream is silent.",
             "oneOf": [
                 loose("event data", event={"const": name}, data=json_data(schema))
@@ -242,6 +263,8 @@ def _conversation_schemas() -> dict[str, Schema]:
         id=integer(),
         role=string(enum=list(ROLES)),
         content=string(),
+        reasoning=nullable(string()),
+        reasoning_seconds=nullable(number(minimum=0)),
         model=nullable(string()),
         status=string(enum=list(STATUSES)),
         finish_reason=nullable(string()),
@@ -256,6 +279,9 @@ def _conversation_schemas() -> dict[str, Schema]:
         finish_reason=nullable(string()),
         prompt_tokens=nullable(COUNT),
         completion_tokens=nullable(COUNT),
+        reasoning_content=nullable(string()),
+        reasoning_tokens=nullable(COUNT),
+        reasoning_seconds=nullable(number(minimum=0)),
         error=error,
         created_at=TIME,
     )
@@ -267,7 +293,7 @@ def _conversation_schemas() -> dict[str, Schema]:
     )
     plain_message = shape(role=string(enum=list(ROLES)), content=string())
     return {
-        "TokenUsage": shape(prompt_tokens=COUNT, completion_tokens=COUNT, total_tokens=COUNT),
+        "TokenUsage": _token_usage(),
         "ConversationSummary": shape(**summary),
         "ConversationMessage": message,
         "Conversation": shape(**summary, messages=array(ref("ConversationMessage"))),
@@ -296,6 +322,14 @@ def _conversation_schemas() -> dict[str, Schema]:
     }
 
 
+def _token_usage() -> Schema:
+    """Tokens of an answer or a conversation; an answer's says how many were reasoning, when
+    the upstream reported them (OpenAI's `completion_tokens_details`)."""
+    usage = shape(prompt_tokens=COUNT, completion_tokens=COUNT, total_tokens=COUNT)
+    usage["properties"]["completion_tokens_details"] = shape(reasoning_tokens=COUNT)
+    return usage
+
+
 def _import_metadata() -> Schema:
     """An import's `metadata`: as in an export, each field optional.
 
@@ -307,6 +341,9 @@ def _import_metadata() -> Schema:
         finish_reason=string(),
         prompt_tokens=COUNT,
         completion_tokens=COUNT,
+        reasoning_content=string(),
+        reasoning_tokens=COUNT,
+        reasoning_seconds=number(minimum=0),
         error=loose(code=string(), message=string()),
         created_at=TIME,
     )
