@@ -8,7 +8,8 @@
 import * as i18n from "./i18n.js";
 import { formatCount, formatCost } from "./api.js";
 import { state, show, announce, keepFollowing } from "./page.js";
-import { renderMarkdown, highlightCode } from "./markdown.js";
+import { renderMarkdown, decorateAnswer } from "./markdown.js";
+import { copyText, flash } from "./clipboard.js";
 
 const $ = window.jQuery;
 const t = i18n.t;
@@ -75,7 +76,7 @@ Turn.prototype.draw = function (final) {
   // innerHTML, not jQuery's .html(): .html() runs any <script> it is given.
   // DOMPurify already removed them; this is a second lock on the same door.
   this.$body[0].innerHTML = renderMarkdown(this.markdown);
-  highlightCode(this.$body[0], final);
+  decorateAnswer(this.$body[0], final);
 };
 
 // `status` is an i18n key, or "" for none.
@@ -194,42 +195,7 @@ function storedError(message) {
 Turn.prototype.copy = function () {
   const $button = this.$copy;
   copyText(this.markdown).then(
-    () => flash($button, "answer.copied"),
-    () => flash($button, "answer.copyFailed"),
+    () => flash($button, "answer.copied", "answer.copy"),
+    () => flash($button, "answer.copyFailed", "answer.copy"),
   );
 };
-
-function flash($button, key) {
-  $button.text(t(key));
-  clearTimeout($button.data("timer"));
-  $button.data("timer", setTimeout(() => $button.text(t("answer.copy")), 1500));
-}
-
-// navigator.clipboard exists only on https and localhost; plain-http
-// deployments fall back to selecting text in a hidden textarea.
-function copyText(text) {
-  if (navigator.clipboard && window.isSecureContext) {
-    return navigator.clipboard.writeText(text).catch(() => legacyCopy(text));
-  }
-  return legacyCopy(text);
-}
-
-function legacyCopy(text) {
-  return new Promise((resolve, reject) => {
-    const focused = document.activeElement;
-    const $helper = $("<textarea>", { class: "clipboard-helper", readonly: true, "aria-hidden": "true" })
-      .val(text)
-      .appendTo(document.body);
-    $helper[0].select();
-    let ok = false;
-    try {
-      ok = document.execCommand("copy");
-    } catch (e) {
-      ok = false;
-    }
-    $helper.remove();
-    if (focused) focused.focus();
-    if (ok) resolve();
-    else reject(new Error("copy failed"));
-  });
-}

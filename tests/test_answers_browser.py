@@ -1,0 +1,198 @@
+"""Answers beyond prose, in a real browser: formulas, code blocks with Copy, the header in view.
+
+Real chromium against the app in simulator mode, under the page's strict
+Content-Security-Policy (`tests/browser.py` fails a test whose page broke it).
+The simulator's `answer=echo` answers with the question itself, so a test
+writes the Markdown the model would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from tests.browser import ask, browser, expect, open_page, wait_until
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Locator, Page
+
+__all__ = ["browser", "open_page"]  # fixtures, used by name
+
+PHONE = {"width": 390, "height": 844}
+
+MATH_ANSWER = r"""Euler: $e^{i\pi} + 1 = 0$, and the roots of a quadratic:
+
+$$x = \frac{-b \pm \sqrt{b^2 - 4ac}}{2a}$$
+
+Also \(a^2 + b^2 = c^2\) and \[\sum_{k=1}^{n} k = \frac{n(n+1)}{2}\]
+
+It costs $5 and $10, or $5-$10 a month.
+
+In code `echo $HOME and $PATH` stays as written.
+
+[[sim: answer=echo]]"""
+
+
+def echo(page: Page, markdown: str) -> Locator:
+    """Ask the simulator to answer `markdown` as it is; return the answer, once done."""
+    if "[[sim:" not in markdown:
+        markdown += "\n\n[[sim: answer=echo]]"
+    answer = ask(page, markdown)
+    wait_until(answer, "done")
+    return answer
+
+
+def test_formulas_are_drawn_by_katex_and_money_and_code_stay_text(
+    open_page: Callable[..., Page],
+) -> None:
+    page = open_page()
+    body = echo(page, MATH_ANSWER).locator(".answer-body")
+
+    inline = body.locator(".math[data-display='false']")
+    display = body.locator(".math[data-display='true']")
+    expect(inline).to_have_count(2)
+    expect(display).to_have_count(2)
+    expect(body.locator(".math[data-rendered='true']")).to_have_count(4)
+    # Drawn, not TeX: a fraction's numerator sits above its denominator, the
+    # formula is set in KaTeX's own font, and its MathML copy holds the TeX.
+    parts = display.first.locator(".mfrac .vlist > span")
+    numerator = parts.filter(has_text="4ac").first.bounding_box()
+    denominator = parts.filter(has_text="2a").first.bounding_box()
+    assert numerator and denominator and numerator["y"] + numerator["height"] <= denominator["y"]
+    font = inline.first.locator(".katex").evaluate("e => getComputedStyle(e).fontFamily")
+    assert "KaTeX_Main" in font
+    assert page.evaluate("() => document.fonts.check('16px KaTeX_Math')")
+    expect(display.first.locator("annotation[encoding='application/x-tex']")).to_have_text(
+        r"x = \frac{-b \pm \sqrt{b^2 - 4ac}}{2a}"
+    )
+    expect(body).not_to_contain_text(r"\frac", use_inner_text=True)  # what shows
+    # Dollar amounts are money, a code span is code.
+    expect(body).to_contain_text("It costs $5 and $10, or $5-$10 a month.")
+    expect(body.locator("code")).to_have_text("echo $HOME and $PATH")
+    expect(body.locator("code .math")).to_have_count(0)
+
+
+def test_formulas_that_style_their_mathml_keep_the_policy(open_page: Callable[..., Page]) -> None:
+    # KaTeX writes style="" on the MathML of these two; math.js drops it (the
+    # open_page fixture fails the test on any CSP violation).
+    page = open_page()
+    body = echo(page, r"$\pmb{x}$ and $\fcolorbox{red}{white}{y}$").locator(".answer-body")
+    expect(body.locator(".math[data-rendered='true']")).to_have_count(2)
+
+
+def test_a_formula_katex_cannot_parse_stays_as_written(open_page: Callable[..., Page]) -> None:
+    page = open_page()
+    body = echo(page, r"Broken: $\frac{1}{$ and fine: $x^2$").locator(".answer-body")
+    expect(body.locator(".math[data-rendered='false']")).to_have_text(r"$\frac{1}{$")
+    expect(body.locator(".math[data-rendered='true']")).to_have_count(1)
+
+
+def test_hostile_formulas_and_html_run_nothing(open_page: Callable[..., Page]) -> None:
+    page = open_page()
+    hostile = (
+        r"Link: $\href{javascript:window.__xss=1}{click}$ and $\url{javascript:window.__xss=2}$"
+        "\n\n"
+        r"$$\htmlClass{x}{y} \includegraphics{javascript:window.__xss=3}$$"
+        "\n\n"
+        r"HTML in math: $<img src=x onerror=window.__xss=4>$ and "
+        '<span class="math" data-display="true">\\href{javascript:window.__xss=5}{x}</span>'
+        "\n\n"
+        r"Huge: $\rule{5000em}{5000em}$ end"
+    )
+    body = echo(page, hostile).locator(".answer-body")
+    expect(body).to_contain_text("end")
+    assert page.evaluate("window.__xss") is None
+    expect(body.locator("[href^='javascript:' i]")).to_have_count(0)
+    expect(body.locator("img, script, [onerror]")).to_have_count(0)
+    # The span the model wrote is text, not a placeholder of ours.
+    expect(body).to_contain_text('<span class="math" data-display="true">')
+    # \rule is capped at KaTeX's maxSize: the answer does not grow 5000em wide.
+    width = body.evaluate("e => e.scrollWidth")
+    assert width <= body.evaluate("e => e.clientWidth") + 1
+
+
+LONG_LINE = '    return f"costs ${name}"  # a long line that goes on' + " and on" * 20
+CODE_ANSWER = f"""Run it:
+
+```python
+def greet(name):
+{LONG_LINE}
+```
+
+```
+plain text block
+```
+"""
+
+
+def test_code_blocks_have_their_language_and_a_copy_button(open_page: Callable[..., Page]) -> None:
+    page = open_page(permissions=["clipboard-read", "clipboard-write"])
+    body = echo(page, CODE_ANSWER).locator(".answer-body")
+    blocks = body.locator(".code-block")
+    expect(blocks).to_have_count(2)
+    expect(blocks.nth(0).locator(".code-language")).to_have_text("python")
+    expect(blocks.nth(1).locator(".code-language")).to_have_text("text")
+
+    copy = blocks.nth(0).locator(".code-copy")
+    expect(copy).to_have_text("Copy")
+    copy.click()
+    expect(copy).to_have_text("Copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == f"def greet(name):\n{LONG_LINE}\n"
+    expect(copy).to_have_text("Copy", timeout=5_000)  # "Copied" only for a moment
+
+    # The long line scrolls inside its block (highlight.js's code element is
+    # the scroller); the page does not scroll sideways.
+    code = blocks.nth(0).locator("pre code")
+    assert code.evaluate("e => e.scrollWidth > e.clientWidth")
+    assert code.evaluate("e => getComputedStyle(e).overflowX") == "auto"
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 1280
+
+
+def test_code_copy_speaks_chinese(open_page: Callable[..., Page]) -> None:
+    page = open_page(permissions=["clipboard-read", "clipboard-write"])
+    block = echo(page, CODE_ANSWER).locator(".code-block").first
+    page.click(".language-option[data-language='zh-CN']")
+    copy = block.locator(".code-copy")
+    expect(copy).to_have_text("复制")
+    copy.click()
+    expect(copy).to_have_text("已复制")
+
+
+def header_in_view(page: Page) -> None:
+    """The header is at the top of the window, and what is there is its button, not the answer."""
+    toggle_or_key = page.locator(".site-header .language-option").first
+    box = page.locator(".site-header").bounding_box()
+    assert box is not None and box["y"] == 0, box
+    expect(toggle_or_key).to_be_in_viewport()
+    centre = toggle_or_key.bounding_box()
+    found = page.evaluate(
+        "([x, y]) => document.elementFromPoint(x, y).closest('.site-header') !== null",
+        [centre["x"] + centre["width"] / 2, centre["y"] + centre["height"] / 2],
+    )
+    assert found
+
+
+def test_the_header_stays_in_view_on_a_long_conversation(open_page: Callable[..., Page]) -> None:
+    page = open_page()
+    answer = ask(page, "[[sim: answer=long]]")
+    wait_until(answer, "done")
+    assert page.evaluate("() => window.scrollY") > 500  # the page followed the answer down
+    header_in_view(page)
+
+
+def test_a_phone_opening_a_long_conversation_reaches_the_header(
+    open_page: Callable[..., Page],
+) -> None:
+    page = open_page()
+    answer = ask(page, "[[sim: answer=long]]")
+    wait_until(answer, "done")
+    page.wait_for_url("**/#c=*")
+    url = page.url
+    phone = open_page(viewport=PHONE, is_mobile=True, has_touch=True)
+    phone.goto(url)
+    expect(phone.locator(".turn .answer")).to_have_attribute("data-state", "done")
+    phone.wait_for_function("() => window.scrollY > 500")  # opened at its end
+    header_in_view(phone)
+    phone.locator("#sidebar-toggle").tap()
+    expect(phone.locator("#new-conversation")).to_be_in_viewport()
