@@ -1,4 +1,4 @@
-"""Answers beyond prose, in a real browser: formulas, code blocks with Copy, the header in view.
+"""Answers beyond prose, in a real browser: formulas, code with Copy, Continue, the header in view.
 
 Real chromium against the app in simulator mode, under the page's strict
 Content-Security-Policy (`tests/browser.py` fails a test whose page broke it).
@@ -11,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import httpx2
+
+from chatproxy.simulator import Simulator
+from chatproxy.simulator.answers import filler_words
 from tests.browser import ask, browser, expect, open_page, wait_until
+from tests.conftest import LiveServer
 
 if TYPE_CHECKING:
     from playwright.sync_api import Locator, Page
@@ -196,3 +201,44 @@ def test_a_phone_opening_a_long_conversation_reaches_the_header(
     header_in_view(phone)
     phone.locator("#sidebar-toggle").tap()
     expect(phone.locator("#new-conversation")).to_be_in_viewport()
+
+
+def test_continue_goes_on_with_an_answer_cut_off(
+    open_page: Callable[..., Page],
+    make_server_with: Callable[..., LiveServer],
+    simulator: Simulator,
+) -> None:
+    # The owner's cap cuts every answer at 60 tokens; 80 words need two requests.
+    server = make_server_with(CHATPROXY_UPSTREAM="simulator", CHATPROXY_MAX_TOKENS="60")
+    page = open_page(server=server)
+    answer = ask(page, "Tell me more [[sim: words=80]]")
+    wait_until(answer, "done")
+    expect(answer.locator(".note")).to_have_text("Answer cut off (max_tokens).")
+    go_on = answer.locator(".continue-button")
+    expect(go_on).to_be_visible()
+    expect(go_on).to_have_text("Continue")
+    page.wait_for_url("**/#c=*")
+    conversation_id = page.url.rsplit("#c=", 1)[1]
+    api = server.url + f"/api/conversations/{conversation_id}"
+    partial = httpx2.get(api).json()["messages"][-1]["content"]
+    assert answer.locator(".answer-body").inner_text().split() == partial.split()
+
+    go_on.click()
+    wait_until(answer, "done")
+    whole = filler_words(80)
+    # The page appended to the same answer: all of it, once, in the same turn.
+    expect(page.locator(".turn")).to_have_count(1)
+    assert answer.locator(".answer-body").inner_text().split() == whole.split()
+    expect(answer.locator(".note")).to_have_count(0)
+    expect(go_on).to_be_hidden()
+    # The upstream got the partial answer as the last assistant message.
+    sent = simulator.requests[-1]["json"]["messages"]
+    assert sent[-2] == {"role": "assistant", "content": partial}
+    assert sent[-1]["role"] == "user" and sent[-1]["content"].startswith("Continue")
+    # The stored conversation holds one answer, whole, with both requests' tokens.
+    (_, stored) = httpx2.get(api).json()["messages"]
+    assert stored["content"] == whole and stored["finish_reason"] == "stop"
+    out = stored["usage"]["completion_tokens"]
+    assert out > 60
+    expect(answer.locator(".answer-usage")).to_contain_text(f" {out} out")
+    expect(answer.locator(".regenerate-button")).to_be_visible()

@@ -20,6 +20,8 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _CJK_RE = re.compile(f"[{_CJK}]")
 _TOKEN_RE = re.compile(f"[{_CJK}]|[^\\s{_CJK}]+")
 DIRECTIVE_RE = re.compile(r"\s*\[\[sim:([^\]]*)\]\]")
+# A question asking a model to go on with its answer before it ("Continue", "go on", "继续").
+CONTINUE_RE = re.compile(r"^\s*(?:continue\b|go on\b|继续)", re.IGNORECASE)
 ANSWERS = ("markdown", "chinese", "code", "long", "xss", "echo")  # names for `answer=`
 
 # Piece sizes (in tokens) for the default split, cycled so chunks look uneven
@@ -107,6 +109,29 @@ def message_text(content: Any) -> str:
 def prompt_tokens(messages: Sequence[dict[str, Any]], model: str) -> int:
     """Prompt tokens for a chat request, by OpenAI's rule for chat messages (`count_messages`)."""
     return tokens.count_messages(messages, model)
+
+
+def asked(messages: Sequence[dict[str, Any]]) -> tuple[str, Sequence[dict[str, Any]], str]:
+    """What a chat request asks: (question, history, answer so far).
+
+    Usually the question is the last user message (its directive still in
+    it), the history all `messages`, and there is no answer so far (""). When
+    the last message asks to go on ("Continue...", CONTINUE_RE) right after an
+    answer, as chatproxy's Continue does: the question is the one before that
+    answer, the history ends with it, and the answer so far is that answer's
+    text, so the simulator answers with the rest (`compose_answer`).
+    """
+    texts = [(m.get("role"), message_text(m.get("content"))) for m in messages]
+    if (
+        len(texts) >= 3
+        and texts[-1][0] == "user"
+        and CONTINUE_RE.match(parse_directive(texts[-1][1])[1])
+        and texts[-2][0] == "assistant"
+        and texts[-3][0] == "user"
+    ):
+        return texts[-3][1], messages[:-2], texts[-2][1]
+    users = [text for role, text in texts if role == "user"]
+    return (users[-1] if users else ""), messages, ""
 
 
 def parse_directive(text: str) -> tuple[dict[str, str], str]:
@@ -220,12 +245,22 @@ def compose_answer(
     question: str,
     name: str | None,
     words: int | None,
+    so_far: str = "",
 ) -> str:
     """The answer to `question` (the last user message, directive removed) given the whole history.
 
     `name` picks a canned answer (markdown, chinese, code, long, xss, echo);
-    `words` asks for about that many words of prose instead.
+    `words` asks for about that many words of prose instead. With `so_far`
+    (an answer cut off, to go on with: `asked`), only what follows it in that
+    answer; the whole answer when `so_far` is not how it begins.
     """
+    answer = _compose(messages, question, name, words)
+    return answer[len(so_far) :] if so_far and answer.startswith(so_far) else answer
+
+
+def _compose(
+    messages: Sequence[dict[str, Any]], question: str, name: str | None, words: int | None
+) -> str:
     if words is not None:
         return filler_words(words)
     if name == "echo":

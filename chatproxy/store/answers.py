@@ -84,9 +84,15 @@ def checkpoint(engine: Engine, turn: Turn, content: str) -> None:
                     },
                 )
                 turn.answer_id = inserted_id(row)
-            else:
+            else:  # `prefix`: the text a continued answer had (Continue)
                 connection.execute(
-                    _UPDATE, {"key": turn.answer_id, "content": content, "updated_at": now}
+                    _UPDATE,
+                    {
+                        "key": turn.answer_id,
+                        "content": turn.prefix + content,
+                        "status": "streaming",
+                        "updated_at": now,
+                    },
                 )
     except SQLAlchemyError as error:
         # The answer is still stored when it ends, or spooled then.
@@ -118,10 +124,15 @@ def finish_turn(
     An answer with text is stored (`ok`, or `interrupted` when it did not
     finish), replacing `turn.replaces`; without text, the question is marked
     `error` with the upstream's error (a regenerate keeps the answer it was
-    to replace, and its question stays as it was). A database that is away
-    delays the write (the spool), never drops it.
+    to replace, and its question stays as it was). A continued answer
+    (`turn.prefix`) is stored whole, the text it had and what was added, with
+    the usage of both requests; one to which nothing was added stays as it
+    was. A database that is away delays the write (the spool), never drops it.
     """
     error = outcome.error
+    usage = dict(outcome.usage) if isinstance(outcome.usage, Mapping) else None
+    if turn.prefix:
+        usage = _added(turn.prior_usage, usage)
     answer = {
         "conversation_id": turn.conversation_id,
         "question_id": turn.question_id,
@@ -130,9 +141,10 @@ def finish_turn(
         "replaces": turn.replaces,
         "answer_id": turn.answer_id,
         "content": outcome.content,
+        "prefix": turn.prefix,
         "model": outcome.model,
         "finish_reason": outcome.finish_reason,
-        "usage": dict(outcome.usage) if isinstance(outcome.usage, Mapping) else None,
+        "usage": usage,
         "error": {"code": error.code, "message": error.message} if error else None,
         "closed": outcome.closed,
         "at": utcnow().isoformat(),
@@ -156,6 +168,9 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
     now = datetime.fromisoformat(answer["at"])
     error = answer["error"]
     finished = error is None and not answer["closed"]
+    prefix = answer.get("prefix", "")  # Continue; payloads spooled before it have none
+    if prefix and not answer["content"]:
+        return answer["answer_id"]  # nothing was added: the answer stays as it was
     if not answer["content"] and not finished:
         if answer["closed"] and error is None:
             return None  # the client left before any answer: the question waits for Retry
@@ -184,7 +199,7 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
         )
     usage = answer["usage"] or {}
     values = {
-        "content": answer["content"],
+        "content": prefix + answer["content"],
         "model": answer["model"] or answer["asked_model"],
         "prompt_tokens": _count(usage.get("prompt_tokens")),
         "completion_tokens": _count(usage.get("completion_tokens")),
@@ -208,6 +223,19 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
         },
     )
     return inserted_id(row)
+
+
+def _added(before: Mapping[str, int] | None, usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The usage of an answer written by two requests (Continue): their tokens summed.
+
+    An unknown side (None: not reported) adds nothing.
+    """
+    if before is None or usage is None:
+        return usage if before is None else dict(before)
+    return {
+        name: (_count(usage.get(name)) or 0) + (before.get(name) or 0)
+        for name in ("prompt_tokens", "completion_tokens")
+    }
 
 
 def _count(value: object) -> int | None:

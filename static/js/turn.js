@@ -16,7 +16,8 @@ const t = i18n.t;
 const turnTemplate = document.getElementById("turn-template");
 
 // `persona` is {id, name} or null; `again(turn)` is what Retry and
-// Regenerate do (conversation.js answers the question again).
+// Regenerate do (conversation.js answers the question again), and
+// `again(turn, "continue")` what Continue does.
 export function Turn(question, model, persona, again) {
   this.question = question;
   this.model = model;
@@ -44,6 +45,7 @@ export function Turn(question, model, persona, again) {
   this.$copy.on("click", this.copy.bind(this));
   this.$retry.on("click", () => again(this));
   this.$regenerate.on("click", () => again(this));
+  this.$el.find(".continue-button").on("click", () => again(this, "continue"));
 }
 
 // The server keeps this question (it answered with the conversation's id):
@@ -77,6 +79,16 @@ Turn.prototype.draw = function (final) {
   // DOMPurify already removed them; this is a second lock on the same door.
   this.$body[0].innerHTML = renderMarkdown(this.markdown);
   decorateAnswer(this.$body[0], final);
+};
+
+// Continue: the answer goes on where it was cut off; what arrives is appended.
+Turn.prototype.resume = function () {
+  this.finished = false;
+  this.controller = new AbortController();
+  this.$notes.empty();
+  this.$answer.attr("aria-busy", "true");
+  this.$copy.prop("disabled", true);
+  this.setState("streaming", "answer.continuing");
 };
 
 // `status` is an i18n key, or "" for none.
