@@ -331,6 +331,7 @@ def test_world_cup_follow_ups_without_history_lack_context(
             ),
         ),
         ("answer=code", lambda t: "```python\n" in t and "```bash\n" in t),
+        ("answer=math", lambda t: "$$x = \\frac{-b" in t and "costs $5 and a textbook $10" in t),
         ("answer=long", lambda t: t.count("\n\n") >= 15 and answers.count_words(t) > 800),
         ("answer=chinese", lambda t: "模拟回答" in t),
         ("words=500", lambda t: 450 <= answers.count_words(t) <= 550),
