@@ -77,6 +77,23 @@ def test_formulas_are_drawn_by_katex_and_money_and_code_stay_text(
     expect(body.locator("code .math")).to_have_count(0)
 
 
+def test_formulas_are_drawn_while_the_answer_streams(open_page: Callable[..., Page]) -> None:
+    page = open_page()
+    text = (
+        r"First $\frac{a}{b}$ then"
+        + " more words" * 40
+        + " [[sim: answer=echo chunks=40 delay=0.03]]"
+    )
+    answer = ask(page, text)
+    formula = answer.locator(".math[data-rendered='true']")
+    expect(formula).to_have_count(1)
+    expect(answer).to_have_attribute("data-state", "streaming")
+    # The answer is redrawn as it grows; the formula drawn is moved, not drawn again.
+    formula.evaluate("e => { e.dataset.seen = 'yes'; }")
+    wait_until(answer, "done")
+    expect(formula).to_have_attribute("data-seen", "yes")
+
+
 def test_formulas_that_style_their_mathml_keep_the_policy(open_page: Callable[..., Page]) -> None:
     # KaTeX writes style="" on the MathML of these two; math.js drops it (the
     # open_page fixture fails the test on any CSP violation).

@@ -115,22 +115,39 @@ export const mathExtension = {
   ],
 };
 
+// The formulas renderMath drew last in each element, by display and TeX:
+// while an answer streams it is redrawn every frame, and a formula already
+// drawn is moved into its new place rather than drawn again.
+const drawn = new WeakMap(); // element -> Map(key -> [drawn .math nodes])
+
 // Draws the formulas of `element` (placeholders from mathExtension) with
 // KaTeX; a formula it cannot parse keeps its TeX, with KaTeX's reason as its
 // tooltip.
 export function renderMath(element) {
+  const before = drawn.get(element) || new Map();
+  const now = new Map();
   element.querySelectorAll(".math:not([data-rendered])").forEach((node) => {
     const display = node.getAttribute("data-display") === "true";
     const source = node.textContent;
-    try {
-      draw(texOf(source), node, display);
-      node.setAttribute("data-rendered", "true");
-    } catch (error) {
-      node.setAttribute("data-rendered", "false");
-      node.textContent = source;
-      node.title = error && error.message ? error.message : String(error);
+    const key = display + source;
+    let done = (before.get(key) || []).pop();
+    if (done) {
+      node.replaceWith(done);
+    } else {
+      try {
+        draw(texOf(source), node, display);
+        node.setAttribute("data-rendered", "true");
+        done = node;
+      } catch (error) {
+        node.setAttribute("data-rendered", "false");
+        node.textContent = source;
+        node.title = error && error.message ? error.message : String(error);
+        return;
+      }
     }
+    now.set(key, [...(now.get(key) || []), done]);
   });
+  drawn.set(element, now);
 }
 
 // What `katex.render` does, with one step more: KaTeX sets its HTML's styles
