@@ -77,6 +77,20 @@ def test_formulas_are_drawn_by_katex_and_money_and_code_stay_text(
     expect(body.locator("code .math")).to_have_count(0)
 
 
+def test_a_displayed_formula_over_lines_and_a_stray_double_dollar(
+    open_page: Callable[..., Page],
+) -> None:
+    page = open_page()
+    text = (
+        "A matrix:\n\n$$\n\\begin{pmatrix} a & b \\\\ c & d \\end{pmatrix}\n$$\n\n"
+        "$$ is the shell's PID.\n\nThen **bold** text.\n\n$$"
+    )
+    body = echo(page, text).locator(".answer-body")
+    expect(body.locator(".math[data-rendered='true'] .mtable")).to_have_count(1)
+    expect(body.locator("strong")).to_have_text("bold")  # not swallowed into a formula
+    expect(body).to_contain_text("$$ is the shell's PID.")
+
+
 def test_formulas_are_drawn_while_the_answer_streams(open_page: Callable[..., Page]) -> None:
     page = open_page()
     text = (

@@ -33,10 +33,12 @@ const INLINE = [
   { re: /^\\\[((?:\\[^\]]|[^\\])+?)\\\]/, display: true },
 ];
 
-// Displayed, as a block of its own: the delimiters open a line.
+// Displayed, as a block of its own: the delimiters open a line. A blank line
+// ends the search (TeX refuses one inside a formula), so a stray "$$" does
+// not swallow the paragraphs after it.
 const BLOCK = [
-  /^ {0,3}\$\$((?:\\[\s\S]|[^\\$])+?)\$\$[ \t]*(?:\n+|$)/,
-  /^ {0,3}\\\[((?:\\[^\]]|[^\\])+?)\\\][ \t]*(?:\n+|$)/,
+  /^ {0,3}\$\$((?:\\[\s\S]|[^\\$\n]|\n(?![ \t]*\n))+?)\$\$[ \t]*(?:\n+|$)/,
+  /^ {0,3}\\\[((?:\\[^\]]|[^\\\n]|\n(?![ \t]*\n))+?)\\\][ \t]*(?:\n+|$)/,
 ];
 
 const INLINE_START = /\$|\\\(|\\\[/;
