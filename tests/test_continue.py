@@ -179,3 +179,42 @@ def test_only_a_cut_off_last_answer_continues(http: httpx2.Client) -> None:
     missing = http.post(f"/api/conversations/{'0' * 32}/continue", json={})
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "conversation_not_found"
+
+
+def test_continue_is_not_bound_by_the_input_limit(
+    make_server_with: Callable[..., LiveServer],
+) -> None:
+    # Continue's own request to go on is longer than the questions allowed here.
+    server = make_server_with(CHATPROXY_MAX_INPUT_CHARS="20")
+    with httpx2.Client(base_url=server.url, timeout=20) as http:
+        first = http.post("/callChatGPT", json={"input": "[[sim: words=80]]", "max_tokens": 20})
+        conversation_id = first.headers["X-Conversation-Id"]
+        response = http.post(f"/api/conversations/{conversation_id}/continue", json={})
+        assert response.status_code == 200, response.text
+        assert stored(http, conversation_id)[-1]["content"] == first.text + response.text
+
+
+def test_an_answer_too_long_to_continue_in_the_window_is_refused(
+    make_server_with: Callable[..., LiveServer], simulator: Simulator
+) -> None:
+    model = "llama3.1:8b"  # no known window: CHATPROXY_CONTEXT_WINDOW's
+    server = make_server_with(
+        CHATPROXY_MODELS=model,
+        CHATPROXY_MODEL=model,
+        CHATPROXY_CONTEXT_WINDOW="400",
+        CHATPROXY_MAX_TOKENS="250",
+    )
+    with httpx2.Client(base_url=server.url, timeout=20) as http:
+        first = http.post("/callChatGPT", json={"input": LONG, "max_tokens": 250})
+        conversation_id = first.headers["X-Conversation-Id"]
+        before = stored(http, conversation_id)
+        asked = len(simulator.requests)
+        path = f"/api/conversations/{conversation_id}/continue"
+        response = http.post(path, json={"max_tokens": 200})
+        assert response.status_code == 400
+        error = response.json()["error"]
+        assert (error["code"], error["param"]) == ("context_length_exceeded", "max_tokens")
+        assert len(simulator.requests) == asked  # nothing was sent upstream
+        assert stored(http, conversation_id) == before
+        # With room for it, the same answer goes on.
+        assert http.post(path, json={"max_tokens": 50}).status_code == 200

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import CursorResult, Engine, bindparam, select
@@ -247,22 +247,12 @@ def start_regenerate(
     return turn
 
 
-def start_continue(
-    session: AnySession,
-    conversation: Conversation,
-    question: Question,
-    settings: Settings,
-) -> Turn:
-    """The turn that goes on with `conversation`'s last answer, cut off (Continue).
+def cut_off_answer(conversation: Conversation) -> tuple[Message, Message]:
+    """The conversation's last answer, cut off, and its question: (question, answer).
 
-    `question` holds the model and options to ask with now, and CONTINUE_PROMPT
-    as its input. The upstream is sent the history before the answer's
-    question, that question, the answer so far as the last assistant message,
-    then CONTINUE_PROMPT as the user's. Raises BadRequest
-    `nothing_to_continue` unless the last message is an answer with text that
-    was cut off (`finish_reason` `length`, or status `interrupted`), and
-    `context_length_exceeded` when the answer so far no longer fits with
-    `max_tokens`. Commits.
+    Raises BadRequest `nothing_to_continue` unless the last message is an
+    answer with text that was cut off (`finish_reason` `length`, or status
+    `interrupted`).
     """
     messages = conversation.messages
     answer = messages[-1] if messages else None
@@ -272,19 +262,40 @@ def start_continue(
         or not answer.content
         or answer.status not in ("ok", "interrupted")
         or (answer.finish_reason != "length" and answer.status != "interrupted")
+        or not any(message.role == "user" for message in messages)
     ):
         raise BadRequest(
             "Only an answer cut off (finish_reason 'length', or interrupted) can be continued, "
             "and only the conversation's last one.",
             code="nothing_to_continue",
         )
-    asked = last_question(conversation)
+    return last_question(conversation), answer
+
+
+def start_continue(
+    session: AnySession,
+    conversation: Conversation,
+    question: Question,
+    settings: Settings,
+) -> Turn:
+    """The turn that goes on with `conversation`'s last answer, cut off (Continue).
+
+    `question` is the answer's question, with the model and options to ask
+    with now (its input is not sent again: CONTINUE_PROMPT is ours, not bound
+    by CHATPROXY_MAX_INPUT_CHARS). The upstream is sent the history before
+    the answer's question, that question, the answer so far as the last
+    assistant message, then CONTINUE_PROMPT as the user's. Raises BadRequest
+    `nothing_to_continue` (`cut_off_answer`), and `context_length_exceeded`
+    when the answer so far no longer fits with `max_tokens`. Commits.
+    """
+    messages = conversation.messages
+    asked, answer = cut_off_answer(conversation)
     history = _history(messages[: messages.index(asked)])
     so_far = [
         {"role": "user", "content": asked.content},
         {"role": "assistant", "content": answer.content},
     ]
-    params = question.chat_params(
+    params = replace(question, input=CONTINUE_PROMPT).chat_params(
         settings, extra_leading=history.system, history=[*history.turns, *so_far]
     )
     if params["messages"][-2:-1] != so_far[1:]:  # dropped to fit the window

@@ -25,8 +25,8 @@ from chatproxy.errors import BadRequest
 from chatproxy.questions import parse_question
 from chatproxy.state import current_personas, current_prices, current_settings
 from chatproxy.store.conversations import (
-    CONTINUE_PROMPT,
     clean_title,
+    cut_off_answer,
     defaults_from,
     find_conversation,
     last_question,
@@ -127,10 +127,11 @@ def continue_answer(conversation_id: str) -> Response:
     settings = current_policy()
     personas = current_personas()
     conversation = _find(conversation_id)
+    asked, _ = cut_off_answer(conversation)
     values = {
         **defaults_from(conversation, settings, personas),
         **request_values(),
-        "input": CONTINUE_PROMPT,
+        "input": asked.content,
     }
     question = parse_question(values, settings, wants=wanted_format(), personas=personas)
     turn = start_continue(db.session, conversation, question, settings)
