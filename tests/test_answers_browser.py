@@ -273,3 +273,19 @@ def test_continue_goes_on_with_an_answer_cut_off(
     assert out > 60
     expect(answer.locator(".answer-usage")).to_contain_text(f" {out} out")
     expect(answer.locator(".regenerate-button")).to_be_visible()
+
+
+def test_continue_after_the_conversation_is_opened_again(
+    open_page: Callable[..., Page], make_server_with: Callable[..., LiveServer]
+) -> None:
+    server = make_server_with(CHATPROXY_UPSTREAM="simulator", CHATPROXY_MAX_TOKENS="60")
+    page = open_page(server=server)
+    wait_until(ask(page, "Tell me more [[sim: words=80]]"), "done")
+    page.wait_for_url("**/#c=*")
+    page.reload()
+    answer = page.locator(".turn .answer")
+    expect(answer).to_have_attribute("data-state", "done")
+    answer.locator(".continue-button").click()
+    wait_until(answer, "done")
+    assert answer.locator(".answer-body").inner_text().split() == filler_words(80).split()
+    expect(answer.locator(".continue-button")).to_be_hidden()
