@@ -221,6 +221,27 @@ def test_a_cut_answer_never_ends_in_half_a_character(limit: int) -> None:
     assert cut and full.startswith(text) and "\ufffd" not in text
 
 
+@pytest.mark.parametrize("go_on", ["Continue.", "continue exactly where you stopped", "继续"])
+def test_an_answer_cut_off_goes_on_when_asked_to_continue(
+    client: openai.OpenAI, go_on: str
+) -> None:
+    question = "Everything [[sim: answer=long]]"
+    whole = answer(client, question)
+    parts: list[str] = []
+    reason = "length"
+    while reason == "length":  # as chatproxy's Continue asks, until the answer ends
+        so_far = [{"role": "assistant", "content": "".join(parts)}] if parts else []
+        messages = [*ask(question), *so_far, *(ask(go_on) if parts else [])]
+        result = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=200)
+        parts.append(result.choices[0].message.content)
+        reason = result.choices[0].finish_reason
+        assert result.usage.completion_tokens == answers.count_tokens(parts[-1], MODEL)
+    assert len(parts) > 2 and "".join(parts) == whole
+    # Not a request to go on: an ordinary question after the answer.
+    other = [*ask(question), {"role": "assistant", "content": parts[0]}, *ask("Thanks")]
+    assert answer(client, other) != whole[len(parts[0]) :]
+
+
 def test_max_completion_tokens_is_honoured_too(client: openai.OpenAI) -> None:
     result = client.chat.completions.create(
         model=MODEL, messages=ask("Hi"), max_completion_tokens=3
@@ -310,6 +331,7 @@ def test_world_cup_follow_ups_without_history_lack_context(
             ),
         ),
         ("answer=code", lambda t: "```python\n" in t and "```bash\n" in t),
+        ("answer=math", lambda t: "$$x = \\frac{-b" in t and "costs $5 and a textbook $10" in t),
         ("answer=long", lambda t: t.count("\n\n") >= 15 and answers.count_words(t) > 800),
         ("answer=chinese", lambda t: "模拟回答" in t),
         ("words=500", lambda t: 450 <= answers.count_words(t) <= 550),

@@ -20,7 +20,9 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _CJK_RE = re.compile(f"[{_CJK}]")
 _TOKEN_RE = re.compile(f"[{_CJK}]|[^\\s{_CJK}]+")
 DIRECTIVE_RE = re.compile(r"\s*\[\[sim:([^\]]*)\]\]")
-ANSWERS = ("markdown", "chinese", "code", "long", "xss", "echo")  # names for `answer=`
+# A question asking a model to go on with its answer before it ("Continue", "go on", "继续").
+CONTINUE_RE = re.compile(r"^\s*(?:continue\b|go on\b|继续)", re.IGNORECASE)
+ANSWERS = ("markdown", "chinese", "code", "math", "long", "xss", "echo")  # names for `answer=`
 
 # Piece sizes (in tokens) for the default split, cycled so chunks look uneven
 # the way a real model's deltas do: 1-3 words, or 2-4 CJK characters.
@@ -109,6 +111,29 @@ def prompt_tokens(messages: Sequence[dict[str, Any]], model: str) -> int:
     return tokens.count_messages(messages, model)
 
 
+def asked(messages: Sequence[dict[str, Any]]) -> tuple[str, Sequence[dict[str, Any]], str]:
+    """What a chat request asks: (question, history, answer so far).
+
+    Usually the question is the last user message (its directive still in
+    it), the history all `messages`, and there is no answer so far (""). When
+    the last message asks to go on ("Continue...", CONTINUE_RE) right after an
+    answer, as chatproxy's Continue does: the question is the one before that
+    answer, the history ends with it, and the answer so far is that answer's
+    text, so the simulator answers with the rest (`compose_answer`).
+    """
+    texts = [(m.get("role"), message_text(m.get("content"))) for m in messages]
+    if (
+        len(texts) >= 3
+        and texts[-1][0] == "user"
+        and CONTINUE_RE.match(parse_directive(texts[-1][1])[1])
+        and texts[-2][0] == "assistant"
+        and texts[-3][0] == "user"
+    ):
+        return texts[-3][1], messages[:-2], texts[-2][1]
+    users = [text for role, text in texts if role == "user"]
+    return (users[-1] if users else ""), messages, ""
+
+
 def parse_directive(text: str) -> tuple[dict[str, str], str]:
     """Find `[[sim: key=value ...]]` in `text`; returns (options, text without the directive)."""
     options: dict[str, str] = {}
@@ -176,6 +201,22 @@ _CODE = (
     "`count_lines` reads one line at a time, so memory use stays flat."
 )
 
+# Formulas (inline and displayed), dollar amounts that are money, `$` in code.
+_MATH = (
+    "To solve $x^2 - 5x + 6 = 0$, use the quadratic formula with $a = 1$, $b = -5$, $c = 6$:\n\n"
+    "$$x = \\frac{-b \\pm \\sqrt{b^2 - 4ac}}{2a} = \\frac{5 \\pm \\sqrt{25 - 24}}{2}$$\n\n"
+    "so $x = 3$ or $x = 2$. Check: \\(3^2 - 5 \\cdot 3 + 6 = 0\\).\n\n"
+    "A calculator app for this costs $5 and a textbook $10, but a few lines of Python will do:\n\n"
+    "```python\n"
+    "import math\n\n\n"
+    "def roots(a: float, b: float, c: float) -> tuple[float, float]:\n"
+    "    d = math.sqrt(b * b - 4 * a * c)\n"
+    "    return (-b + d) / (2 * a), (-b - d) / (2 * a)\n\n\n"
+    "print(roots(1, -5, 6))  # (3.0, 2.0)\n"
+    "```\n\n"
+    "In a shell, `echo $((3 * 2))` prints the product of the roots, $x_1 x_2 = c / a = 6$."
+)
+
 # Untrusted HTML inside Markdown: a page that renders answers without a
 # sanitizer sets window.__xss, which the browser tests look for.
 _XSS = (
@@ -193,6 +234,7 @@ _WINNER = (
 )
 # question -> (answer when earlier turns mention the World Cup, answer otherwise)
 _DIALOGUE = {
+    "How do I solve x² − 5x + 6 = 0": (_MATH, _MATH),  # the demo's formulas (docs/math.png)
     "谁赢了2022年世界杯": (_WINNER, _WINNER),
     "在哪里举办的": (
         "2022年世界杯在**卡塔尔**举办，比赛时间是2022年11月20日至12月18日，决赛在卢赛尔体育场进行。",
@@ -220,18 +262,28 @@ def compose_answer(
     question: str,
     name: str | None,
     words: int | None,
+    so_far: str = "",
 ) -> str:
     """The answer to `question` (the last user message, directive removed) given the whole history.
 
-    `name` picks a canned answer (markdown, chinese, code, long, xss, echo);
-    `words` asks for about that many words of prose instead.
+    `name` picks a canned answer (markdown, chinese, code, math, long, xss, echo);
+    `words` asks for about that many words of prose instead. With `so_far`
+    (an answer cut off, to go on with: `asked`), only what follows it in that
+    answer; the whole answer when `so_far` is not how it begins.
     """
+    answer = _compose(messages, question, name, words)
+    return answer[len(so_far) :] if so_far and answer.startswith(so_far) else answer
+
+
+def _compose(
+    messages: Sequence[dict[str, Any]], question: str, name: str | None, words: int | None
+) -> str:
     if words is not None:
         return filler_words(words)
     if name == "echo":
         return question
-    if name in ("code", "xss"):
-        return _CODE if name == "code" else _XSS
+    if name in ("code", "xss", "math"):
+        return {"code": _CODE, "xss": _XSS, "math": _MATH}[name]
     if name == "long":
         parts = [f"## Part {i}\n\n{filler_words(60 + 7 * i)}" for i in range(1, 11)]
         return "\n\n".join(parts)

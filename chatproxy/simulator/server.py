@@ -9,7 +9,9 @@ answer, words, dialect, reasoning, thought; `times=N` limits the fault to the
 first N requests with that same message, so a retry of it succeeds;
 `dialect=litellm` shapes a stream as LiteLLM's proxy does, and faults named
 `context_*` answer as other servers do, see `chatproxy.simulator.dialects`;
-`reasoning=...` thinks first, see `chatproxy.simulator.reasoning`). Built on aiohttp, so one
+`reasoning=...` thinks first, see `chatproxy.simulator.reasoning`). A last
+message asking to go on ("Continue...") after an answer cut off is answered
+with the rest of that answer (`answers.asked`). Built on aiohttp, so one
 process holds thousands of slow streams. The command line that serves it is
 `chatproxy.simulator.command`.
 """
@@ -345,14 +347,13 @@ class Simulator:
         body = self._body(request)
         model = wire.check_request(body, chat=True)
         messages = body["messages"]
-        users = [m for m in messages if m.get("role") == "user"]
-        last = answers.message_text(users[-1].get("content")) if users else ""
+        last, history, so_far = answers.asked(messages)  # so_far: an answer to go on with
         plan, question = self._plan(last)
         stream = body.get("stream") is True
         early = await self._begin(request, plan, stream)
         if early is not None:
             return early
-        text = answers.compose_answer(messages, question, plan.answer, plan.words)
+        text = answers.compose_answer(history, question, plan.answer, plan.words, so_far)
         text, reason, completion = wire.finish(text, body)
         thinking = reasoning.think(model, plan.reasoning, question, plan.thought)
         n = int(body.get("n") or 1)  # each of the n choices is the same answer, billed n times

@@ -90,16 +90,16 @@ def checkpoint(engine: Engine, turn: Turn, content: str, reasoning: str = "") ->
                     },
                 )
                 turn.answer_id = inserted_id(row)
-            else:
-                connection.execute(
-                    _UPDATE,
-                    {
-                        "key": turn.answer_id,
-                        "content": content,
-                        "reasoning": reasoning or None,
-                        "updated_at": now,
-                    },
-                )
+            else:  # `prefix`: the text a continued answer had (Continue)
+                values = {
+                    "key": turn.answer_id,
+                    "content": turn.prefix + content,
+                    "status": "streaming",
+                    "updated_at": now,
+                }
+                if reasoning or not turn.prefix:  # a continued answer keeps its reasoning
+                    values["reasoning"] = reasoning or None
+                connection.execute(_UPDATE, values)
     except SQLAlchemyError as error:
         # The answer is still stored when it ends, or spooled then.
         log.info("could not save the answer so far: %s", type(error).__name__)
@@ -130,10 +130,15 @@ def finish_turn(
     An answer with text is stored (`ok`, or `interrupted` when it did not
     finish), replacing `turn.replaces`; without text, the question is marked
     `error` with the upstream's error (a regenerate keeps the answer it was
-    to replace, and its question stays as it was). A database that is away
-    delays the write (the spool), never drops it.
+    to replace, and its question stays as it was). A continued answer
+    (`turn.prefix`) is stored whole, the text it had and what was added, with
+    the usage of both requests; one to which nothing was added stays as it
+    was. A database that is away delays the write (the spool), never drops it.
     """
     error = outcome.error
+    usage = dict(outcome.usage) if isinstance(outcome.usage, Mapping) else None
+    if turn.prefix:
+        usage = _added(turn.prior_usage, usage)
     answer = {
         "conversation_id": turn.conversation_id,
         "question_id": turn.question_id,
@@ -144,9 +149,10 @@ def finish_turn(
         "content": outcome.content,
         "reasoning": outcome.reasoning,
         "reasoning_seconds": outcome.reasoning_seconds,
+        "prefix": turn.prefix,
         "model": outcome.model,
         "finish_reason": outcome.finish_reason,
-        "usage": dict(outcome.usage) if isinstance(outcome.usage, Mapping) else None,
+        "usage": usage,
         "error": {"code": error.code, "message": error.message} if error else None,
         "closed": outcome.closed,
         "at": utcnow().isoformat(),
@@ -170,8 +176,11 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
     now = datetime.fromisoformat(answer["at"])
     error = answer["error"]
     finished = error is None and not answer["closed"]
-    # Payloads spooled before reasoning was kept have none.
+    # Payloads spooled before reasoning was kept, or before Continue, have neither.
     reasoning = (answer.get("reasoning") or "").strip() or None
+    prefix = answer.get("prefix", "")
+    if prefix and not answer["content"]:
+        return answer["answer_id"]  # nothing was added: the answer stays as it was
     if not answer["content"] and not reasoning and not finished:
         if answer["closed"] and error is None:
             return None  # the client left before any answer: the question waits for Retry
@@ -202,7 +211,7 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
     details = usage.get("completion_tokens_details")
     details = details if isinstance(details, dict) else {}
     values = {
-        "content": answer["content"],
+        "content": prefix + answer["content"],
         "model": answer["model"] or answer["asked_model"],
         "prompt_tokens": _count(usage.get("prompt_tokens")),
         "completion_tokens": _count(usage.get("completion_tokens")),
@@ -216,6 +225,9 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
         "error_message": error["message"] if error else None,
         "updated_at": now,
     }
+    if prefix and reasoning is None:  # a continued answer keeps the reasoning it had
+        for name in ("reasoning", "reasoning_tokens", "reasoning_seconds"):
+            del values[name]
     if answer["answer_id"] is not None:
         updated = connection.execute(_UPDATE, {"key": answer["answer_id"], **values})
         if updated.rowcount:
@@ -230,6 +242,19 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
         },
     )
     return inserted_id(row)
+
+
+def _added(before: Mapping[str, int] | None, usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The usage of an answer written by two requests (Continue): their tokens summed.
+
+    An unknown side (None: not reported) adds nothing.
+    """
+    if before is None or usage is None:
+        return usage if before is None else dict(before)
+    return {
+        name: (_count(usage.get(name)) or 0) + (before.get(name) or 0)
+        for name in ("prompt_tokens", "completion_tokens")
+    }
 
 
 def _count(value: object) -> int | None:

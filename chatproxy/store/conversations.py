@@ -6,7 +6,9 @@ stored if it does not fit), then committed with its conversation, then the
 upstream is called; the answer is kept by `chatproxy.store.answers` (saved
 while it streams, stored as it ends, or the question marked `error`).
 Regenerate answers a conversation's last question again and replaces the last
-answer only once a new one exists.
+answer only once a new one exists. Continue asks the model to go on with the
+last answer where it was cut off (`max_tokens`, or interrupted) and appends
+what it writes to that answer.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import CursorResult, Engine, bindparam, select
@@ -27,6 +29,13 @@ from chatproxy.questions import Question
 from chatproxy.store.models import TITLE_LENGTH, Conversation, Message, new_id, utcnow
 
 TITLE_CHARS = 60  # a title taken from the first question keeps this many characters
+# What Continue asks after the answer so far (a user message, so that every
+# OpenAI-compatible server takes it: OpenAI answers a trailing assistant message
+# anew rather than going on with it). It is sent, never stored.
+CONTINUE_PROMPT = (
+    "Continue exactly where your previous answer stopped, mid-sentence or mid-word if "
+    "that is where it stopped. Do not repeat anything, and add no preamble."
+)
 CONVERSATION_ID = re.compile(r"[0-9a-f]{32}")
 log = logging.getLogger(__name__)
 CONVERSATIONS = Conversation.__table__
@@ -47,7 +56,10 @@ class Turn:
 
     `again` marks a question asked again (Retry, Regenerate); `replaces` are
     the ids of the answer it replaces once a new one is stored; `answer_id`
-    is the answer's row once it was first saved while streaming.
+    is the answer's row once it was first saved while streaming. Continue
+    (`start_continue`) sets `answer_id` to the answer it goes on with,
+    `prefix` to that answer's text (what arrives is appended to it) and
+    `prior_usage` to the usage stored with it (the new usage is added).
     """
 
     conversation_id: str
@@ -57,6 +69,8 @@ class Turn:
     again: bool = False
     replaces: list[int] = field(default_factory=list)
     answer_id: int | None = None
+    prefix: str = ""
+    prior_usage: dict[str, int] | None = None
 
 
 def parse_conversation_id(value: object) -> str | None:
@@ -228,6 +242,84 @@ def start_regenerate(
         replaces=[m.id for m in messages[position + 1 :]],
     )
     conversation.model = question.model
+    conversation.updated_at = utcnow()
+    session.commit()
+    return turn
+
+
+def cut_off_answer(conversation: Conversation) -> tuple[Message, Message]:
+    """The conversation's last answer, cut off, and its question: (question, answer).
+
+    Raises BadRequest `nothing_to_continue` unless the last message is an
+    answer with text that was cut off (`finish_reason` `length`, or status
+    `interrupted`).
+    """
+    messages = conversation.messages
+    answer = messages[-1] if messages else None
+    if (
+        answer is None
+        or answer.role != "assistant"
+        or not answer.content
+        or answer.status not in ("ok", "interrupted")
+        or (answer.finish_reason != "length" and answer.status != "interrupted")
+        or not any(message.role == "user" for message in messages)
+    ):
+        raise BadRequest(
+            "Only an answer cut off (finish_reason 'length', or interrupted) can be continued, "
+            "and only the conversation's last one.",
+            code="nothing_to_continue",
+        )
+    return last_question(conversation), answer
+
+
+def start_continue(
+    session: AnySession,
+    conversation: Conversation,
+    question: Question,
+    settings: Settings,
+) -> Turn:
+    """The turn that goes on with `conversation`'s last answer, cut off (Continue).
+
+    `question` is the answer's question, with the model and options to ask
+    with now (its input is not sent again: CONTINUE_PROMPT is ours, not bound
+    by CHATPROXY_MAX_INPUT_CHARS). The upstream is sent the history before
+    the answer's question, that question, the answer so far as the last
+    assistant message, then CONTINUE_PROMPT as the user's. Raises BadRequest
+    `nothing_to_continue` (`cut_off_answer`), and `context_length_exceeded`
+    when the answer so far no longer fits with `max_tokens`. Commits.
+    """
+    messages = conversation.messages
+    asked, answer = cut_off_answer(conversation)
+    history = _history(messages[: messages.index(asked)])
+    so_far = [
+        {"role": "user", "content": asked.content},
+        {"role": "assistant", "content": answer.content},
+    ]
+    params = replace(question, input=CONTINUE_PROMPT).chat_params(
+        settings, extra_leading=history.system, history=[*history.turns, *so_far]
+    )
+    if params["messages"][-2:-1] != so_far[1:]:  # dropped to fit the window
+        raise BadRequest(
+            f"The answer so far is too long to continue within {question.model}'s context "
+            "window with this max_tokens. Ask for fewer max_tokens.",
+            param="max_tokens",
+            code="context_length_exceeded",
+        )
+    prior = None
+    if answer.prompt_tokens is not None or answer.completion_tokens is not None:
+        prior = {
+            "prompt_tokens": answer.prompt_tokens or 0,
+            "completion_tokens": answer.completion_tokens or 0,
+        }
+    turn = Turn(
+        conversation.id,
+        asked.id,
+        question.model,
+        params,
+        answer_id=answer.id,
+        prefix=answer.content,
+        prior_usage=prior,
+    )
     conversation.updated_at = utcnow()
     session.commit()
     return turn

@@ -1,4 +1,4 @@
-"""`/api/conversations`: list, read, rename, delete, regenerate, export and import conversations.
+"""`/api/conversations`: list, read, rename, delete, regenerate, continue, export and import.
 
 Each client sees only its own conversations (`chatproxy.access.keys.current_owner`).
 Shapes (JSON): a conversation summary is `{"id", "title", "persona",
@@ -29,10 +29,12 @@ from chatproxy.questions import parse_question
 from chatproxy.state import current_personas, current_prices, current_settings
 from chatproxy.store.conversations import (
     clean_title,
+    cut_off_answer,
     defaults_from,
     find_conversation,
     last_question,
     list_conversations,
+    start_continue,
     start_regenerate,
 )
 from chatproxy.store.database import db
@@ -106,6 +108,36 @@ def regenerate(conversation_id: str) -> Response:
     }
     question = parse_question(values, settings, wants=wanted_format(), personas=personas)
     turn = start_regenerate(db.session, conversation, question, settings)
+    return answer_turn(turn, question)
+
+
+@bp.post("/<conversation_id>/continue")
+def continue_answer(conversation_id: str) -> Response:
+    """Go on with the conversation's last answer where it was cut off (Continue).
+
+    For an answer with `finish_reason` `length` (cut by `max_tokens`) or
+    status `interrupted`. Takes `/callChatGPT`'s parameters except `input` and
+    `conversation_id` (query string, form or JSON body; `stream=1` for SSE).
+    The upstream gets the conversation with the answer so far as the last
+    assistant message and is asked to continue
+    (`chatproxy.store.conversations.start_continue`). Answers like
+    `/callChatGPT` with what was added (the text, JSON `answer`, or the SSE
+    deltas), `usage` and `finish_reason` of this request; the stored answer
+    (same `message_id`) becomes the whole text, its usage the sum. Errors: 400
+    `nothing_to_continue`, `context_length_exceeded`, 404, and those of
+    `/callChatGPT`.
+    """
+    settings = current_policy()
+    personas = current_personas()
+    conversation = _find(conversation_id)
+    asked, _ = cut_off_answer(conversation)
+    values = {
+        **defaults_from(conversation, settings, personas),
+        **request_values(),
+        "input": asked.content,
+    }
+    question = parse_question(values, settings, wants=wanted_format(), personas=personas)
+    turn = start_continue(db.session, conversation, question, settings)
     return answer_turn(turn, question)
 
 

@@ -197,6 +197,10 @@ Conversations.prototype.regenerateUrl = function (id) {
   return this.url(id, "/regenerate");
 };
 
+Conversations.prototype.continueUrl = function (id) {
+  return this.url(id, "/continue");
+};
+
 // The file name of a Content-Disposition: filename*=UTF-8''... (RFC 5987,
 // e.g. a Chinese title) before filename="...". Null when there is none.
 function fileName(disposition) {

@@ -1,7 +1,7 @@
 /*
  * chatproxy Q&A page: the entry module. templates/index.html loads only this
  * file (<script type="module">); it imports the others. The vendored jQuery,
- * marked, DOMPurify and highlight.js are classic scripts that run before it
+ * marked, DOMPurify, highlight.js and KaTeX are classic scripts that run before it
  * and stay window globals; our modules pass nothing through window.
  *
  *   app.js           starts the page: wires the modules below together
@@ -14,6 +14,9 @@
  *                    count, Send and Stop
  *   turn.js          one question and its answer as shown
  *   markdown.js      answers as safe HTML (marked, DOMPurify, highlight.js)
+ *   math.js          formulas found in Markdown and drawn by KaTeX
+ *   codeblocks.js    a code block's language and Copy button
+ *   clipboard.js     copying text
  *   sse.js           an answer as it streams in (fetch, text/event-stream)
  *   sidebar.js       the conversation list
  *   access.js        the access key dialog and the usage line

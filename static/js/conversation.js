@@ -31,6 +31,7 @@ const emptyState = document.getElementById("empty-state").cloneNode(true);
 
 let sidebar = null; // the conversation list (sidebar.js)
 let keyAccess = null; // the access key and the usage line (access.js)
+let continued = null; // the Turn whose answer Continue is adding to
 
 // Makes the view work, with the conversation list and the key's access.
 export function start(parts) {
@@ -253,6 +254,13 @@ function showTurnActions(conversation) {
   const $turn = $transcript.children(".turn[data-stored]").last();
   if (!last || !$turn.length) return;
   $turn.find(last.role === "assistant" ? ".regenerate-button" : ".retry-button").prop("hidden", false);
+  // An answer cut off (max_tokens, or interrupted) can go on: Continue.
+  const cutOff = last.finish_reason === "length" || last.status === "interrupted";
+  $turn.find(".continue-button").prop("hidden", !(last.role === "assistant" && last.content && cutOff));
+  if (continued && last.role === "assistant" && last.usage) {
+    continued.showUsage(last.usage, last.cost); // both requests', as the server sums them
+  }
+  continued = null;
 }
 
 // After an answer: the server's totals and title, and the list in its new order.
@@ -371,10 +379,21 @@ function giveBack(turn, remove) {
   composer.giveBack(turn.question);
 }
 
+// Continue: the model goes on with the last answer where it was cut off; what
+// it writes is appended to the same turn here, and to the same answer on the
+// server. Its usage line becomes the whole answer's once the server says it.
+function continueAnswer(turn) {
+  if (state.current || !state.conversationId) return;
+  turn.resume();
+  continued = turn;
+  answer(turn, conversations.continueUrl(state.conversationId), { stream: true });
+}
+
 // Retry (a failed question) and Regenerate (the last answer) both ask the
 // server to answer the conversation's last question again; the new answer
 // takes the old one's place.
-function regenerate(old) {
+function regenerate(old, action) {
+  if (action === "continue") return continueAnswer(old);
   if (state.current || !state.conversationId) return;
   const turn = new Turn(old.question, old.$el.find(".answer-model").text(), old.persona, regenerate);
   turn.markStored();

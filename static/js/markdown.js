@@ -1,9 +1,13 @@
 /*
  * Answers as HTML: Markdown rendered by marked, made safe by DOMPurify, its
- * code coloured by highlight.js. The three are the vendored libraries' window
- * globals (marked, DOMPurify, hljs), classic scripts that run before the
- * page's modules.
+ * formulas drawn by KaTeX (math.js), its code coloured by highlight.js and
+ * given a language and a Copy button (codeblocks.js). The four are the
+ * vendored libraries' window globals (marked, DOMPurify, katex, hljs),
+ * classic scripts that run before the page's modules.
  */
+import { mathExtension, renderMath } from "./math.js";
+import { decorateCodeBlocks } from "./codeblocks.js";
+
 const $ = window.jQuery;
 
 // A formatting tag with no attributes, e.g. <br> in a table cell or <kbd>.
@@ -31,6 +35,7 @@ const markdown = new marked.Marked({
     },
   },
 });
+markdown.use(mathExtension);
 
 const PURIFY_OPTIONS = {
   // Style would break the page's layout (and the CSP refuses it anyway);
@@ -55,6 +60,7 @@ function escapeHtml(text) {
     .replace(/"/g, "&quot;");
 }
 
+// `source` as sanitized HTML, formulas still as placeholders (decorateAnswer draws them).
 export function renderMarkdown(source) {
   return DOMPurify.sanitize(markdown.parse(source), PURIFY_OPTIONS);
 }
@@ -71,4 +77,12 @@ export function highlightCode(element, final) {
       $(this).addClass("hljs");
     }
   });
+}
+
+// What follows the sanitized HTML into `element`: formulas drawn, code given
+// its bar and coloured. `final`: the answer is complete.
+export function decorateAnswer(element, final) {
+  renderMath(element);
+  decorateCodeBlocks(element); // before highlight.js adds the language it guessed
+  highlightCode(element, final);
 }

@@ -116,6 +116,15 @@ export const TEXTS = {
     "answer.usageCost": "Tokens: {in} in · {out} out · {cost}",
     "answer.usage.priced": "Cost in US dollars, from the usage the upstream reported.",
     "answer.usage.unpriced": "No price is known for this model.",
+    "answer.continue": "Continue",
+    "answer.continue.title": "Ask the model to go on where this answer was cut off",
+    "answer.continuing": "Continuing…",
+
+    "code.copy": "Copy",
+    "code.copy.title": "Copy this code",
+    "code.copied": "Copied",
+    "code.copyFailed": "Copy failed",
+    "code.plain": "text",
 
     "note.cutOff": "Answer cut off (max_tokens).",
     "note.endedEarly": "Answer ended early: {reason}.",
@@ -283,6 +292,15 @@ export const TEXTS = {
     "answer.usageCost": "Token：输入 {in} · 输出 {out} · {cost}",
     "answer.usage.priced": "费用以美元计，按上游报告的用量计算。",
     "answer.usage.unpriced": "这个模型没有已知的价格。",
+    "answer.continue": "继续",
+    "answer.continue.title": "让模型从回答被截断的地方接着写",
+    "answer.continuing": "继续生成中…",
+
+    "code.copy": "复制",
+    "code.copy.title": "复制这段代码",
+    "code.copied": "已复制",
+    "code.copyFailed": "复制失败",
+    "code.plain": "文本",
 
     "note.cutOff": "回答被截断（max_tokens）。",
     "note.endedEarly": "回答提前结束：{reason}。",

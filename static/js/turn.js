@@ -10,14 +10,16 @@
 import * as i18n from "./i18n.js";
 import { formatCount, formatCost } from "./api.js";
 import { state, show, announce, keepFollowing } from "./page.js";
-import { renderMarkdown, highlightCode } from "./markdown.js";
+import { renderMarkdown, decorateAnswer } from "./markdown.js";
+import { copyText, flash } from "./clipboard.js";
 
 const $ = window.jQuery;
 const t = i18n.t;
 const turnTemplate = document.getElementById("turn-template");
 
 // `persona` is {id, name} or null; `again(turn)` is what Retry and
-// Regenerate do (conversation.js answers the question again).
+// Regenerate do (conversation.js answers the question again), and
+// `again(turn, "continue")` what Continue does.
 export function Turn(question, model, persona, again) {
   this.question = question;
   this.model = model;
@@ -53,6 +55,7 @@ export function Turn(question, model, persona, again) {
   this.$copy.on("click", this.copy.bind(this));
   this.$retry.on("click", () => again(this));
   this.$regenerate.on("click", () => again(this));
+  this.$el.find(".continue-button").on("click", () => again(this, "continue"));
 }
 
 // The server keeps this question (it answered with the conversation's id):
@@ -139,7 +142,17 @@ Turn.prototype.draw = function (final) {
     this.reasoningDrawn = this.reasoning.length;
   }
   this.$body[0].innerHTML = renderMarkdown(this.markdown);
-  highlightCode(this.$body[0], final);
+  decorateAnswer(this.$body[0], final);
+};
+
+// Continue: the answer goes on where it was cut off; what arrives is appended.
+Turn.prototype.resume = function () {
+  this.finished = false;
+  this.controller = new AbortController();
+  this.$notes.empty();
+  this.$answer.attr("aria-busy", "true");
+  this.$copy.prop("disabled", true);
+  this.setState("streaming", "answer.continuing");
 };
 
 // `status` is an i18n key, or "" for none.
@@ -271,42 +284,7 @@ function storedError(message) {
 Turn.prototype.copy = function () {
   const $button = this.$copy;
   copyText(this.markdown).then(
-    () => flash($button, "answer.copied"),
-    () => flash($button, "answer.copyFailed"),
+    () => flash($button, "answer.copied", "answer.copy"),
+    () => flash($button, "answer.copyFailed", "answer.copy"),
   );
 };
-
-function flash($button, key) {
-  $button.text(t(key));
-  clearTimeout($button.data("timer"));
-  $button.data("timer", setTimeout(() => $button.text(t("answer.copy")), 1500));
-}
-
-// navigator.clipboard exists only on https and localhost; plain-http
-// deployments fall back to selecting text in a hidden textarea.
-function copyText(text) {
-  if (navigator.clipboard && window.isSecureContext) {
-    return navigator.clipboard.writeText(text).catch(() => legacyCopy(text));
-  }
-  return legacyCopy(text);
-}
-
-function legacyCopy(text) {
-  return new Promise((resolve, reject) => {
-    const focused = document.activeElement;
-    const $helper = $("<textarea>", { class: "clipboard-helper", readonly: true, "aria-hidden": "true" })
-      .val(text)
-      .appendTo(document.body);
-    $helper[0].select();
-    let ok = false;
-    try {
-      ok = document.execCommand("copy");
-    } catch (e) {
-      ok = false;
-    }
-    $helper.remove();
-    if (focused) focused.focus();
-    if (ok) resolve();
-    else reject(new Error("copy failed"));
-  });
-}

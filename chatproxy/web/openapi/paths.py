@@ -180,6 +180,25 @@ def conversation_paths(ops: Operations) -> dict[str, Schema]:
                 requestBody=regenerate_body,
             ),
         },
+        "/api/conversations/{conversation_id}/continue": {
+            "parameters": [ref("ConversationPath", "parameters")],
+            "post": ops.api(
+                "continueAnswer",
+                "Go on with the last answer where it was cut off (Continue)",
+                {
+                    "200": _answers(
+                        "As `/callChatGPT`, with what was added; the stored answer (same "
+                        "`message_id`) becomes the whole text, its usage the sum."
+                    ),
+                    **errors(*UPSTREAM_ERRORS),
+                },
+                description="`/callChatGPT`'s parameters but `input` and `conversation_id`. "
+                "The upstream gets the answer so far as the last assistant message and is "
+                "asked to continue. 400 `nothing_to_continue` unless the last message is an "
+                "answer cut off (`finish_reason` `length`, or status `interrupted`).",
+                requestBody=regenerate_body,
+            ),
+        },
         "/api/conversations/{conversation_id}/export": {
             "parameters": [ref("ConversationPath", "parameters")],
             "get": ops.api(
