@@ -138,7 +138,7 @@ Turn.prototype.draw = function (final) {
   // The reasoning goes through the same renderer and sanitizer as the answer.
   if (this.reasoning.length !== this.reasoningDrawn) {
     this.$reasoningBody[0].innerHTML = renderMarkdown(this.reasoning);
-    highlightCode(this.$reasoningBody[0], final);
+    decorateAnswer(this.$reasoningBody[0], final); // formulas and code, as in the answer
     this.reasoningDrawn = this.reasoning.length;
   }
   this.$body[0].innerHTML = renderMarkdown(this.markdown);
