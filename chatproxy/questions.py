@@ -97,7 +97,7 @@ def parse_question(
     `personas` are the ones `persona=` may name (`{id: Persona}`). The model is
     `model=`, else the persona's, else CHATPROXY_MODEL. Raises BadRequest for a
     missing or wrong value (code `persona_not_found` for an unknown persona,
-    `model_not_supported` for a legacy completion model), Forbidden for a model
+    `model_not_supported` for a model that answers no chat), Forbidden for a model
     outside CHATPROXY_MODELS.
     """
     text = _text(values, "input", settings.max_input_chars, required=True)
@@ -113,8 +113,8 @@ def parse_question(
         )
     if model not in settings.chat_models:
         raise BadRequest(
-            f"The model {model!r} answers only legacy completions (POST /v1/completions), "
-            f"not questions. Ask one of: {', '.join(settings.chat_models)}.",
+            f"The model {model!r} answers no chat (only /v1/completions, /v1/embeddings or "
+            f"/v1/moderations), not questions. Ask one of: {', '.join(settings.chat_models)}.",
             param="model",
             code="model_not_supported",
         )
