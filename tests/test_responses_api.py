@@ -61,6 +61,15 @@ def ledger(server: LiveServer, name: str) -> dict[str, Any]:
     return {row[0]: tuple(row[1:]) for row in rows}
 
 
+def charged(server: LiveServer, name: str, model: str = MODEL) -> tuple[Any, ...]:
+    """The ledger's row of `name` for `model`, once written: a stream's charge is written as
+    the server's side of it ends, which may be just after the client read its last event."""
+    deadline = time.monotonic() + 10
+    while model not in (rows := ledger(server, name)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return rows[model]
+
+
 def price(prompt: int, completion: int, model: str = MODEL) -> float:
     found = PRICES[model]
     return (prompt * found.input + completion * found.output) / 1e6
@@ -93,8 +102,12 @@ def test_a_streamed_response_comes_as_named_events_and_is_charged(server):
     ]
     assert "response.output_text.delta" in kinds and kinds[-1] == "response.completed"
     assert final.output_text and final.usage is not None
-    requests, prompt, completion, cost = ledger(server, name)[MODEL]
-    assert (requests, prompt, completion) == (1, final.usage.input_tokens, final.usage.output_tokens)
+    requests, prompt, completion, cost = charged(server, name)
+    assert (requests, prompt, completion) == (
+        1,
+        final.usage.input_tokens,
+        final.usage.output_tokens,
+    )
     assert cost == pytest.approx(price(prompt, completion))
 
 
@@ -205,14 +218,10 @@ def test_a_cut_off_response_is_incomplete_and_still_charged(server):
 
 def test_a_stream_broken_mid_answer_ends_with_an_error_event_and_is_charged(server):
     name, key = make_key(server)
-    with pytest.raises(openai.APIError):  # noqa: PT012 (the events are read in the block)
+    with pytest.raises(openai.APIError):
         for _ in sdk(server, key).responses.create(
             model=MODEL, input="[[sim: fault=reset_mid_stream chunks=6]] hello", stream=True
         ):
             pass
-    # The charge is written as the server's side of the stream ends, after the client's.
-    deadline = time.monotonic() + 10
-    while MODEL not in ledger(server, name) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    requests, prompt, _, _ = ledger(server, name)[MODEL]
+    requests, prompt, _, _ = charged(server, name)
     assert requests == 1 and prompt > 0  # counted: the stream ended without usage

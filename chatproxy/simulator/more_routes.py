@@ -24,15 +24,12 @@ import hashlib
 import struct
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from chatproxy.simulator import answers, responses_wire, wire
 from chatproxy.simulator.wire import ApiError
-
-if TYPE_CHECKING:
-    from chatproxy.simulator.server import Simulator
 
 MAX_KEPT = 10_000  # responses kept for retrieval
 EMBEDDING_MODELS = {
@@ -64,11 +61,27 @@ CATEGORIES = (
 FLAGGED_WORDS = {"kill": "violence", "murder": "violence", "hate": "hate"}
 
 
+class Serving(Protocol):
+    """What these routes use of the server (`chatproxy.simulator.server.Simulator`)."""
+
+    def _body(self, request: web.Request) -> dict[str, Any]: ...
+
+    def _plan(self, text: str) -> tuple[Any, str]: ...
+
+    async def _begin(
+        self, request: web.Request, plan: Any, stream: bool
+    ) -> web.StreamResponse | None: ...
+
+    async def _stream(
+        self, request: web.Request, events: tuple[list[bytes], list[bytes], list[bytes]], plan: Any
+    ) -> web.StreamResponse: ...
+
+
 class MoreRoutes:
     """The routes of the module's doc, served by `simulator` (its body checks, plans, faults
     and streaming), with the responses it made."""
 
-    def __init__(self, simulator: Simulator) -> None:
+    def __init__(self, simulator: Serving) -> None:
         self.simulator = simulator
         self.kept: OrderedDict[str, dict[str, Any]] = OrderedDict()
 

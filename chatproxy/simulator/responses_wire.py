@@ -188,7 +188,12 @@ def events(
         if obfuscate:
             fields["obfuscation"] = _PAD[count % 8 : count % 8 + max(2, 24 - len(piece))]
         body.append(next_event("response.output_text.delta", fields))
-    done_part: dict[str, Any] = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    done_part: dict[str, Any] = {
+        "type": "output_text",
+        "text": text,
+        "annotations": [],
+        "logprobs": [],
+    }
     last = "response.completed" if final["status"] == "completed" else "response.incomplete"
     tail = [
         next_event("response.output_text.done", {**where, "text": text, "logprobs": []}),
