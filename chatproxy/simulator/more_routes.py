@@ -206,7 +206,11 @@ class MoreRoutes:
         if not isinstance(inputs, list) or not inputs or "" in inputs:
             message = "'$.input' is invalid. Please check the API reference."
             raise ApiError(400, message, param="input")
-        size = body.get("dimensions") or EMBEDDING_MODELS[model]
+        native = EMBEDDING_MODELS[model]
+        size = body.get("dimensions") or native
+        if not isinstance(size, int) or not 1 <= size <= native:
+            message = f"Invalid 'dimensions': expected an integer from 1 to {native}."
+            raise ApiError(400, message, param="dimensions")
         encoding = body.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
             raise ApiError(
@@ -242,7 +246,7 @@ class MoreRoutes:
         if not isinstance(inputs, list) or not inputs:
             raise ApiError(400, "'$.input' is invalid. Please check the API reference.")
         if any(isinstance(item, dict) for item in inputs):  # multimodal parts: one input
-            texts = [" ".join(str(item.get("text", "")) for item in inputs)]
+            texts = [" ".join(str(i.get("text", "")) for i in inputs if isinstance(i, dict))]
         else:
             texts = [str(item) for item in inputs]
         results = [_moderation(text) for text in texts]

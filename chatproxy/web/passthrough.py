@@ -239,7 +239,7 @@ def check_moderation(body: dict[str, Any], settings: Settings) -> PassThrough:
 
     `model`, if given, as for chat, else OpenAI's default (`omni-moderation-latest`),
     which is then sent and must be allowed too (403); `input`: a non-empty
-    string or list (of strings, or of text and image parts) (400). Moderations
+    string, or a non-empty list of strings or of text and image parts (400). Moderations
     are free: nothing is reserved or billed but the request.
     """
     if body.get("model") is None:
@@ -250,9 +250,17 @@ def check_moderation(body: dict[str, Any], settings: Settings) -> PassThrough:
         raise BadRequest(
             "Missing required parameter 'input'.", param="input", code="missing_required_parameter"
         )
-    if not isinstance(value, str | list) or not value:
+    parts = value if isinstance(value, list) else []
+    if not (
+        (isinstance(value, str) and value)
+        or (parts and all(isinstance(p, str) for p in parts))
+        or (parts and all(isinstance(p, dict) for p in parts))
+    ):
         raise BadRequest(
-            "'input' must be a non-empty string or list.", param="input", code="invalid_value"
+            "'input' must be a non-empty string, or a non-empty list of strings or of "
+            "text and image parts.",
+            param="input",
+            code="invalid_value",
         )
     return PassThrough(MODERATIONS_PATH, body, False, model, billed=False)
 
