@@ -58,7 +58,8 @@ def ledger(server: LiveServer, name: str) -> dict[str, Any]:
             .group_by(UsageDay.model)
         ).all()
         db.session.remove()
-    return {row[0]: tuple(row[1:]) for row in rows}
+    # PostgreSQL's sums of integers are numerics (Decimal): made ints and floats again.
+    return {row[0]: (int(row[1]), int(row[2]), int(row[3]), float(row[4])) for row in rows}
 
 
 def charged(server: LiveServer, name: str, model: str = MODEL) -> tuple[Any, ...]:

@@ -162,6 +162,7 @@ def more_schemas(bounds: Bounds) -> dict[str, Schema]:
         "type sequence_number",
         type=string(pattern="^(response\\.|error$)"),
         sequence_number=integer(),
+        response=ref("ResponseObject"),
     )
     embedding = loose(
         "model input",
