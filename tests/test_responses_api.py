@@ -226,3 +226,31 @@ def test_a_stream_broken_mid_answer_ends_with_an_error_event_and_is_charged(serv
             pass
     requests, prompt, _, _ = charged(server, name)
     assert requests == 1 and prompt > 0  # counted: the stream ended without usage
+
+
+def test_a_silent_stream_gets_keepalive_comments_between_its_events(make_server_with):
+    live = make_server_with(CHATPROXY_KEEPALIVE="0.2")  # open mode
+    params = {"model": MODEL, "input": "slow [[sim: chunks=3 delay=0.7]]", "stream": True}
+    with httpx2.stream("POST", f"{live.url}/v1/responses", json=params, timeout=30) as answer:
+        lines = list(answer.iter_lines())
+    deltas = [i for i, line in enumerate(lines) if line == "event: response.output_text.delta"]
+    keepalives = [i for i, line in enumerate(lines) if line.startswith(":")]
+    assert len(deltas) == 3
+    assert any(deltas[0] < i < deltas[1] for i in keepalives)  # between two pieces
+    events = list(
+        openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused").responses.create(**params)
+    )
+    assert events[-1].type == "response.completed"  # the SDK skips the comments
+
+
+def test_a_retry_with_the_same_idempotency_key_gets_the_same_response(server, simulator):
+    name, key = make_key(server)
+    client = sdk(server, key)
+    headers = {"Idempotency-Key": str(uuid.uuid4())}
+    simulator.reset()
+    first = client.responses.create(model=MODEL, input="hello", extra_headers=headers)
+    again = client.responses.create(model=MODEL, input="hello", extra_headers=headers)
+    assert again.id == first.id
+    assert len([r for r in simulator.requests if r["path"] == "/v1/responses"]) == 1
+    assert ledger(server, name)[MODEL][0] == 1
+    assert client.responses.retrieve(first.id).id == first.id
