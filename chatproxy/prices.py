@@ -158,6 +158,8 @@ def usage_in_chat_terms(usage: Mapping[str, Any] | None) -> dict[str, Any] | Non
     """
     if not isinstance(usage, Mapping):
         return None
+    if isinstance(usage, dict) and "completion_tokens" in usage and "total_tokens" in usage:
+        return usage  # chat's own (every chat answer): nothing to copy
     found = dict(usage)
     if "prompt_tokens" not in found and "input_tokens" in found:
         found["prompt_tokens"] = found["input_tokens"]

@@ -6,7 +6,8 @@ them. The client's `Authorization` header carries an access key of chatproxy
 (`chatproxy.access.keys`) and is never sent on: the upstream gets chatproxy's own
 key. Every answer's usage goes to the ledger (`chatproxy.access.ledger`). A
 request sent with an `Idempotency-Key` is answered once: a retry gets the
-first answer's bytes again (`chatproxy.web.idempotency`).
+first answer's bytes again (`chatproxy.web.idempotency`). The Responses API's
+routes (`chatproxy.web.responses`) send their requests through `forward` too.
 """
 
 from __future__ import annotations
@@ -149,8 +150,11 @@ def send(call: PassThrough, claimed: Claim) -> Response:
     when they are reached). A stream is opened before the response starts, so
     an upstream failure before its first byte is answered with its own status.
     Every answer is charged: a stream that ends without usage (cut short, or
-    a server that sends none) with the tokens counted from what passed. The
-    answer is kept for `claimed`'s key in the charge's transaction.
+    a server that sends none) with the tokens counted from what passed, in
+    chat's terms (`usage_in_chat_terms`: a response's input and output tokens,
+    an embedding's prompt tokens; a moderation's none). The answer is kept for
+    `claimed`'s key, and a Responses API response's id recorded as its
+    caller's (`chatproxy.store.response_owners`), in the charge's transaction.
     """
     upstream = current_upstream()
     record_usage = usage_recorder()
@@ -170,7 +174,7 @@ def send(call: PassThrough, claimed: Claim) -> Response:
             raise
 
         recording = Recording() if claimed.id is not None else None
-        owner = current_caller().name
+        owner = current_caller().name if isinstance(stream, ResponsesStream) else ""
 
         def on_end() -> None:
             usage, counted = usage_in_chat_terms(stream.usage), False
