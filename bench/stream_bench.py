@@ -10,7 +10,11 @@ process and the ratios to direct, next to the targets. A script that prints
 figures, not a test:
 
     .venv/bin/python bench/stream_bench.py [--concurrency 200,1000] [--duration 20]
-        [--workers 2] [--gateway-route callChatGPT|v1] [--quick]
+        [--workers 2] [--gateway-route callChatGPT|v1|responses] [--quick]
+
+With `--gateway-route responses` both sides ask OpenAI's Responses API
+(`POST /v1/responses`, its named events up to `response.completed`) instead of
+chat completions: the simulator straight, and the gateway's `/v1/responses`.
 
 See bench/README.md for what each figure means.
 """
@@ -69,7 +73,13 @@ RSS_MB = 250.0
 ADDED_P50_MS = 1.5
 NOISE = 15.0  # % of a core used by other processes above which a run is flagged
 # The gateway's routes the load can go to (--gateway-route), as the report names them.
-ROUTES = {"callChatGPT": "GET /callChatGPT", "v1": "POST /v1/chat/completions"}
+ROUTES = {
+    "callChatGPT": "GET /callChatGPT",
+    "v1": "POST /v1/chat/completions",
+    "responses": "POST /v1/responses",
+}
+# A piece of a Responses stream: an output text delta event.
+RESPONSES_PIECE = re.compile(rb'"type":\s*"response\.output_text\.delta"')
 
 
 # One target check: (where, what, figure, target, met).
@@ -87,6 +97,7 @@ class Target:
     body: bytes | None
     end_marker: bytes  # a stream is whole only if it contains this
     error_marker: bytes  # an error event in the stream
+    piece: re.Pattern[bytes] = CONTENT  # one content piece of the stream
 
 
 @dataclass
@@ -458,6 +469,32 @@ def stream_targets(found: Servers, route: str) -> tuple[Target, Target]:
     )
     if route == "v1":
         gateway = v1_target(direct, found)
+    if route == "responses":
+        return responses_targets(found, QUESTION, stream=True)
+    return direct, gateway
+
+
+def responses_targets(found: Servers, question: str, stream: bool) -> tuple[Target, Target]:
+    """The same Responses API request (`POST /responses`) straight at the simulator and
+    through the gateway's `/v1/responses`; a stream ends with `response.completed`."""
+    body: dict[str, object] = {"model": MODEL, "input": question, "max_output_tokens": MAX_TOKENS}
+    if stream:
+        body["stream"] = True
+    end = b"event: response.completed" if stream else b'"status":"completed"'
+    error = b"event: error" if stream else b'"error":{'
+    direct = Target(
+        name="direct",
+        method="POST",
+        url=f"{found.simulator_url}/responses",
+        headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"},
+        body=json.dumps(body).encode(),
+        end_marker=end,
+        error_marker=error,
+        piece=RESPONSES_PIECE,
+    )
+    headers = {**found.gateway_headers, "Content-Type": "application/json"}
+    url = f"{found.gateway_url}/v1/responses"
+    gateway = Target("gateway", "POST", url, headers, direct.body, end, error, RESPONSES_PIECE)
     return direct, gateway
 
 
@@ -500,6 +537,8 @@ def instant_targets(found: Servers, route: str) -> tuple[Target, Target, Target]
     )
     if route == "v1":
         gateway = v1_target(direct, found)
+    if route == "responses":
+        direct, gateway = responses_targets(found, question, stream=False)
     floor = Target("floor", "GET", f"{found.gateway_url}/healthz", {}, None, b"ok", b'"error":')
     return direct, gateway, floor
 
@@ -539,12 +578,12 @@ async def stream_once(client: aiohttp.ClientSession, target: Target) -> StreamRe
             else:
                 async for data in response.content.iter_any():
                     received += data
-                    if first is None and CONTENT.search(received):
+                    if first is None and target.piece.search(received):
                         first = time.perf_counter()
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         error = type(exc).__name__
     if error is None:
-        pieces = len(CONTENT.findall(received))
+        pieces = len(target.piece.findall(received))
         if target.error_marker in received:
             error = "error event"
         elif target.end_marker not in received:
@@ -803,7 +842,7 @@ def report_latency(run: LatencyRun, route: str) -> list[Check]:
         "once, keep-alive connections"
     )
     labels = {
-        "direct": "direct (POST /v1/chat/completions)",
+        "direct": f"direct ({ROUTES['responses' if route == 'responses' else 'v1']})",
         "gateway": f"gateway ({ROUTES[route]})",
         "floor": "floor (gateway GET /healthz)",
     }

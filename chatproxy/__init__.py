@@ -74,7 +74,7 @@ def create_app(
     from chatproxy.state import PERSONAS, PRICES, SETTINGS
     from chatproxy.store.database import INSTANCE_DIR, init_store, register_store_errors
     from chatproxy.upstream.client import UPSTREAM, Upstream
-    from chatproxy.web import api, ask, conversations_api, health, openapi, page, v1
+    from chatproxy.web import api, ask, conversations_api, health, openapi, page, responses, v1
     from chatproxy.web.bodylimit import ChunkedBodyLimit
     from chatproxy.web.headers import register_relative_redirects, register_security_headers
     from chatproxy.web.requestlog import register_request_log
@@ -130,7 +130,7 @@ def create_app(
     register_security_headers(app)
     register_request_log(app, settings)  # first: every later failure has a request id
     register_relative_redirects(app)
-    api_blueprints = [ask.bp, api.bp, conversations_api.bp, v1.bp]
+    api_blueprints = [ask.bp, api.bp, conversations_api.bp, v1.bp, responses.bp]
     # Before Flask-Limiter's own check: the caller decides which limits apply.
     register_access_check(app, settings, {bp.name for bp in api_blueprints})
     init_limits(app, settings, api_blueprints)

@@ -28,7 +28,15 @@ from chatproxy.environment import (
 SIMULATOR_KEY = "sk-sim-local"
 """The upstream key used in simulator mode when `OPENAI_API_KEY` is not set."""
 
-DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1", "gpt-3.5-turbo-instruct")
+DEFAULT_MODELS = (
+    "gpt-4o-mini",
+    "gpt-4o",
+    "gpt-4.1-mini",
+    "gpt-4.1",
+    "gpt-3.5-turbo-instruct",
+    "text-embedding-3-small",
+    "omni-moderation-latest",
+)
 
 COMPLETION_MODELS = frozenset({"gpt-3.5-turbo-instruct", "davinci-002", "babbage-002"})
 """OpenAI's models that answer only legacy completions (`POST /v1/completions`), never chat."""
@@ -36,6 +44,17 @@ COMPLETION_MODELS = frozenset({"gpt-3.5-turbo-instruct", "davinci-002", "babbage
 REASONING_MODELS = ("o1*", "o3*", "o4*", "gpt-5*", "deepseek-reasoner*", "gpt-oss*")
 """Models that take `reasoning_effort` unless CHATPROXY_REASONING_MODELS names others: OpenAI's
 o-series and gpt-5, DeepSeek's reasoner, gpt-oss (patterns, see `takes_reasoning_effort`)."""
+NOT_CHAT_MODELS = COMPLETION_MODELS | {
+    "text-embedding-3-small",
+    "text-embedding-3-large",
+    "text-embedding-ada-002",
+    "omni-moderation-latest",
+    "omni-moderation-2024-09-26",
+    "text-moderation-latest",
+    "text-moderation-stable",
+}
+"""OpenAI's models that answer no chat: legacy completion, embedding and moderation models
+(`/v1/completions`, `/v1/embeddings`, `/v1/moderations`)."""
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -105,11 +124,12 @@ class Settings:
 
     @property
     def chat_models(self) -> tuple[str, ...]:
-        """The models that answer chat: `models` but OpenAI's legacy completion ones.
+        """The models that answer chat: `models` but OpenAI's legacy completion, embedding and
+        moderation ones (NOT_CHAT_MODELS).
 
         The page, `/callChatGPT` and `/api/models` offer only these; `/v1` all.
         """
-        return tuple(model for model in self.models if model not in COMPLETION_MODELS)
+        return tuple(model for model in self.models if model not in NOT_CHAT_MODELS)
 
     def takes_reasoning_effort(self, model: str) -> bool:
         """True when `model` takes `reasoning_effort`: its name, after any `provider/` prefix,
@@ -171,10 +191,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         raise ConfigError(
             f"CHATPROXY_MODEL={model!r} is not one of CHATPROXY_MODELS ({', '.join(models)})"
         )
-    if model in COMPLETION_MODELS:
-        raise ConfigError(
-            f"CHATPROXY_MODEL={model!r} answers only legacy completions: choose a chat model"
-        )
+    if model in NOT_CHAT_MODELS:
+        what = "legacy completions" if model in COMPLETION_MODELS else "no chat"
+        raise ConfigError(f"CHATPROXY_MODEL={model!r} answers only {what}: choose a chat model")
     origins = env.items("CHATPROXY_CORS_ORIGINS", ())
     for origin in origins:
         if origin == "*" or not is_http_url(origin):

@@ -98,7 +98,7 @@ def parse_question(
     `personas` are the ones `persona=` may name (`{id: Persona}`). The model is
     `model=`, else the persona's, else CHATPROXY_MODEL. Raises BadRequest for a
     missing or wrong value (code `persona_not_found` for an unknown persona,
-    `model_not_supported` for a legacy completion model, `unsupported_parameter`
+    `model_not_supported` for a model that answers no chat, `unsupported_parameter`
     for `reasoning_effort` to a model that does not take it), Forbidden for a
     model outside CHATPROXY_MODELS.
     """
@@ -115,8 +115,8 @@ def parse_question(
         )
     if model not in settings.chat_models:
         raise BadRequest(
-            f"The model {model!r} answers only legacy completions (POST /v1/completions), "
-            f"not questions. Ask one of: {', '.join(settings.chat_models)}.",
+            f"The model {model!r} answers no chat (only /v1/completions, /v1/embeddings or "
+            f"/v1/moderations), not questions. Ask one of: {', '.join(settings.chat_models)}.",
             param="model",
             code="model_not_supported",
         )

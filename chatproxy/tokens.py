@@ -18,21 +18,26 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from chatproxy.environment import ConfigError, read_json_file
+from chatproxy.environment import ConfigError
 from chatproxy.errors import BadRequest
+from chatproxy.prices import PRICES as PRICES
+from chatproxy.prices import Price as Price
+from chatproxy.prices import answer_cost as answer_cost
+from chatproxy.prices import cost as cost
+from chatproxy.prices import known
+from chatproxy.prices import load_prices as load_prices
+from chatproxy.prices import price_for as price_for
+from chatproxy.prices import usage_in_chat_terms as usage_in_chat_terms
 
 if TYPE_CHECKING:
     from tiktoken import Encoding
 
-T = TypeVar("T")
 Message = Mapping[str, Any]
 """A chat message: `{"role": str, "content": str | [{"type": "text", "text": str}], "name"?}`."""
 
@@ -40,7 +45,6 @@ CACHE_DIR = Path(__file__).resolve().parent / "tiktoken_cache"
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3  # <|start|>assistant<|message|>
-MAX_PRICES_FILE_BYTES = 1024 * 1024
 
 # gpt-4 names that use o200k_base, checked before the cl100k_base prefixes.
 _O200K_PREFIXES = ("gpt-4o", "gpt-4.1", "gpt-4.5", "chatgpt-4o")
@@ -49,7 +53,6 @@ _CL100K_PREFIXES = ("gpt-4", "gpt-3.5", "gpt-35", "davinci-002", "babbage-002", 
 # Reasoning models (o1, o3, o4-mini, gpt-5, ...) refuse `max_tokens` and take
 # `max_completion_tokens`; a provider prefix such as `openai/` may come first.
 _REASONING = re.compile(r"(?:[\w.-]+/)?(?:o\d+|gpt-5)(?:[-.]|$)")
-_SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 
 # Context windows in tokens (prompt and answer together), from OpenAI's model
 # pages (https://platform.openai.com/docs/models). Dated snapshots take their
@@ -77,45 +80,6 @@ CONTEXT_WINDOWS: dict[str, int] = {
     "gpt-5": 400_000,
     "gpt-5-mini": 400_000,
     "gpt-5-nano": 400_000,
-}
-
-
-@dataclass(frozen=True)
-class Price:
-    """USD per 1M tokens: `input` (prompt) and `output` (answer, reasoning included)."""
-
-    input: float
-    output: float
-
-
-# Standard-tier text prices, USD per 1M tokens, of OpenAI's pricing page
-# (https://developers.openai.com/api/docs/pricing, formerly
-# https://openai.com/api/pricing), taken 2026-11-21 from copies of it that
-# agree (the page itself could not be fetched here): check before relying on
-# them, and override with CHATPROXY_PRICES_FILE. Cached input is billed lower
-# upstream; these costs count every prompt token at the full price. Dated
-# snapshots take their model's price unless listed themselves.
-PRICES: dict[str, Price] = {
-    "gpt-4o-mini": Price(0.15, 0.60),
-    "gpt-4o": Price(2.50, 10.00),
-    "gpt-4o-2024-05-13": Price(5.00, 15.00),
-    "gpt-4.1": Price(2.00, 8.00),
-    "gpt-4.1-mini": Price(0.40, 1.60),
-    "gpt-4.1-nano": Price(0.10, 0.40),
-    "gpt-5": Price(1.25, 10.00),
-    "gpt-5-mini": Price(0.25, 2.00),
-    "gpt-5-nano": Price(0.05, 0.40),
-    "o1": Price(15.00, 60.00),
-    "o3": Price(2.00, 8.00),
-    "o3-mini": Price(1.10, 4.40),
-    "o4-mini": Price(1.10, 4.40),
-    "gpt-4-turbo": Price(10.00, 30.00),
-    "gpt-4": Price(30.00, 60.00),
-    "gpt-4-32k": Price(60.00, 120.00),
-    "gpt-3.5-turbo": Price(0.50, 1.50),
-    # Legacy completions only; allowed by default. Its price as OpenAI's API
-    # charges it, per llmreference.com's comparison of providers (2026-06).
-    "gpt-3.5-turbo-instruct": Price(1.50, 2.00),
 }
 
 
@@ -163,12 +127,18 @@ def count_messages(messages: Sequence[Message], model: str) -> int:
 
 
 def count_prompt(body: Mapping[str, Any], model: str) -> int:
-    """Prompt tokens of a `/v1` request body as a client sent it: chat `messages` or a legacy
-    `prompt` (a string, strings, or token arrays). Items of other shapes count nothing."""
+    """Prompt tokens of a `/v1` request body as a client sent it: chat `messages`, a legacy
+    `prompt` or an embedding's `input` (a string, strings, or token arrays), or a response's
+    `instructions` and `input` (a string, or items whose text counts as messages' does).
+    Items of other shapes count nothing."""
     messages = body.get("messages")
     if isinstance(messages, list):
         return count_messages([m for m in messages if isinstance(m, dict)], model)
-    prompt = body.get("prompt")
+    if "instructions" in body or (
+        isinstance(body.get("input"), list) and any(isinstance(i, dict) for i in body["input"])
+    ):
+        return _count_response_input(body, model)
+    prompt = body.get("prompt", body.get("input"))
     prompts = prompt if isinstance(prompt, list) else [prompt]
     if prompts and all(isinstance(item, int) for item in prompts):
         return len(prompts)  # one prompt as token ids
@@ -179,6 +149,30 @@ def count_prompt(body: Mapping[str, Any], model: str) -> int:
         elif isinstance(item, list):
             total += len(item)  # token ids
     return total
+
+
+def _count_response_input(body: Mapping[str, Any], model: str) -> int:
+    """Tokens of a Responses API request's `instructions` and `input` (OpenAI API reference,
+    "Create a model response"): a string, or items (messages with text parts, tool outputs)."""
+    items = body.get("input")
+    messages: list[Message] = []
+    instructions = body.get("instructions")
+    if isinstance(instructions, str):
+        messages.append({"role": "developer", "content": instructions})
+    if isinstance(items, str):
+        messages.append({"role": "user", "content": items})
+    for item in items if isinstance(items, list) else ():
+        if not isinstance(item, dict):
+            continue
+        content = item.get("content", item.get("output", item.get("arguments")))
+        if isinstance(content, list):
+            content = [
+                {"type": "text", "text": part.get("text")}
+                for part in content
+                if isinstance(part, dict)
+            ]
+        messages.append({"role": str(item.get("role", "")), "content": content})
+    return count_messages(messages, model)
 
 
 def size_bound(value: Any) -> int:
@@ -255,7 +249,7 @@ def _text_of(value: Any) -> str:
 
 def context_window(model: str, default: int) -> int:
     """The context window of `model` in tokens (CONTEXT_WINDOWS), or `default` if unknown."""
-    return _known(CONTEXT_WINDOWS, _base_model(model)) or default
+    return known(CONTEXT_WINDOWS, _base_model(model)) or default
 
 
 def limit_field(model: str) -> str:
@@ -326,88 +320,12 @@ def check_max_tokens(models: Sequence[str], max_tokens: int, default_window: int
         window = context_window(model, default_window)
         if max_tokens >= window:
             where = (
-                "" if _known(CONTEXT_WINDOWS, _base_model(model)) else ", CHATPROXY_CONTEXT_WINDOW"
+                "" if known(CONTEXT_WINDOWS, _base_model(model)) else ", CHATPROXY_CONTEXT_WINDOW"
             )
             raise ConfigError(
                 f"CHATPROXY_MAX_TOKENS={max_tokens} leaves no room for a question in the context "
                 f"window of {model} ({window:,} tokens{where})"
             )
-
-
-# ---------- Cost ----------
-
-
-def price_for(model: str | None, prices: Mapping[str, Price] = PRICES) -> Price | None:
-    """The price of `model` in `prices` (a dated snapshot takes its model's), or None."""
-    # `model` may come from the upstream's answer: anything JSON allows.
-    return _known(prices, model) if isinstance(model, str) and model else None
-
-
-def cost(
-    model: str | None, usage: Mapping[str, Any] | None, prices: Mapping[str, Price] = PRICES
-) -> float | None:
-    """What `usage` (`{"prompt_tokens", "completion_tokens", ...}`) of `model` cost, in USD.
-
-    None when the model has no price or the usage is missing.
-    """
-    price = price_for(model, prices)
-    if price is None or not isinstance(usage, Mapping):
-        return None
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if not (isinstance(prompt, int) and isinstance(completion, int)) or min(prompt, completion) < 0:
-        return None
-    return round((prompt * price.input + completion * price.output) / 1_000_000, 10)
-
-
-def answer_cost(
-    usage: Mapping[str, Any] | None,
-    reported_model: str | None,
-    asked_model: str,
-    prices: Mapping[str, Price] = PRICES,
-) -> float | None:
-    """The cost of an answer: priced as the model the upstream reported, else the one asked for."""
-    found = cost(reported_model, usage, prices)
-    return found if found is not None else cost(asked_model, usage, prices)
-
-
-def load_prices(path: Path | None) -> dict[str, Price]:
-    """PRICES, with the prices of the JSON file `path` (CHATPROXY_PRICES_FILE) over them.
-
-    The file holds `{"model": {"input": X, "output": Y}}`, USD per 1M tokens.
-    Raises ConfigError with one line naming CHATPROXY_PRICES_FILE when the file
-    cannot be read or is malformed.
-    """
-    prices = dict(PRICES)
-    if path is None:
-        return prices
-    setting = f"CHATPROXY_PRICES_FILE={str(path)!r}"
-    example = '{"model": {"input": 0.15, "output": 0.6}}'
-    try:
-        data = read_json_file(path, MAX_PRICES_FILE_BYTES)
-    except ConfigError as fault:
-        raise ConfigError(f"{setting} {fault}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{setting} must hold a JSON object like {example}")
-    for model, entry in data.items():
-        if not isinstance(entry, dict) or sorted(entry) != ["input", "output"]:
-            raise ConfigError(
-                f"{setting}: {model!r} must be an object with exactly input and output, "
-                f"like {example}"
-            )
-        for key in ("input", "output"):
-            value = entry[key]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ConfigError(
-                    f"{setting}: {model!r} {key} must be a number of USD per 1M tokens, "
-                    f"0 or more, not {value!r}"
-                )
-        prices[model] = Price(float(entry["input"]), float(entry["output"]))
-    return prices
 
 
 # ---------- Model names ----------
@@ -418,11 +336,3 @@ def _base_model(model: str) -> str:
     if model.startswith("ft:"):
         return model[3:].split(":", 1)[0]
     return model
-
-
-def _known(table: Mapping[str, T], model: str) -> T | None:
-    """`table[model]`, or the entry of the model a dated snapshot of it belongs to."""
-    found = table.get(model)
-    if found is None:
-        found = table.get(_SNAPSHOT.sub("", model))
-    return found

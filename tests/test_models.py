@@ -1,8 +1,9 @@
 """Which models each route offers with the default CHATPROXY_MODELS.
 
-Legacy completions work out of the box (`gpt-3.5-turbo-instruct` is allowed by
-default), and since that model answers nothing else, the page, `/callChatGPT`
-and `/api/models` keep to the chat models.
+Legacy completions, embeddings and moderations work out of the box
+(`gpt-3.5-turbo-instruct`, `text-embedding-3-small` and `omni-moderation-latest`
+are allowed by default), and since those models answer no chat, the page,
+`/callChatGPT` and `/api/models` keep to the chat models.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from chatproxy.config import DEFAULT_MODELS, ConfigError, load_settings
 
 CHAT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1"]
 LEGACY = "gpt-3.5-turbo-instruct"
+NOT_CHAT = [LEGACY, "text-embedding-3-small", "omni-moderation-latest"]
 
 
-def test_the_defaults_allow_the_chat_models_and_a_legacy_completion_model():
-    assert list(DEFAULT_MODELS) == [*CHAT_MODELS, LEGACY]
+def test_the_defaults_allow_the_chat_models_and_a_model_of_each_other_endpoint():
+    assert list(DEFAULT_MODELS) == [*CHAT_MODELS, *NOT_CHAT]
 
 
 def test_v1_lists_every_allowed_model_and_serves_a_legacy_completion(live_server):
@@ -30,7 +32,7 @@ def test_v1_lists_every_allowed_model_and_serves_a_legacy_completion(live_server
         timeout=30,
     )
 
-    assert [model["id"] for model in listed["data"]] == [*CHAT_MODELS, LEGACY]
+    assert [model["id"] for model in listed["data"]] == [*CHAT_MODELS, *NOT_CHAT]
     assert completion.status_code == 200, completion.text
     assert completion.json()["choices"][0]["text"]
 
@@ -61,6 +63,7 @@ def test_a_question_to_a_legacy_completion_model_is_refused_before_the_upstream(
     assert simulator.requests == []
 
 
-def test_the_default_model_must_be_a_chat_model():
+@pytest.mark.parametrize("model", NOT_CHAT)
+def test_the_default_model_must_be_a_chat_model(model):
     with pytest.raises(ConfigError, match="CHATPROXY_MODEL="):
-        load_settings({"CHATPROXY_MODEL": LEGACY})
+        load_settings({"CHATPROXY_MODEL": model})

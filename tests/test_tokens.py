@@ -580,7 +580,7 @@ def test_prices_file_overrides_and_adds(make_server_with, simulator, tmp_path):
         ("{not json", "is not valid JSON"),
         ("[1, 2]", "must hold a JSON object"),
         ('{"gpt-4o": 2.5}', "exactly input and output"),
-        ('{"gpt-4o": {"input": 2.5}}', "exactly input and output"),
+        ('{"gpt-4o": {"output": 10}}', "exactly input and output"),
         ('{"gpt-4o": {"input": 2.5, "output": 10, "cached": 1.25}}', "exactly input and output"),
         ('{"gpt-4o": {"input": -1, "output": 10}}', "input must be a number"),
         ('{"gpt-4o": {"input": "2.5", "output": 10}}', "input must be a number"),

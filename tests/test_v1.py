@@ -424,7 +424,12 @@ def test_body_too_large(server):
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", "chat/completions", 405), ("PUT", "completions", 405), ("POST", "embeddings", 404)],
+    [
+        ("GET", "chat/completions", 405),
+        ("PUT", "completions", 405),
+        ("GET", "embeddings", 405),
+        ("POST", "files", 404),
+    ],
 )
 def test_other_routes_answer_in_openai_shape(server, method, path, status):
     response = httpx2.request(method, f"{server.url}/v1/{path}", json={})

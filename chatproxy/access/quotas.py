@@ -114,6 +114,11 @@ class _Limiter(Limiter):
         super()._check_request_limit(callable_name, in_middleware)
 
 
+# The blueprints whose every request may call the upstream: /callChatGPT and /v1 (the
+# Responses API's routes are a blueprint of their own).
+_ASKING = frozenset({"ask", "v1", "responses"})
+
+
 def asks_upstream() -> bool:
     """True when the current request may call the upstream: those a key's limits count.
 
@@ -121,7 +126,7 @@ def asks_upstream() -> bool:
     conversation list, a conversation, usage, models, exports) are not
     counted, so a key over a limit still sees its conversations and usage.
     """
-    return request.blueprint in ("ask", "v1") or request.endpoint == "conversations.regenerate"
+    return request.blueprint in _ASKING or request.endpoint == "conversations.regenerate"
 
 
 def _client_address() -> str:

@@ -1,7 +1,8 @@
 """An OpenAI-compatible fake upstream server for tests, the offline demo and benchmarks.
 
 Serves `POST /v1/chat/completions` (JSON and SSE), `POST /v1/completions` (legacy),
-`GET /v1/models` and OpenAI's error bodies, in the formats of the OpenAI API
+`GET /v1/models`, the Responses API, embeddings and moderations
+(`chatproxy.simulator.more_routes`) and OpenAI's error bodies, in the formats of the OpenAI API
 reference (see `chatproxy.simulator.wire`). Latency, chunking and faults are set
 per server (`Simulator(...)`) or per request by a `[[sim: key=value ...]]`
 directive in the last user message (keys: fault, times, chunks, delay, latency,
@@ -33,6 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from chatproxy.simulator import answers, dialects, reasoning, wire
+from chatproxy.simulator.more_routes import MoreRoutes
 from chatproxy.simulator.wire import ApiError
 
 DEFAULT_API_KEY = "sk-sim-local"
@@ -151,6 +153,7 @@ class Simulator:
         app.router.add_post("/v1/completions", self._legacy)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model}", self._model)
+        MoreRoutes(self).add_to(app)  # the Responses API, embeddings, moderations
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:

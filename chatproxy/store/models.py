@@ -1,5 +1,5 @@
 """The stored tables (SQLAlchemy 2 models; schema in `migrations/`): conversations, keys, usage,
-reservations and idempotency keys."""
+reservations, idempotency keys and the owners of responses."""
 
 from __future__ import annotations
 
@@ -232,3 +232,18 @@ class IdempotencyKey(db.Model):  # type: ignore[name-defined,misc]
         DateTime(timezone=True), default=utcnow, index=True
     )
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ResponseOwner(db.Model):  # type: ignore[name-defined,misc]
+    """A response of the Responses API (`/v1/responses`) and the caller that created it.
+
+    `response_id` is the upstream's id (`resp_...`); `owner` the access key's
+    name (`open` while CHATPROXY_AUTH is open). Only its owner may retrieve,
+    delete, cancel or continue it (`chatproxy.store.response_owners`).
+    """
+
+    __tablename__ = "response_owners"
+
+    response_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

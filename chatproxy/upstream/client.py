@@ -31,9 +31,12 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 from flask import current_app
 
@@ -49,19 +52,33 @@ from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_FAILOVERS, UPSTREAM_LATE
 from chatproxy.upstream.failures import server_failed, status_error
 from chatproxy.upstream.lean import LeanServer
 from chatproxy.upstream.reasoning import reasoning_of, split_think
+from chatproxy.upstream.response_stream import ResponsesStream
 from chatproxy.upstream.responses import Failure, ReadBrokeOff, ReadTimedOut, UpstreamResponse
 from chatproxy.upstream.retries import deadline
-from chatproxy.upstream.streams import ChatStream, RawStream
+from chatproxy.upstream.streams import ChatStream, PassedStream, RawStream
 
 log = logging.getLogger(__name__)
 
 CHAT_PATH = "/chat/completions"
 COMPLETIONS_PATH = "/completions"  # legacy
-# The upstream paths (under OPENAI_BASE_URL) a pass-through request may call.
-RAW_PATHS = (CHAT_PATH, COMPLETIONS_PATH)
+RESPONSES_PATH = "/responses"
+EMBEDDINGS_PATH = "/embeddings"
+MODERATIONS_PATH = "/moderations"
+# The upstream paths (under OPENAI_BASE_URL) a pass-through request may POST a body to.
+RAW_PATHS = (CHAT_PATH, COMPLETIONS_PATH, RESPONSES_PATH, EMBEDDINGS_PATH, MODERATIONS_PATH)
 # What is too long when the upstream says the context is: the field of the client's
 # request that holds the prompt (`input` for a question to /callChatGPT).
-PROMPT_FIELDS = {CHAT_PATH: "messages", COMPLETIONS_PATH: "prompt"}
+PROMPT_FIELDS = {
+    CHAT_PATH: "messages",
+    COMPLETIONS_PATH: "prompt",
+    RESPONSES_PATH: "input",
+    EMBEDDINGS_PATH: "input",
+    MODERATIONS_PATH: "input",
+}
+# A stored response's routes (`call_raw`): `/responses/{id}` and what follows it.
+RESPONSE_ROUTES = ("", "/input_items", "/cancel")
+# A response id as OpenAI makes them (`resp_` and hex); other servers' ids are word characters.
+RESPONSE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 QUESTION_FIELD = "input"
 # Where create_app keeps the process's Upstream (app.extensions).
 UPSTREAM = "chatproxy.upstream"
@@ -81,10 +98,12 @@ class ChatAnswer:
 
 @dataclass
 class RawAnswer:
-    """A whole answer passed through: the upstream's JSON `body` bytes as they came, its `usage`."""
+    """A whole answer passed through: the upstream's JSON `body` bytes as they came, its `usage`
+    and its `id` (a string, else None)."""
 
     body: bytes
     usage: dict[str, Any] | None
+    id: str | None = None
 
 
 class Sender(Protocol):
@@ -92,6 +111,10 @@ class Sender(Protocol):
 
     def post(self, path: str, body: dict[str, Any]) -> UpstreamResponse:
         """`POST path` with the JSON `body`, retried as the SDK retries; raises Failure."""
+        ...
+
+    def call(self, method: str, path: str) -> UpstreamResponse:
+        """`method` on `path` (its query string included) without a body, retried as `post`."""
         ...
 
 
@@ -166,7 +189,31 @@ class Upstream:
         with the upstream key); they must be a JSON object, else UpstreamError
         `upstream_malformed`. Raises APIError subclasses, as `post_raw` does.
         """
-        content, answer = self._read_json(self.post_raw(path, body))
+        return self._raw_answer(self.post_raw(path, body))
+
+    def call_raw(
+        self, method: str, response_id: str, route: str = "", query: dict[str, Any] | None = None
+    ) -> RawAnswer:
+        """A stored response's route, passed through: `method` on `/responses/{response_id}`
+        followed by `route` (one of RESPONSE_ROUTES), with `query` as its query string.
+
+        `response_id` must look like an id (RESPONSE_ID) and `route` be one of
+        RESPONSE_ROUTES (ValueError otherwise): the caller has checked the id is
+        its caller's, so the path is one the upstream made. The answer must be
+        a JSON object, as `complete_raw`'s; raises APIError subclasses.
+        """
+        if route not in RESPONSE_ROUTES or not RESPONSE_ID.fullmatch(response_id):
+            raise ValueError(f"not a stored response's route: {response_id!r} {route!r}")
+        path = f"{RESPONSES_PATH}/{response_id}{route}"
+        if query:
+            path += "?" + urlencode(query, doseq=True)
+        label = f"{RESPONSES_PATH}/{{id}}{route}"  # one metrics label for every id
+        response = self._send(lambda sender: sender.call(method, path), label, "input", None)
+        return self._raw_answer(response)
+
+    def _raw_answer(self, response: UpstreamResponse) -> RawAnswer:
+        """The whole answer of `response`, its bytes kept (see `complete_raw`)."""
+        content, answer = self._read_json(response)
         if not isinstance(answer, dict):
             raise UpstreamError(
                 "The upstream answered with something that is not a JSON object.",
@@ -175,8 +222,12 @@ class Upstream:
         for key in self.keys_bytes:
             if key in content:
                 content = content.replace(key, b"[redacted]")
-        usage = answer.get("usage")
-        return RawAnswer(content, usage if isinstance(usage, dict) else None)
+        usage, ident = answer.get("usage"), answer.get("id")
+        return RawAnswer(
+            content,
+            usage if isinstance(usage, dict) else None,
+            ident if isinstance(ident, str) else None,
+        )
 
     def open_chat_stream(self, params: dict[str, Any]) -> ChatStream:
         """Start a streamed chat completion; the request is sent before this returns.
@@ -190,13 +241,16 @@ class Upstream:
 
     def open_raw_stream(
         self, path: str, body: dict[str, Any], hide_usage: bool = False
-    ) -> RawStream:
+    ) -> PassedStream:
         """Start a stream to pass through: `POST path` (one of RAW_PATHS) with `body` as is.
 
         `body` asks for the stream itself (`"stream": true`); with `hide_usage`
         the usage chunk is read but not passed on. Errors before the first
-        byte raise here, as for `open_chat_stream`.
+        byte raise here, as for `open_chat_stream`. A Responses stream
+        (RESPONSES_PATH) is a ResponsesStream, others a RawStream.
         """
+        if path == RESPONSES_PATH:
+            return ResponsesStream(self.post_raw(path, body), self)
         return RawStream(self.post_raw(path, body), self, hide_usage=hide_usage)
 
     def post_raw(self, path: str, body: dict[str, Any]) -> UpstreamResponse:
@@ -212,7 +266,17 @@ class Upstream:
         return self._post(path, body, PROMPT_FIELDS[path])
 
     def _post(self, path: str, body: dict[str, Any], prompt_field: str) -> UpstreamResponse:
-        """`POST path` with the SDK's retries, headers and errors, failing over in turn.
+        """`POST path` with the JSON `body` (see `_send`)."""
+        return self._send(lambda sender: sender.post(path, body), path, prompt_field, body)
+
+    def _send(
+        self,
+        request: Callable[[Sender], UpstreamResponse],
+        path: str,
+        prompt_field: str,
+        body: dict[str, Any] | None,
+    ) -> UpstreamResponse:
+        """`request(sender)` with the SDK's retries, headers and errors, failing over in turn.
 
         No retry starts after CHATPROXY_RETRY_DEADLINE seconds (`retries`);
         failing over to the next server still does.
@@ -234,9 +298,10 @@ class Upstream:
             started = time.perf_counter()
             try:
                 with deadline(retries_end):
-                    response = server.sender.post(path, body)
+                    response = request(server.sender)
             except Failure as failure:
-                error = self._map_failure(failure, prompt_field, body.get("model"))
+                model = body.get("model") if body is not None else None
+                error = self._map_failure(failure, prompt_field, model)
                 UPSTREAM_ERRORS.labels(error.code or "upstream_error").inc()
                 status = failure.status
                 if not server_failed(status, error) or number == len(servers):

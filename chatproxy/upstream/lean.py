@@ -49,7 +49,8 @@ USER_AGENT = "chatproxy (geventhttpclient)"
 
 
 class LeanServer:
-    """One upstream server: `post` sends a request with the SDK's retries, over `pool`."""
+    """One upstream server: `post` (or `call`) sends a request with the SDK's retries, over
+    `pool`."""
 
     def __init__(self, target: UpstreamTarget, settings: Settings) -> None:
         url = urlsplit(target.base_url)
@@ -93,6 +94,17 @@ class LeanServer:
         request = (
             f"POST {target} HTTP/1.1\r\n{self._headers}Content-Length: {len(data)}\r\n\r\n"
         ).encode() + data
+        return self._retried(request, target)
+
+    def call(self, method: str, path: str) -> LeanResponse:
+        """`method` (GET, DELETE, or POST without a body) on `path` (under the base URL, its
+        query string included); the body unread. Raises Failure as `post` does."""
+        target = self._prefix + path
+        request = f"{method} {target} HTTP/1.1\r\n{self._headers}Content-Length: 0\r\n\r\n"
+        return self._retried(request.encode(), target)
+
+    def _retried(self, request: bytes, target: str) -> LeanResponse:
+        """Send `request` with the SDK's retries; the first answer that is not a Failure."""
         retries_taken = 0
         while True:
             try:

@@ -67,18 +67,22 @@ class SdkServer:
 
         Raises Failure once the SDK's retries are spent (or stopped at the deadline).
         """
-        try:
+        with _sdk_failures():
             response = self.client.post(
                 path, body=body, cast_to=httpx2.Response, options=UNREAD_BODY
             )
-        except openai.APITimeoutError:
-            raise Failure("timeout") from None
-        except openai.APIConnectionError as exc:
-            raise Failure("unreachable", cause=type(exc.__cause__).__name__) from None
-        except openai.APIStatusError as exc:
-            raise Failure("status", exc.status_code, exc.body, exc.response.headers) from None
-        except openai.APIError:
-            raise Failure("unreadable") from None
+        return SdkResponse(response)
+
+    def call(self, method: str, path: str) -> SdkResponse:
+        """`method` (GET, DELETE, or POST without a body) on `path` (its query string
+        included); the body unread. Raises Failure as `post` does."""
+        with _sdk_failures():
+            if method == "GET":
+                response = self.client.get(path, cast_to=httpx2.Response, options=UNREAD_BODY)
+            elif method == "DELETE":
+                response = self.client.delete(path, cast_to=httpx2.Response, options=UNREAD_BODY)
+            else:
+                response = self.client.post(path, cast_to=httpx2.Response, options=UNREAD_BODY)
         return SdkResponse(response)
 
 
@@ -166,6 +170,21 @@ class DeadlineOpenAI(openai.OpenAI):
         super()._sleep_for_retry(
             retries_taken=retries_taken, max_retries=max_retries, options=options, response=response
         )
+
+
+@contextmanager
+def _sdk_failures() -> Iterator[None]:
+    """The SDK's errors, once its retries are spent, as a Failure."""
+    try:
+        yield
+    except openai.APITimeoutError:
+        raise Failure("timeout") from None
+    except openai.APIConnectionError as exc:
+        raise Failure("unreachable", cause=type(exc.__cause__).__name__) from None
+    except openai.APIStatusError as exc:
+        raise Failure("status", exc.status_code, exc.body, exc.response.headers) from None
+    except openai.APIError:
+        raise Failure("unreadable") from None
 
 
 @contextmanager

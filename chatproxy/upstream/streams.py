@@ -192,40 +192,38 @@ class ChatStream(UpstreamStream):
             raise self._ended_early()
 
 
-class RawStream(UpstreamStream):
+class PassedStream(UpstreamStream):
     """An open stream passed through as the upstream sent it: iterate for its events as bytes.
 
     Each item is one or more whole SSE events (lines and the blank line that
     ends each), byte for byte as they arrived, never part of one, so a
     keep-alive comment can go between two items (and b"" for silence, after
-    `mark_idle`). Chunks are not parsed (the
-    SDK's typed chunks cost about 110 µs each, passing bytes on about 2 µs):
-    only the one whose `"usage":` holds an object is, and `usage` then holds
-    it (OpenAI's last chunk with `stream_options.include_usage`; None when the
-    client did not ask for it). With `hide_usage`, that chunk is not passed
-    on when it carries nothing else (`usage_only`: OpenAI's has no choices,
-    LiteLLM's one with an empty delta). The upstream key never passes, even
-    should an upstream echo it.
-
-    A break (reset, timeout), or an end with neither `[DONE]` nor a
-    `finish_reason`, raises UpstreamError or UpstreamTimeout after the events
-    that did arrive; an error event of the upstream's own is passed on and
-    then the stream ends without another.
+    `mark_idle`). The upstream key never passes, even should an upstream echo
+    it. What a kind of stream reads on the way (its usage) and how it knows it
+    is whole are its subclass's: `_look` sees each item before it is passed
+    on, `_whole` the last one once the body ended. A break (reset, timeout),
+    or an end that is not whole, raises UpstreamError or UpstreamTimeout after
+    the events that did arrive.
     """
 
-    def __init__(
-        self, response: UpstreamResponse, upstream: UpstreamClient, hide_usage: bool = False
-    ) -> None:
+    def __init__(self, response: UpstreamResponse, upstream: UpstreamClient) -> None:
         super().__init__(response, upstream)
         self.usage: dict[str, Any] | None = None
-        self.hide_usage = hide_usage
         # The first KEPT_BYTES of the events, to count the answer's tokens when no
         # usage comes (`received_text`); the count of all bytes passed on.
         self._kept: list[bytes] = []
         self._kept_bytes = self._passed_bytes = 0
 
+    def _look(self, events: bytes) -> bytes:
+        """Read what is needed of `events` (whole events, before they are passed on); returns
+        what to pass on of them (b"": nothing)."""
+        return events
+
+    def _whole(self, last: bytes) -> bool:
+        """True when the stream, whose `last` item was this, ended as a whole answer does."""
+        return True
+
     def __iter__(self) -> Iterator[bytes]:
-        done = finished = False
         events = pending = b""
         keys = self._upstream.keys_bytes
         with self._reading():
@@ -245,30 +243,19 @@ class RawStream(UpstreamStream):
                 for key in keys:
                     if key in events:
                         events = events.replace(key, b"[redacted]")
-                # Both keys sit near a chunk's end, where rfind starts (cheaper than `in`);
-                # a value that starts with `n` is null.
-                at = events.rfind(USAGE_KEY) + len(USAGE_KEY)
-                if at >= len(USAGE_KEY) and events[at : at + 1] != b"n":
-                    self.usage = usage_in(events) or self.usage
-                    if self.hide_usage:
-                        events = without_usage_chunk(events)
-                        if not events:
-                            continue
-                if not finished:  # a finish_reason that is a string, not null
-                    at = events.rfind(_FINISH_KEY) + len(_FINISH_KEY)
-                    finished = at >= len(_FINISH_KEY) and events[at : at + 8].lstrip()[:1] == b'"'
-                if events.endswith(_DONE_ENDS):
-                    done = done or ends_with_done(events)
+                events = self._look(events)
+                if not events:
+                    continue
                 if self._sent_at is not None:
                     self._first_piece()
                 self._keep(events)
                 yield events
             if pending.strip():  # a last event without its blank line
-                events = pending.rstrip(b"\r\n") + b"\n\n"
-                done = done or ends_with_done(events)
-                self._keep(events)
-                yield events
-        if not (done or finished or b'"error":' in events):
+                events = self._look(pending.rstrip(b"\r\n") + b"\n\n")
+                if events:
+                    self._keep(events)
+                    yield events
+        if not self._whole(events):
             raise self._ended_early()
 
     def _keep(self, events: bytes) -> None:
@@ -276,6 +263,67 @@ class RawStream(UpstreamStream):
         if self._kept_bytes < KEPT_BYTES:
             self._kept.append(events)
             self._kept_bytes += len(events)
+
+    def _kept_data(self) -> Iterator[Any]:
+        """The JSON of each `data:` line of the kept events (but `[DONE]` and what is not JSON)."""
+        for line in b"".join(self._kept).splitlines():
+            if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+                continue
+            try:
+                yield json.loads(line[5:])
+            except ValueError:
+                continue
+
+    def received_text(self) -> tuple[str, float]:
+        """The text the passed-on events carried, and how many times more bytes passed on
+        (for counting an answer's tokens when no usage came); each kind of stream's own."""
+        return "", self._ratio()
+
+    def _ratio(self) -> float:
+        """How many times more bytes passed on than were kept (1.0 when all were)."""
+        return self._passed_bytes / self._kept_bytes if self._kept_bytes else 1.0
+
+
+class RawStream(PassedStream):
+    """A chat or legacy completion stream passed through (see `PassedStream`).
+
+    Chunks are not parsed (the SDK's typed chunks cost about 110 µs each,
+    passing bytes on about 2 µs): only the one whose `"usage":` holds an
+    object is, and `usage` then holds it (OpenAI's last chunk with
+    `stream_options.include_usage`; None when the client did not ask for it).
+    With `hide_usage`, that chunk is not passed on when it carries nothing else
+    (`usage_only`: OpenAI's has no choices, LiteLLM's one with an empty delta).
+
+    Whole: it ended with `[DONE]` or after a `finish_reason`; an error event
+    of the upstream's own is passed on and then the stream ends without another.
+    """
+
+    def __init__(
+        self, response: UpstreamResponse, upstream: UpstreamClient, hide_usage: bool = False
+    ) -> None:
+        super().__init__(response, upstream)
+        self.hide_usage = hide_usage
+        self._done = self._finished = False
+
+    def _look(self, events: bytes) -> bytes:
+        # Both keys sit near a chunk's end, where rfind starts (cheaper than `in`);
+        # a value that starts with `n` is null.
+        at = events.rfind(USAGE_KEY) + len(USAGE_KEY)
+        if at >= len(USAGE_KEY) and events[at : at + 1] != b"n":
+            self.usage = usage_in(events) or self.usage
+            if self.hide_usage:
+                events = without_usage_chunk(events)
+                if not events:
+                    return events
+        if not self._finished:  # a finish_reason that is a string, not null
+            at = events.rfind(_FINISH_KEY) + len(_FINISH_KEY)
+            self._finished = at >= len(_FINISH_KEY) and events[at : at + 8].lstrip()[:1] == b'"'
+        if events.endswith(_DONE_ENDS):
+            self._done = self._done or ends_with_done(events)
+        return events
+
+    def _whole(self, last: bytes) -> bool:
+        return self._done or self._finished or b'"error":' in last
 
     def received_text(self) -> tuple[str, float]:
         """The text the passed-on chunks carried, and how many times more bytes passed on.
@@ -287,16 +335,9 @@ class RawStream(UpstreamStream):
         tokens when the upstream reported no usage.
         """
         texts: list[str] = []
-        for line in b"".join(self._kept).splitlines():
-            if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
-                continue
-            try:
-                chunk = json.loads(line[5:])
-            except ValueError:
-                continue
+        for chunk in self._kept_data():
             texts.extend(_texts_of(chunk))
-        ratio = self._passed_bytes / self._kept_bytes if self._kept_bytes else 1.0
-        return "".join(texts), ratio
+        return "".join(texts), self._ratio()
 
 
 def answer_text(body: bytes) -> str:

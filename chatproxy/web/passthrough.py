@@ -1,8 +1,10 @@
 """The OpenAI-compatible pass-through: a request body checked against the owner's policy.
 
 Bodies are those of the OpenAI API reference (https://platform.openai.com/docs/api-reference),
-"Create chat completion" (`POST /v1/chat/completions`) and "Create completion"
-(`POST /v1/completions`, legacy); model objects are those of "Models". chatproxy
+"Create chat completion" (`POST /v1/chat/completions`), "Create completion"
+(`POST /v1/completions`, legacy), "Create a model response" (`POST /v1/responses`),
+"Create embeddings" (`POST /v1/embeddings`) and "Create moderation"
+(`POST /v1/moderations`); model objects are those of "Models". chatproxy
 checks what its owner decides (the model, CHATPROXY_MODELS; the answer's length,
 CHATPROXY_MAX_TOKENS) and what it needs to route the call (`stream`, and for
 chat `messages`); every other field goes upstream as the client sent it,
@@ -20,11 +22,20 @@ from typing import Any
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, Forbidden, NotFound
 from chatproxy.tokens import limit_field
-from chatproxy.upstream.client import CHAT_PATH, COMPLETIONS_PATH
+from chatproxy.upstream.client import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    EMBEDDINGS_PATH,
+    MODERATIONS_PATH,
+    RESPONSES_PATH,
+)
 
 # OpenAI's default `max_tokens` for legacy completions, sent when none is given.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
 LIMITS = ("max_tokens", "max_completion_tokens")
+# OpenAI's moderation model when a request names none: sent, so the model checked is the one used.
+MODERATION_DEFAULT_MODEL = "omni-moderation-latest"
+ENCODING_FORMATS = ("float", "base64")
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,8 @@ class PassThrough:
     model asked for; `hide_usage`: chatproxy asked for the stream's usage
     chunk itself (to record the usage) and the client must not get it;
     `cap`: the output tokens one answer may take; `answers`: how many answers
-    the upstream writes (`n`, or a legacy `best_of`), each up to `cap`.
+    the upstream writes (`n`, or a legacy `best_of`), each up to `cap`;
+    `billed`: False for an endpoint that bills no tokens (moderations).
     """
 
     path: str
@@ -46,6 +58,18 @@ class PassThrough:
     hide_usage: bool = False
     cap: int = 0
     answers: int = 1
+    billed: bool = True
+
+    @property
+    def prompt(self) -> Any:
+        """What holds the prompt in `body` (chat `messages`, a legacy `prompt`, an `input` and
+        a response's `instructions`), whose JSON size bounds its tokens."""
+        body = self.body
+        if "messages" in body:
+            return body["messages"]
+        if "prompt" in body:
+            return body["prompt"]
+        return [body.get("instructions"), body.get("input")]
 
 
 def read_body(data: bytes) -> dict[str, Any]:
@@ -134,6 +158,131 @@ def check_completion(body: dict[str, Any], settings: Settings) -> PassThrough:
     best_of = _answers(body, "best_of", settings.max_n) or 1
     answers = max(n, best_of)  # best_of answers are written (and billed); n are sent back
     return PassThrough(COMPLETIONS_PATH, body, _stream(body), model, False, cap, answers)
+
+
+def check_response(body: dict[str, Any], settings: Settings) -> PassThrough:
+    """Check a Responses API request (OpenAI API reference, "Create a model response");
+    returns what to send to `/responses`.
+
+    `model` and `stream` as for chat; `max_output_tokens`, if given, from 1
+    to CHATPROXY_MAX_TOKENS (400), else the cap is added; `previous_response_id`,
+    if given, a string (whose owner the view checks: 404 for another key's).
+    Refused with 400 `unsupported_parameter`: `background` true (its usage
+    comes after the request has ended, and every answer is charged) and
+    `conversation` (an upstream conversation chatproxy cannot tell the owner
+    of). Nothing else (`input`, `instructions`, `tools`, ...) is looked at.
+    """
+    model = _model(body, settings)
+    cap = _limit(body, "max_output_tokens", settings.max_tokens)
+    if cap is None:
+        cap = settings.max_tokens
+        body = {**body, "max_output_tokens": cap}
+    previous = body.get("previous_response_id")
+    if previous is not None and not isinstance(previous, str):
+        raise BadRequest(
+            "'previous_response_id' must be a string.",
+            param="previous_response_id",
+            code="invalid_type",
+        )
+    if body.get("background") not in (None, False):
+        raise BadRequest(
+            "Background responses are not served here: their usage arrives after the "
+            "request ends. Send the request without 'background' (streamed, if it is long).",
+            param="background",
+            code="unsupported_parameter",
+        )
+    if body.get("conversation") is not None:
+        raise BadRequest(
+            "'conversation' is not served here; continue a response with "
+            "'previous_response_id' instead.",
+            param="conversation",
+            code="unsupported_parameter",
+        )
+    return PassThrough(RESPONSES_PATH, body, _stream(body), model, False, cap)
+
+
+def check_embedding(body: dict[str, Any], settings: Settings) -> PassThrough:
+    """Check an embeddings request (OpenAI API reference, "Create embeddings"); returns what
+    to send to `/embeddings`.
+
+    `model` as for chat; `input`: a non-empty string, or a non-empty list of
+    strings, of token ids, or of lists of token ids (400); `encoding_format`,
+    if given, `float` or `base64` (400). Nothing else (`dimensions`, `user`) is
+    looked at. Embeddings are never streamed and write no output tokens.
+    """
+    model = _model(body, settings)
+    value = body.get("input")
+    if value is None:
+        raise BadRequest(
+            "Missing required parameter 'input'.", param="input", code="missing_required_parameter"
+        )
+    if not _embedding_input(value):
+        raise BadRequest(
+            "'input' must be a non-empty string, or a non-empty list of strings, of token ids "
+            "or of lists of token ids.",
+            param="input",
+            code="invalid_value",
+        )
+    found = body.get("encoding_format")
+    if found is not None and found not in ENCODING_FORMATS:
+        raise BadRequest(
+            f"'encoding_format' must be one of {', '.join(ENCODING_FORMATS)}.",
+            param="encoding_format",
+            code="invalid_value",
+        )
+    return PassThrough(EMBEDDINGS_PATH, body, False, model)
+
+
+def check_moderation(body: dict[str, Any], settings: Settings) -> PassThrough:
+    """Check a moderations request (OpenAI API reference, "Create moderation"); returns what
+    to send to `/moderations`.
+
+    `model`, if given, as for chat, else OpenAI's default (`omni-moderation-latest`),
+    which is then sent and must be allowed too (403); `input`: a non-empty
+    string, or a non-empty list of strings or of text and image parts (400). Moderations
+    are free: nothing is reserved or billed but the request.
+    """
+    if body.get("model") is None:
+        body = {**body, "model": MODERATION_DEFAULT_MODEL}
+    model = _model(body, settings)
+    value = body.get("input")
+    if value is None:
+        raise BadRequest(
+            "Missing required parameter 'input'.", param="input", code="missing_required_parameter"
+        )
+    parts = value if isinstance(value, list) else []
+    if not (
+        (isinstance(value, str) and value)
+        or (parts and all(isinstance(p, str) for p in parts))
+        or (parts and all(isinstance(p, dict) for p in parts))
+    ):
+        raise BadRequest(
+            "'input' must be a non-empty string, or a non-empty list of strings or of "
+            "text and image parts.",
+            param="input",
+            code="invalid_value",
+        )
+    return PassThrough(MODERATIONS_PATH, body, False, model, billed=False)
+
+
+def _embedding_input(value: Any) -> bool:
+    """True for an embeddings `input`: a string, or a non-empty list of strings, of token ids,
+    or of non-empty lists of token ids."""
+    if isinstance(value, str):
+        return bool(value)
+    if not isinstance(value, list) or not value:
+        return False
+    if all(isinstance(item, str) for item in value):
+        return True
+    if all(_token(item) for item in value):
+        return True
+    return all(
+        isinstance(item, list) and item and all(_token(token) for token in item) for item in value
+    )
+
+
+def _token(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def model_object(model: str) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from flask import Response
 from chatproxy.errors import APIError
 from chatproxy.metrics import STREAMS_IN_FLIGHT, UPSTREAM_ERRORS
 from chatproxy.upstream.reasoning import Reasoning
-from chatproxy.upstream.streams import ChatStream, RawStream, StreamClosed, UpstreamStream
+from chatproxy.upstream.streams import ChatStream, PassedStream, StreamClosed, UpstreamStream
 
 KEEPALIVE = b": keep-alive\n\n"
 HEADERS = {
@@ -159,19 +159,21 @@ def _said(
 
 
 def passthrough_events(
-    stream: RawStream,
+    stream: PassedStream,
     on_end: Callable[[], None] | None = None,
     tap: Callable[[bytes], None] | None = None,
+    error_event: Callable[[APIError], bytes] | None = None,
 ) -> Generator[bytes]:
     """The upstream's events as they came; a failure mid-stream ends them with one error event.
 
-    The error event is `data: {"error": {...}}` in OpenAI's shape, with no
-    `[DONE]` after it: the openai SDK raises APIError on it. `tap(piece)`
-    sees each piece, error event included, before it is passed on (b"", the
-    stream's mark of silence, it does not). `on_end()` runs once the stream
-    ends, however it ends (the stream's `usage` is then known).
+    The error event is `error_event(error)`, by default `data: {"error": {...}}`
+    in OpenAI's shape, with no `[DONE]` after it: the openai SDK raises
+    APIError on it. `tap(piece)` sees each piece, error event included, before
+    it is passed on (b"", the stream's mark of silence, it does not).
+    `on_end()` runs once the stream ends, however it ends (the stream's
+    `usage` is then known).
     """
-    events = _ending_on_failure(iter(stream), stream, openai_error_event)
+    events = _ending_on_failure(iter(stream), stream, error_event or openai_error_event)
     try:
         if tap is None:
             yield from events
@@ -190,6 +192,24 @@ def openai_error_event(error: APIError) -> bytes:
     """`data: {"error": {...}}` and a blank line: an error as OpenAI puts it in a stream."""
     payload = json.dumps(error.body(), ensure_ascii=False, separators=(",", ":"))
     return f"data: {payload}\n\n".encode()
+
+
+def responses_error_event(error: APIError, sequence_number: int) -> bytes:
+    """A Responses API stream's `error` event for a failure of ours (OpenAI API reference,
+    "Responses" → "Streaming events" → `error`): `{"type": "error", "code", "message",
+    "param", "sequence_number"}`, with OpenAI's error object as `error` too, on which the
+    openai SDK raises APIError as it does for a chat stream's."""
+    detail = error.body()["error"]
+    data = {
+        "type": "error",
+        "code": detail.get("code"),
+        "message": detail.get("message"),
+        "param": detail.get("param"),
+        "sequence_number": sequence_number,
+        "error": detail,
+    }
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return f"event: error\ndata: {payload}\n\n".encode()
 
 
 def _ending_on_failure(
@@ -299,16 +319,17 @@ def stream_response(
 
 
 def passthrough_response(
-    stream: RawStream,
+    stream: PassedStream,
     keepalive_interval: float,
     on_end: Callable[[], None] | None = None,
     tap: Callable[[bytes], None] | None = None,
+    error_event: Callable[[APIError], bytes] | None = None,
 ) -> Response:
     """A `text/event-stream` response passing the upstream's stream on, with keep-alives.
 
-    `tap` sees what is passed on and `on_end()` runs when the stream has ended
-    (see `passthrough_events`).
+    `tap` sees what is passed on, `error_event` makes the event a failure ends
+    it with and `on_end()` runs when the stream has ended (see `passthrough_events`).
     """
-    events = passthrough_events(stream, on_end, tap)
+    events = passthrough_events(stream, on_end, tap, error_event)
     body = with_keepalive(events, stream, keepalive_interval)
     return Response(body, mimetype="text/event-stream", headers=HEADERS)

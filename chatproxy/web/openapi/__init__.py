@@ -25,6 +25,7 @@ from chatproxy.web.openapi.components import (
     headers_of,
     parameters,
 )
+from chatproxy.web.openapi.more_api import more_paths, more_schemas
 from chatproxy.web.openapi.paths import conversation_paths, question_paths, service_paths, v1_paths
 from chatproxy.web.openapi.schemas import Bounds, component_schemas, ref
 from chatproxy.web.openapi.v1_schemas import v1_schemas
@@ -81,9 +82,14 @@ def build_document(settings: Settings, persona_ids: tuple[str, ...]) -> dict[str
             **question_paths(ops, bounds),
             **conversation_paths(ops),
             **v1_paths(ops),
+            **more_paths(ops),
         },
         "components": {
-            "schemas": {**component_schemas(bounds), **v1_schemas(bounds)},
+            "schemas": {
+                **component_schemas(bounds),
+                **v1_schemas(bounds),
+                **more_schemas(bounds),
+            },
             "parameters": parameters(bounds),
             "headers": HEADERS,
             "responses": {
