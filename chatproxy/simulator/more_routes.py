@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from chatproxy.simulator import answers, responses_wire, wire
+from chatproxy.simulator import answers, checks, responses_wire, wire
 from chatproxy.simulator.wire import ApiError
 
 MAX_KEPT = 10_000  # responses kept for retrieval
@@ -111,7 +111,7 @@ class MoreRoutes:
         if model not in wire.CHAT_MODELS:
             message = f"The requested model '{model}' does not exist."
             raise ApiError(404, message, param="model", code="model_not_found")
-        wire._check_number(body, "max_output_tokens", 16, 2**31)
+        checks.check_number(body, "max_output_tokens", 16, 2**31)
         history: list[dict[str, Any]] = []
         previous = body.get("previous_response_id")
         if previous is not None:

@@ -28,48 +28,23 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
-from chatproxy.simulator import answers, dialects, reasoning, wire
+from chatproxy.simulator import answers, checks, dialects, reasoning, wire
 from chatproxy.simulator.more_routes import MoreRoutes
+from chatproxy.simulator.plan import FAULTS, Plan, plan_for
 from chatproxy.simulator.wire import ApiError
 
 DEFAULT_API_KEY = "sk-sim-local"
-# Faults answered with an OpenAI error body, then those that break the connection or stream.
-FAULTS = (
-    *wire.ERROR_FAULTS,
-    *dialects.CONTEXT_FAULTS,
-    "hang",
-    "reset",
-    "reset_mid_stream",
-    "malformed_chunk",
-)
 MAX_RECORDED = 10_000
-_DIRECTIVE_KEYS = {"fault", "times", "chunks", "delay", "latency", "answer", "words", "dialect"}
-_DIRECTIVE_KEYS |= {"reasoning", "thought"}  # chatproxy.simulator.reasoning
 _BROKEN = b'data: {"id": "chatcmpl-broken", "choices": [\n\n'
 _INVALID = object()  # marks a request body that is not JSON
 _BODY = web.RequestKey("body", object)  # the parsed JSON body, or _INVALID
 _RECORDED = web.RequestKey("recorded", dict)  # the request's entry in Simulator.requests
 _Events = tuple[list[bytes], list[bytes], list[bytes]]
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """How to answer one request: the server's options with its directive applied."""
-
-    latency: float
-    chunks: int | None
-    delay: float
-    fault: str | None = None
-    answer: str | None = None
-    words: int | None = None
-    dialect: str = "openai"
-    reasoning: str | None = None  # a dialect of `chatproxy.simulator.reasoning`
-    thought: int | None = None  # words of reasoning
 
 
 def _error_response(error: ApiError) -> web.Response:
@@ -115,7 +90,7 @@ class Simulator:
             raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
         self.api_key, self.record = api_key, record
         self.fault, self.fault_rate = fault, fault_rate
-        self._defaults = _Plan(latency, chunks, chunk_delay)
+        self._defaults = Plan(latency, chunks, chunk_delay)
         self._rng = random.Random(0)
         self._requests: deque[dict[str, Any]] = deque(maxlen=MAX_RECORDED)
         self._lock = threading.Lock()
@@ -277,37 +252,13 @@ class Simulator:
             raise ApiError(400, "Invalid request body: expected a JSON object.")
         return body
 
-    def _plan(self, text: str) -> tuple[_Plan, str]:
+    def _plan(self, text: str) -> tuple[Plan, str]:
         """Server options overridden by the directive in `text`; returns (plan, text without it)."""
         found, question = answers.parse_directive(text)
-        default, fault = self._defaults, None
+        fault = None
         if self.fault is not None and self._rng.random() < self.fault_rate:
             fault = self.fault
-        bad = (
-            set(found) - _DIRECTIVE_KEYS
-            or found.get("fault", FAULTS[0]) not in FAULTS
-            or found.get("answer", answers.ANSWERS[0]) not in answers.ANSWERS
-            or found.get("dialect", "openai") not in dialects.DIALECTS
-            or found.get("reasoning", reasoning.DIALECTS[0]) not in reasoning.DIALECTS
-        )
-        try:
-            # Bounded like any input: no answer of a million words or chunks.
-            plan = _Plan(
-                latency=min(float(found.get("latency", default.latency)), 600),
-                chunks=min(int(found["chunks"]), 10_000) if "chunks" in found else default.chunks,
-                delay=min(float(found.get("delay", default.delay)), 60),
-                fault=found.get("fault", fault),
-                answer=found.get("answer"),
-                words=min(int(found["words"]), 50_000) if "words" in found else None,
-                dialect=found.get("dialect", "openai"),
-                reasoning=found.get("reasoning"),
-                thought=min(int(found["thought"]), 50_000) if "thought" in found else None,
-            )
-            times = int(found.get("times", 0))
-        except ValueError:
-            bad = True
-        if bad:
-            raise ApiError(400, f"Invalid simulator directive: {found}", param="messages")
+        plan, times = plan_for(found, self._defaults, fault)
         if times > 0:
             self._seen[text] += 1
             if self._seen[text] > times:
@@ -315,7 +266,7 @@ class Simulator:
         return plan, question
 
     async def _begin(
-        self, request: web.Request, plan: _Plan, stream: bool
+        self, request: web.Request, plan: Plan, stream: bool
     ) -> web.StreamResponse | None:
         """Wait out the latency, then inject the plan's fault; None means answer normally."""
         if plan.latency > 0:
@@ -348,7 +299,7 @@ class Simulator:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/chat/completions: a `chat.completion`, or `chat.completion.chunk` SSE events."""
         body = self._body(request)
-        model = wire.check_request(body, chat=True)
+        model = checks.check_request(body, chat=True)
         messages = body["messages"]
         last, history, so_far = answers.asked(messages)  # so_far: an answer to go on with
         plan, question = self._plan(last)
@@ -379,7 +330,7 @@ class Simulator:
     async def _legacy(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/completions: a `text_completion` with a choice per prompt, or its SSE stream."""
         body = self._body(request)
-        model = wire.check_request(body, chat=False)
+        model = checks.check_request(body, chat=False)
         prompt = body["prompt"]
         prompts = [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
         prompts = prompts or [""]
@@ -411,7 +362,7 @@ class Simulator:
         return web.json_response(result, dumps=wire.dumps)
 
     async def _stream(
-        self, request: web.Request, events: _Events, plan: _Plan
+        self, request: web.Request, events: _Events, plan: Plan
     ) -> web.StreamResponse:
         """Send pre-serialised SSE events: head at once, each body event after a pause, tail."""
         head, body, tail = events
