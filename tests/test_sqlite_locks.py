@@ -52,8 +52,9 @@ CHUNKS, CHUNK_DELAY = 20, 0.15
 # write waiting for the lock stops every stream for as long as the lock is held
 # (3.3 s seen). Without that, gaps are a chunk delay, up to 0.8 s seen on a
 # shared 2-core machine when the 60 requests that waited for the lock all start
-# at once as it is released.
-LONGEST_GAP = 1.5
+# at once as it is released, and 1.56 s with two whole test suites running
+# beside this one. Under the 3 s of the lock either way.
+LONGEST_GAP = 2.0
 
 # The other process: takes the write lock, says so, holds it, commits.
 HOLD_LOCK = """
