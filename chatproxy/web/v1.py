@@ -35,8 +35,8 @@ from chatproxy.tokens import (
     usage_in_chat_terms,
 )
 from chatproxy.upstream.client import RESPONSES_PATH, current_upstream
+from chatproxy.upstream.events import answer_text
 from chatproxy.upstream.response_stream import ResponsesStream, response_text
-from chatproxy.upstream.streams import answer_text
 from chatproxy.web.idempotency import (
     Recording,
     claim_request,
