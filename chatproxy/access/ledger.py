@@ -125,23 +125,14 @@ class Recorder:
 
 def write_charge(connection: Connection, charge: dict[str, Any]) -> None:
     """Add a charge (a payload of `Recorder.charge`, or several `merge_charges` summed) to the
-    ledger and give back its reservations, in the transaction of `connection`.
-
-    A payload spooled before charges were merged has `counted` and one
-    `reservation` in place of `counted_requests`, `requests` and `reservations`.
-    """
-    values = {
-        "key_name": charge["key_name"],
-        "day": date.fromisoformat(charge["day"]),
-        "model": charge["model"],
-        "requests": charge.get("requests", 1),
-        "prompt_tokens": charge["prompt_tokens"],
-        "completion_tokens": charge["completion_tokens"],
-        "cost": charge["cost"],
-        "counted_requests": charge.get("counted_requests", int(charge.get("counted", False))),
-    }
+    ledger and give back its reservations, in the transaction of `connection`."""
+    charge = _current_shape(charge)
+    values = {name: charge[name] for name in _SUMMED}
+    values.update(
+        key_name=charge["key_name"], day=date.fromisoformat(charge["day"]), model=charge["model"]
+    )
     connection.execute(_ledger_upsert(connection.dialect.name), values)
-    settle(connection, _reservations(charge))
+    settle(connection, charge["reservations"])
     for kind in ("prompt", "completion"):
         if tokens := values[f"{kind}_tokens"]:
             TOKENS.labels(values["key_name"], values["model"], kind).inc(tokens)
@@ -155,35 +146,36 @@ def merge_charges(charges: list[dict[str, Any]]) -> list[dict[str, Any]]:
     order in every process keeps two transactions from waiting on each other.
     """
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for charge in charges:
+    for charge in map(_current_shape, charges):
         row_key = (charge["key_name"], charge["day"], charge["model"])
         row = rows.get(row_key)
         if row is None:
-            row = rows[row_key] = {
-                "key_name": charge["key_name"],
-                "day": charge["day"],
-                "model": charge["model"],
-                "requests": 0,
-                "prompt_tokens": 0,
-                "completion_tokens": 0,
-                "cost": 0.0,
-                "counted_requests": 0,
-                "reservations": [],
-            }
-        row["requests"] += charge.get("requests", 1)
-        row["prompt_tokens"] += charge["prompt_tokens"]
-        row["completion_tokens"] += charge["completion_tokens"]
-        row["cost"] += charge["cost"]
-        row["counted_requests"] += charge.get("counted_requests", int(charge.get("counted", False)))
-        row["reservations"] += _reservations(charge)
+            rows[row_key] = {**charge, "reservations": list(charge["reservations"])}
+            continue
+        for name in _SUMMED:
+            row[name] += charge[name]
+        row["reservations"] += charge["reservations"]
     return [rows[row_key] for row_key in sorted(rows)]
 
 
-def _reservations(charge: dict[str, Any]) -> list[int]:
+# The ledger's columns a charge adds to.
+_SUMMED = ("requests", "prompt_tokens", "completion_tokens", "cost", "counted_requests")
+
+
+def _current_shape(charge: dict[str, Any]) -> dict[str, Any]:
+    """`charge` as `Recorder.charge` makes it now: one spooled before charges were merged
+    has `counted` and one `reservation` in place of `requests`, `counted_requests` and
+    `reservations`."""
     if "reservations" in charge:
-        return list(charge["reservations"])
+        return charge
     reservation = charge.get("reservation")
-    return [] if reservation is None else [reservation]
+    old = {name: value for name, value in charge.items() if name not in ("counted", "reservation")}
+    return {
+        **old,
+        "requests": 1,
+        "counted_requests": int(bool(charge.get("counted"))),
+        "reservations": [] if reservation is None else [reservation],
+    }
 
 
 @functools.cache
@@ -193,16 +185,7 @@ def _ledger_upsert(dialect: str) -> Any:
     statement = insert(LEDGER)
     return statement.on_conflict_do_update(
         index_elements=["key_name", "day", "model"],
-        set_={
-            name: LEDGER.c[name] + statement.excluded[name]
-            for name in (
-                "requests",
-                "prompt_tokens",
-                "completion_tokens",
-                "cost",
-                "counted_requests",
-            )
-        },
+        set_={name: LEDGER.c[name] + statement.excluded[name] for name in _SUMMED},
     )
 
 
