@@ -11,6 +11,7 @@ import os
 import select
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chatproxy.config import ConfigError
@@ -31,8 +32,10 @@ class SimulatorProcess:
         _stop(self.process)
 
 
-def start_simulator(port: int, api_key: str) -> SimulatorProcess:
+def start_simulator(port: int, api_key: str, options: Sequence[str] = ()) -> SimulatorProcess:
     """Start the simulator on 127.0.0.1:`port` (0: a free port) and wait until it listens.
+
+    `options` are more of its command line's (`--models a,b`, `--no-stream-options`).
 
     It accepts `api_key`, keeps no requests (`--no-record`) and exits by itself
     when this process ends (`--exit-with-parent`), so a killed parent leaves no
@@ -45,7 +48,7 @@ def start_simulator(port: int, api_key: str) -> SimulatorProcess:
     """
     command = [sys.executable, "-m", "chatproxy.simulator", "--port", str(port)]
     process = subprocess.Popen(
-        [*command, "--no-record", "--exit-with-parent"],
+        [*command, "--no-record", "--exit-with-parent", *options],
         env={**os.environ, "SIMULATOR_API_KEY": api_key},
         stdout=subprocess.PIPE,
         text=True,
