@@ -73,12 +73,14 @@ class Question:
         elif self.system:
             leading.append({"role": "system", "content": self.system})
         max_tokens = self.max_tokens or settings.max_tokens
-        window = context_window(self.model, settings.context_window)
+        # Facts about the model (its window, its cap's field) are the real one's, not an alias's.
+        real = settings.upstream_model(self.model)
+        window = context_window(real, settings.context_window)
         question = {"role": "user", "content": self.input}
         return {
             "model": self.model,
-            "messages": fit_messages(leading, history, question, self.model, max_tokens, window),
-            limit_field(self.model): max_tokens,
+            "messages": fit_messages(leading, history, question, real, max_tokens, window),
+            limit_field(real): max_tokens,
             **self.options,
         }
 
@@ -164,7 +166,7 @@ def parse_question(
 def _reasoning_effort(values: Mapping[str, Any], model: str, settings: Settings) -> str | None:
     """`reasoning_effort`, for a model that takes it (CHATPROXY_REASONING_MODELS); else 400."""
     effort = _choice(values, "reasoning_effort", REASONING_EFFORTS)
-    if effort is not None and not settings.takes_reasoning_effort(model):
+    if effort is not None and not settings.takes_reasoning_effort(settings.upstream_model(model)):
         raise BadRequest(
             f"Unsupported parameter: 'reasoning_effort' is not supported with the model "
             f"{model!r}. Models that take it here: {', '.join(settings.reasoning_models)} "

@@ -22,9 +22,13 @@ from flask import Flask
 
 from chatproxy.access.keys import issue_key
 from chatproxy.config import DEFAULT_MODELS, ConfigError, load_settings
+from chatproxy.questions import parse_question
 from chatproxy.simulator import Simulator
 from chatproxy.simulator_process import start_simulator
 from chatproxy.tokens import count_text
+from chatproxy.upstream.client import Upstream
+from chatproxy.web.openapi import build_document
+from chatproxy.web.passthrough import check_chat
 from tests.conftest import UPSTREAM_KEY, LiveServer, serve
 from tests.servers import ROOT, free_port
 from tests.test_ask import read_events
@@ -461,3 +465,39 @@ def test_the_documented_configuration_offers_its_names_and_refuses_others(docume
     with pytest.raises(openai.NotFoundError) as raised:
         ask_sdk(client, "claude-3-opus", False)
     assert raised.value.code == "model_not_found"
+
+
+def test_facts_about_an_aliased_model_are_the_real_ones():
+    """An alias of a reasoning model gets its cap as `max_completion_tokens` (they refuse
+    `max_tokens`) and may take `reasoning_effort`, on /v1 and /callChatGPT alike."""
+    settings = settings_with({"models": ["o3*", "gpt-4o-mini"], "aliases": {"think": "o3"}})
+
+    call = check_chat({"model": "think", "messages": QUESTION}, settings)
+    assert call.body["max_completion_tokens"] == settings.max_tokens
+    assert "max_tokens" not in call.body
+    question = parse_question(
+        {"input": "why?", "model": "think", "reasoning_effort": "low"}, settings, wants="text"
+    )
+    params = question.chat_params(settings)
+    assert params["model"] == "think"  # the upstream's entry puts its own name on the way out
+    assert "max_completion_tokens" in params and params["reasoning_effort"] == "low"
+
+
+def test_the_openapi_document_lists_no_models_while_a_pattern_admits_more():
+    listed = build_document(settings_with({"models": ["gpt-4o-mini", "gpt-4o"]}), ())
+    patterned = build_document(settings_with({"models": ["gpt-4o-mini", "deepseek-*"]}), ())
+
+    def model_field(document: dict[str, Any]) -> dict[str, Any]:
+        schema = document["components"]["schemas"]["ChatCompletionRequest"]
+        return schema["properties"]["model"]  # type: ignore[no-any-return]
+
+    assert model_field(listed)["enum"] == ["gpt-4o-mini", "gpt-4o"]
+    assert "enum" not in model_field(patterned)
+
+
+def test_one_upstream_naming_no_models_is_chosen_without_a_lookup():
+    """The hot path (one upstream, no models named) asks nothing per request."""
+    upstream = Upstream(load_settings({"OPENAI_API_KEY": "sk-test"}))
+
+    assert upstream.selection.serving("gpt-4o") is upstream.selection.servers
+    assert upstream._in_turn("any-model-at-all") == upstream.selection.servers

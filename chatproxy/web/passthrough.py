@@ -129,7 +129,8 @@ def check_chat(body: dict[str, Any], settings: Settings) -> PassThrough:
         )
     given = [_limit(body, name, settings.max_tokens) for name in LIMITS]
     if not any(given):
-        body = {**body, limit_field(model): settings.max_tokens}
+        # An alias's real model says which field it takes (reasoning models refuse max_tokens).
+        body = {**body, limit_field(settings.upstream_model(model)): settings.max_tokens}
     cap = min(value for value in given if value) if any(given) else settings.max_tokens
     answers = _answers(body, "n", settings.max_n) or 1
     stream = _stream(body)
