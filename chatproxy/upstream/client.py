@@ -298,7 +298,8 @@ class Upstream:
         failing over to the next server still does.
 
         Returns the response with its body unread; the caller closes it.
-        Raises the mapped error of the last server asked when none answered, or
+        Raises NotFound (404 `model_not_found`) before asking anyone when no
+        server serves `model`; the mapped error of the last server asked when none answered, or
         at once when the request is at fault (`failures.server_failed`);
         `prompt_field` is the client's field a context-length error names.
         """
