@@ -211,8 +211,9 @@ class Simulator:
                 self._record(request)
             if request.path.startswith("/v1/"):
                 self._authenticate(request.headers.get("Authorization", ""))
-                if isinstance(request[_BODY], dict):
-                    checks.check_accepted(request[_BODY], self.models, self.stream_options)
+                body = request[_BODY]
+                if isinstance(body, dict):
+                    checks.check_accepted(body, self.models, self.stream_options)
             response = await handler(request)
         except ApiError as exc:
             response = _error_response(exc)
