@@ -501,3 +501,17 @@ def test_one_upstream_naming_no_models_is_chosen_without_a_lookup():
 
     assert upstream.selection.serving("gpt-4o") is upstream.selection.servers
     assert upstream._in_turn("any-model-at-all") == upstream.selection.servers
+
+
+def test_the_responses_api_and_embeddings_are_routed_by_model_too(routed, providers):
+    client = sdk(routed)
+
+    response = client.responses.create(model="fast", input="what is the capital of France?")
+    with pytest.raises(openai.NotFoundError) as raised:  # no entry here names one
+        client.embeddings.create(model="text-embedding-3-small", input="hello")
+
+    assert "capital of France" in response.output_text
+    [asked] = [r["json"] for r in providers["deepseek"].requests if r["path"] == "/v1/responses"]
+    assert asked["model"] == "deepseek-chat"
+    assert raised.value.code == "model_not_found"
+    assert all(r["path"] != "/v1/embeddings" for s in providers.values() for r in s.requests)
