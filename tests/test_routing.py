@@ -515,3 +515,28 @@ def test_the_responses_api_and_embeddings_are_routed_by_model_too(routed, provid
     assert asked["model"] == "deepseek-chat"
     assert raised.value.code == "model_not_found"
     assert all(r["path"] != "/v1/embeddings" for s in providers.values() for r in s.requests)
+
+
+def test_an_upstream_set_aside_is_set_aside_for_all_its_models(make_server_with):
+    failing = Simulator(api_key=UPSTREAM_KEY, models=OPENAI_MODELS, fault="unavailable")
+    healthy = Simulator(api_key=UPSTREAM_KEY, models=OPENAI_MODELS)
+    for simulator in (failing, healthy):
+        simulator.base_url = simulator.start_in_thread()
+    try:
+        listed = [
+            {"base_url": s.base_url, "api_key": UPSTREAM_KEY, "models": models}
+            for s, models in ((failing, OPENAI_MODELS), (healthy, ["gpt-4o*"]))
+        ]
+        server = make_server_with(
+            CHATPROXY_UPSTREAMS=json.dumps(listed), CHATPROXY_UPSTREAM_FAILURES="1"
+        )
+        client = sdk(server)
+
+        assert "capital of France" in ask_sdk(client, "gpt-4o", False)  # failed over
+        assert "capital of France" in ask_sdk(client, "gpt-4o-mini", False)
+
+        assert len(chat_bodies(failing)) == 1  # set aside after gpt-4o: not asked for -mini
+        assert [b["model"] for b in chat_bodies(healthy)] == ["gpt-4o", "gpt-4o-mini"]
+    finally:
+        failing.stop()
+        healthy.stop()
