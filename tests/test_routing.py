@@ -17,9 +17,13 @@ import httpx2
 import openai
 import pytest
 from flask import Flask
+from sqlalchemy import select
 
 from chatproxy.access.keys import issue_key
+from chatproxy.prices import cost
 from chatproxy.simulator import Simulator
+from chatproxy.store.database import db
+from chatproxy.store.models import UsageDay
 from chatproxy.tokens import count_text
 from tests.conftest import UPSTREAM_KEY, LiveServer, serve
 from tests.servers import free_port
@@ -57,7 +61,8 @@ def forget_requests(providers: dict[str, Simulator]) -> None:
 
 
 def entries(providers: dict[str, Simulator], first_deepseek: str | None = None) -> str:
-    """CHATPROXY_UPSTREAMS: OpenAI by exact names, DeepSeek by a pattern and an alias, twice."""
+    """CHATPROXY_UPSTREAMS: OpenAI by exact names and an alias, DeepSeek by a pattern and an
+    alias, twice."""
     deepseek = {
         "models": ["deepseek-*"],
         "aliases": {"fast": "deepseek-chat"},
@@ -71,6 +76,7 @@ def entries(providers: dict[str, Simulator], first_deepseek: str | None = None) 
                 "base_url": providers["openai"].base_url,
                 "api_key": UPSTREAM_KEY,
                 "models": OPENAI_MODELS,
+                "aliases": {"mini": "gpt-4o-mini"},
             },
             {
                 "name": "deepseek",
@@ -218,7 +224,7 @@ def test_failover_stays_within_the_upstreams_of_the_model(make_server_with, prov
 
 
 def test_the_model_lists_name_every_upstreams_models_and_aliases(routed):
-    offered = ["gpt-4o-mini", "gpt-4o", "fast"]
+    offered = ["mini", "gpt-4o-mini", "gpt-4o", "fast"]
 
     assert [m.id for m in sdk(routed).models.list()] == offered
     listed = httpx2.get(f"{routed.url}/api/models").json()["data"]
@@ -352,3 +358,33 @@ def test_an_upstream_set_aside_is_set_aside_for_all_its_models(make_server_with)
     finally:
         failing.stop()
         healthy.stop()
+
+
+def test_the_ledger_records_the_alias_priced_as_the_real_model(keyed, providers):
+    name, key = make_key(keyed)
+
+    answer = sdk(keyed, key).chat.completions.create(model="mini", messages=QUESTION)  # type: ignore[arg-type]
+
+    wait_for_ledger(keyed, name, 1)
+    with keyed.app.app_context():
+        rows = db.session.execute(
+            select(
+                UsageDay.model, UsageDay.prompt_tokens, UsageDay.completion_tokens, UsageDay.cost
+            ).where(UsageDay.key_name == name)
+        ).all()
+        db.session.remove()
+    assert answer.usage is not None
+    usage = {
+        "prompt_tokens": answer.usage.prompt_tokens,
+        "completion_tokens": answer.usage.completion_tokens,
+    }
+    assert [tuple(row) for row in rows] == [
+        (
+            "mini",
+            usage["prompt_tokens"],
+            usage["completion_tokens"],
+            pytest.approx(cost("gpt-4o-mini", usage)),
+        )
+    ]
+    assert cost("gpt-4o-mini", usage)  # a price the table knows, not the alias's none
+    assert chat_bodies(providers["openai"])[0]["model"] == "gpt-4o-mini"
