@@ -18,6 +18,7 @@ from chatproxy.config import ConfigError
 
 READY_TIMEOUT = 15.0  # seconds for the simulator to say it listens
 STOP_TIMEOUT = 10.0  # seconds for it to exit after SIGTERM before it is killed
+SERVING_SETTINGS = ("SIMULATOR_MODELS", "SIMULATOR_STREAM_OPTIONS")
 
 
 @dataclass
@@ -49,7 +50,7 @@ def start_simulator(port: int, api_key: str, options: Sequence[str] = ()) -> Sim
     command = [sys.executable, "-m", "chatproxy.simulator", "--port", str(port)]
     process = subprocess.Popen(
         [*command, "--no-record", "--exit-with-parent", *options],
-        env={**os.environ, "SIMULATOR_API_KEY": api_key},
+        env={**_own_environ(), "SIMULATOR_API_KEY": api_key},
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -64,6 +65,12 @@ def start_simulator(port: int, api_key: str, options: Sequence[str] = ()) -> Sim
         where = f"on port {port} (SIMULATOR_PORT)" if port else f"within {READY_TIMEOUT:g} s"
         raise ConfigError(f"the built-in simulator did not start {where}")
     return SimulatorProcess(process, ready.rsplit(" ", 1)[-1])
+
+
+def _own_environ() -> dict[str, str]:
+    """This process's environment without the simulator's own settings of what it serves
+    (`SIMULATOR_MODELS`, `SIMULATOR_STREAM_OPTIONS`): only `options` say that here."""
+    return {k: v for k, v in os.environ.items() if k not in SERVING_SETTINGS}
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
+import httpx2
 import openai
 import pytest
 from dotenv import dotenv_values
@@ -89,3 +93,31 @@ def test_the_documented_configuration_offers_its_names_and_refuses_others(docume
     with pytest.raises(openai.NotFoundError) as raised:
         ask_sdk(client, "claude-3-opus", False)
     assert raised.value.code == "model_not_found"
+
+
+def test_a_simulator_process_serves_only_the_models_its_environment_names():
+    """SIMULATOR_MODELS and SIMULATOR_STREAM_OPTIONS=0, as `--models` and `--no-stream-options`."""
+    command = [sys.executable, "-m", "chatproxy.simulator", "--port", "0", "--no-record"]
+    environ = {**os.environ, "SIMULATOR_MODELS": "qwen-plus", "SIMULATOR_STREAM_OPTIONS": "0"}
+    process = subprocess.Popen(command, env=environ, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip().rsplit(" ", 1)[-1]
+        headers = {"Authorization": "Bearer sk-sim-local"}
+        body = {"messages": [{"role": "user", "content": "hi"}]}
+
+        def post(**more: object) -> httpx2.Response:
+            return httpx2.post(f"{url}/chat/completions", json={**body, **more}, headers=headers)
+
+        assert post(model="qwen-plus").status_code == 200
+        missing = post(model="gpt-4o-mini")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "model_not_found"
+        refused = post(model="qwen-plus", stream=True, stream_options={"include_usage": True})
+        assert refused.status_code == 400
+        assert refused.json()["error"]["param"] == "stream_options"
+        listed = httpx2.get(f"{url}/models", headers=headers).json()["data"]
+        assert [m["id"] for m in listed] == ["qwen-plus"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
