@@ -9,21 +9,14 @@ How each kind of value (a number, a URL, a JSON file) is read and checked is
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from chatproxy.environment import (
-    PROJECT_ROOT,
-    ConfigError,
-    Reader,
-    address_fault,
-    is_http_url,
-)
+from chatproxy.environment import PROJECT_ROOT, ConfigError, Reader, is_http_url
+from chatproxy.upstream_targets import ModelRoutes, UpstreamTarget, host_of, upstream_targets
 
 SIMULATOR_KEY = "sk-sim-local"
 """The upstream key used in simulator mode when `OPENAI_API_KEY` is not set."""
@@ -60,20 +53,6 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 DEFAULT_DATABASE_URL = "sqlite:///chatproxy.db"
 """A SQLite file in the instance folder (`instance/chatproxy.db`)."""
-
-
-@dataclass(frozen=True)
-class UpstreamTarget:
-    """One OpenAI-compatible server to ask: its base URL, its key, its share of the requests.
-
-    `name` (the URL's host and port unless given) is what logs and metrics
-    call it: never the key, never the URL's path or query.
-    """
-
-    name: str
-    base_url: str
-    api_key: str = field(repr=False)
-    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -121,6 +100,11 @@ class Settings:
     upstream_order: str = "order"
     upstream_failures: int = 3
     upstream_cooldown: float = 30.0
+    # Patterns of CHATPROXY_UPSTREAMS entries that admit a model not in `models`
+    # (only while CHATPROXY_MODELS is unset, see `allows`).
+    model_patterns: tuple[str, ...] = ()
+    # Which upstreams serve which model; None when no entry names models or aliases.
+    routes: ModelRoutes | None = field(default=None, repr=False, compare=False)
 
     @property
     def chat_models(self) -> tuple[str, ...]:
@@ -130,6 +114,21 @@ class Settings:
         The page, `/callChatGPT` and `/api/models` offer only these; `/v1` all.
         """
         return tuple(model for model in self.models if model not in NOT_CHAT_MODELS)
+
+    def allows(self, model: str) -> bool:
+        """True when clients may ask for `model`: one of `models`, or a name an upstream's
+        pattern matches while CHATPROXY_MODELS is unset (`model_patterns`)."""
+        return model in self.models or any(
+            fnmatch.fnmatchcase(model, pattern) for pattern in self.model_patterns
+        )
+
+    def served(self, model: str) -> bool:
+        """True when some upstream serves `model` (always, when no entry names models)."""
+        return self.routes is None or self.routes.serves(model)
+
+    def upstream_model(self, model: str) -> str:
+        """The name the upstream knows `model` by (an alias's target; prices are by it)."""
+        return model if self.routes is None else self.routes.upstream_model(model)
 
     def takes_reasoning_effort(self, model: str) -> bool:
         """True when `model` takes `reasoning_effort`: its name, after any `provider/` prefix,
@@ -159,7 +158,7 @@ class Settings:
         if key is None:
             return ()
         base_url = self.openai_base_url or OPENAI_BASE_URL
-        return (UpstreamTarget(_host_of(base_url), base_url, key),)
+        return (UpstreamTarget(host_of(base_url), base_url, key),)
 
 
 @dataclass(frozen=True)
@@ -185,15 +184,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
     """
     env = Reader(environ)
     upstream = env.choice("CHATPROXY_UPSTREAM", ("openai", "simulator"), "openai")
-    model = env.text("CHATPROXY_MODEL", DEFAULT_MODELS[0])
-    models = env.items("CHATPROXY_MODELS", DEFAULT_MODELS)
-    if model not in models:
-        raise ConfigError(
-            f"CHATPROXY_MODEL={model!r} is not one of CHATPROXY_MODELS ({', '.join(models)})"
-        )
-    if model in NOT_CHAT_MODELS:
-        what = "legacy completions" if model in COMPLETION_MODELS else "no chat"
-        raise ConfigError(f"CHATPROXY_MODEL={model!r} answers only {what}: choose a chat model")
+    openai_api_key = env.optional("OPENAI_API_KEY")
+    # The key of upstreams that name none: as Settings.upstream_key has it.
+    default_key = openai_api_key or (SIMULATOR_KEY if upstream == "simulator" else None)
+    upstreams = upstream_targets(env.optional("CHATPROXY_UPSTREAMS"), default_key)
+    routes = ModelRoutes(upstreams)
+    models, patterns = _offered_models(env, routes)
+    offered = routes.names_models and env.optional("CHATPROXY_MODELS") is None
+    model = _default_model(env, models, offered)
     origins = env.items("CHATPROXY_CORS_ORIGINS", ())
     for origin in origins:
         if origin == "*" or not is_http_url(origin):
@@ -206,9 +204,6 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         # The simulator gunicorn.conf.py starts (or `make simulator`) listens there.
         simulator_port = env.number("SIMULATOR_PORT", int, 8001, low=1, high=65535)
         base_url = f"http://127.0.0.1:{simulator_port}/v1"
-    openai_api_key = env.optional("OPENAI_API_KEY")
-    # The key of upstreams that name none: as Settings.upstream_key has it.
-    default_key = openai_api_key or (SIMULATOR_KEY if upstream == "simulator" else None)
     return Settings(
         upstream=upstream,
         simulator_port=simulator_port,
@@ -245,66 +240,59 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         log_format=env.choice("CHATPROXY_LOG_FORMAT", ("plain", "json"), "plain"),
         log_content=env.choice("CHATPROXY_LOG_CONTENT", ("0", "1"), "0") == "1",
         metrics_token=metrics_token(env.optional("CHATPROXY_METRICS_TOKEN")),
-        upstreams=upstream_targets(env.optional("CHATPROXY_UPSTREAMS"), default_key),
+        upstreams=upstreams,
         upstream_order=env.choice("CHATPROXY_UPSTREAM_ORDER", ("order", "weight"), "order"),
         upstream_failures=env.number("CHATPROXY_UPSTREAM_FAILURES", int, 3, low=1),
         upstream_cooldown=env.number("CHATPROXY_UPSTREAM_COOLDOWN", float, 30.0, low=0),
+        model_patterns=patterns,
+        routes=routes if routes.names_models else None,
     )
 
 
-_TARGET_FIELDS = {"base_url", "api_key", "weight", "name"}
-MAX_WEIGHT = 1e6  # weights are ratios: a larger one (or 1e309, infinity) means nothing more
+def _offered_models(env: Reader, routes: ModelRoutes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The models clients may name, and the patterns that admit others (docs/upstreams.md).
 
-
-def upstream_targets(value: str | None, default_key: str | None) -> tuple[UpstreamTarget, ...]:
-    """The servers CHATPROXY_UPSTREAMS lists: a JSON array of objects, at least one.
-
-    Each object: `base_url` (http or https, required), `api_key` (default:
-    OPENAI_API_KEY), `weight` (a positive number, default 1), `name` (default:
-    the URL's host and port). Raises ConfigError naming the entry that is wrong,
-    never showing a key.
+    CHATPROXY_MODELS when set: then every one must be served by some upstream
+    (ConfigError). Unset, when CHATPROXY_UPSTREAMS entries name models or
+    aliases: those names (and DEFAULT_MODELS if an entry serves every model),
+    with the entries' patterns admitting more. Otherwise DEFAULT_MODELS.
     """
-    if value is None:
-        return ()
-    try:
-        entries = json.loads(value)
-    except ValueError as exc:
-        raise ConfigError(f"CHATPROXY_UPSTREAMS is not valid JSON: {exc}") from None
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(
-            'CHATPROXY_UPSTREAMS must be a JSON array like [{"base_url": "https://...", '
-            '"api_key": "sk-..."}, ...]'
-        )
-    targets = []
-    for number, entry in enumerate(entries, 1):
-        where = f"CHATPROXY_UPSTREAMS entry {number}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where} must be an object with base_url and api_key")
-        if unknown := set(entry) - _TARGET_FIELDS:
+    if not routes.names_models:
+        return env.items("CHATPROXY_MODELS", DEFAULT_MODELS), ()
+    if env.optional("CHATPROXY_MODELS") is None:
+        return routes.offered(DEFAULT_MODELS), routes.patterns()
+    models = env.items("CHATPROXY_MODELS", ())
+    for model in models:
+        if not routes.serves(model):
             raise ConfigError(
-                f"{where} has unknown fields {sorted(unknown)} "
-                f"(known: {', '.join(sorted(_TARGET_FIELDS))})"
+                f"CHATPROXY_MODELS names {model!r}, which no entry of CHATPROXY_UPSTREAMS "
+                "serves (add it to an entry's models or aliases)"
             )
-        base_url = entry.get("base_url")
-        if not isinstance(base_url, str) or not is_http_url(base_url):
-            raise ConfigError(f"{where} needs a base_url starting with http:// or https://")
-        if fault := address_fault(base_url):
-            raise ConfigError(f"{where}: base_url {fault}")
-        api_key = entry.get("api_key", default_key)
-        if not isinstance(api_key, str) or not api_key.strip():
-            raise ConfigError(f"{where} needs an api_key (or set OPENAI_API_KEY for all)")
-        weight = entry.get("weight", 1)
-        if (
-            isinstance(weight, bool)
-            or not isinstance(weight, int | float)
-            or not 0 < weight <= MAX_WEIGHT
-        ):
-            raise ConfigError(f"{where}: weight must be a positive number up to {MAX_WEIGHT:g}")
-        name = entry.get("name", _host_of(base_url))
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"{where}: name must be a non-empty string")
-        targets.append(UpstreamTarget(name.strip(), base_url, api_key.strip(), float(weight)))
-    return tuple(targets)
+    return models, ()
+
+
+def _default_model(env: Reader, models: tuple[str, ...], offered: bool) -> str:
+    """CHATPROXY_MODEL, checked: one of `models`, and a chat model (ConfigError otherwise).
+
+    Unset, it is DEFAULT_MODELS[0]; or, when the upstreams' entries `offered`
+    the models and that one is not among them, the first chat model they name.
+    """
+    model = env.optional("CHATPROXY_MODEL")
+    if model is None:
+        chat = [name for name in models if name not in NOT_CHAT_MODELS]
+        model = (
+            chat[0] if offered and chat and DEFAULT_MODELS[0] not in models else DEFAULT_MODELS[0]
+        )
+    if model not in models:
+        raise ConfigError(
+            f"CHATPROXY_MODEL={model!r} is not one of "
+            f"{'the models CHATPROXY_UPSTREAMS names' if offered else 'CHATPROXY_MODELS'} "
+            f"({', '.join(models) or 'none: name one exactly in an entry'})"
+        )
+    if model in NOT_CHAT_MODELS:
+        what = "legacy completions" if model in COMPLETION_MODELS else "no chat"
+        raise ConfigError(f"CHATPROXY_MODEL={model!r} answers only {what}: choose a chat model")
+    return model
 
 
 _TOKEN = re.compile(r"[\x21-\x7e]{16,200}")
@@ -321,12 +309,6 @@ def metrics_token(value: str | None) -> str | None:
             'python -c "import secrets; print(secrets.token_urlsafe(32))"'
         )
     return value
-
-
-def _host_of(url: str) -> str:
-    """`host[:port]` of `url`, without any user name or password in it."""
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
 
 
 def database_url(value: str) -> str:

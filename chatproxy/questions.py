@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatproxy.config import Settings
-from chatproxy.errors import BadRequest, Forbidden
+from chatproxy.config import NOT_CHAT_MODELS, Settings
+from chatproxy.errors import BadRequest, Forbidden, NotFound
 from chatproxy.personas import Persona
 from chatproxy.tokens import Message, context_window, fit_messages, limit_field
 
@@ -73,14 +73,33 @@ class Question:
         elif self.system:
             leading.append({"role": "system", "content": self.system})
         max_tokens = self.max_tokens or settings.max_tokens
-        window = context_window(self.model, settings.context_window)
+        # Facts about the model (its window, its cap's field) are the real one's, not an alias's.
+        real = settings.upstream_model(self.model)
+        window = context_window(real, settings.context_window)
         question = {"role": "user", "content": self.input}
         return {
             "model": self.model,
-            "messages": fit_messages(leading, history, question, self.model, max_tokens, window),
-            limit_field(self.model): max_tokens,
+            "messages": fit_messages(leading, history, question, real, max_tokens, window),
+            limit_field(real): max_tokens,
             **self.options,
         }
+
+
+def not_allowed(model: str, settings: Settings) -> NotFound | Forbidden:
+    """The error for a model the caller may not ask for: 404 `model_not_found` when no
+    upstream serves it (CHATPROXY_UPSTREAMS' `models`), else 403 `model_not_allowed`
+    (outside CHATPROXY_MODELS or the key's models)."""
+    if not settings.served(model):
+        return NotFound(
+            f"The model {model!r} does not exist or is not available here.",
+            param="model",
+            code="model_not_found",
+        )
+    return Forbidden(
+        f"The model {model!r} is not allowed here. Allowed: {', '.join(settings.models)}.",
+        param="model",
+        code="model_not_allowed",
+    )
 
 
 def parse_question(
@@ -100,20 +119,16 @@ def parse_question(
     missing or wrong value (code `persona_not_found` for an unknown persona,
     `model_not_supported` for a model that answers no chat, `unsupported_parameter`
     for `reasoning_effort` to a model that does not take it), Forbidden for a
-    model outside CHATPROXY_MODELS.
+    model outside CHATPROXY_MODELS, NotFound for one no upstream serves (`not_allowed`).
     """
     text = _text(values, "input", settings.max_input_chars, required=True)
     assert text is not None
     persona = _persona(values, personas or {})
     persona_model = persona.model if persona else None
     model = _text(values, "model", 200) or persona_model or settings.model
-    if model not in settings.models:
-        raise Forbidden(
-            f"The model {model!r} is not allowed here. Allowed: {', '.join(settings.models)}.",
-            param="model",
-            code="model_not_allowed",
-        )
-    if model not in settings.chat_models:
+    if not settings.allows(model):
+        raise not_allowed(model, settings)
+    if model in NOT_CHAT_MODELS:
         raise BadRequest(
             f"The model {model!r} answers no chat (only /v1/completions, /v1/embeddings or "
             f"/v1/moderations), not questions. Ask one of: {', '.join(settings.chat_models)}.",
@@ -151,7 +166,7 @@ def parse_question(
 def _reasoning_effort(values: Mapping[str, Any], model: str, settings: Settings) -> str | None:
     """`reasoning_effort`, for a model that takes it (CHATPROXY_REASONING_MODELS); else 400."""
     effort = _choice(values, "reasoning_effort", REASONING_EFFORTS)
-    if effort is not None and not settings.takes_reasoning_effort(model):
+    if effort is not None and not settings.takes_reasoning_effort(settings.upstream_model(model)):
         raise BadRequest(
             f"Unsupported parameter: 'reasoning_effort' is not supported with the model "
             f"{model!r}. Models that take it here: {', '.join(settings.reasoning_models)} "

@@ -11,12 +11,14 @@ import os
 import select
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from chatproxy.config import ConfigError
 
 READY_TIMEOUT = 15.0  # seconds for the simulator to say it listens
 STOP_TIMEOUT = 10.0  # seconds for it to exit after SIGTERM before it is killed
+SERVING_SETTINGS = ("SIMULATOR_MODELS", "SIMULATOR_STREAM_OPTIONS")
 
 
 @dataclass
@@ -31,8 +33,10 @@ class SimulatorProcess:
         _stop(self.process)
 
 
-def start_simulator(port: int, api_key: str) -> SimulatorProcess:
+def start_simulator(port: int, api_key: str, options: Sequence[str] = ()) -> SimulatorProcess:
     """Start the simulator on 127.0.0.1:`port` (0: a free port) and wait until it listens.
+
+    `options` are more of its command line's (`--models a,b`, `--no-stream-options`).
 
     It accepts `api_key`, keeps no requests (`--no-record`) and exits by itself
     when this process ends (`--exit-with-parent`), so a killed parent leaves no
@@ -45,8 +49,8 @@ def start_simulator(port: int, api_key: str) -> SimulatorProcess:
     """
     command = [sys.executable, "-m", "chatproxy.simulator", "--port", str(port)]
     process = subprocess.Popen(
-        [*command, "--no-record", "--exit-with-parent"],
-        env={**os.environ, "SIMULATOR_API_KEY": api_key},
+        [*command, "--no-record", "--exit-with-parent", *options],
+        env={**_own_environ(), "SIMULATOR_API_KEY": api_key},
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,
@@ -61,6 +65,12 @@ def start_simulator(port: int, api_key: str) -> SimulatorProcess:
         where = f"on port {port} (SIMULATOR_PORT)" if port else f"within {READY_TIMEOUT:g} s"
         raise ConfigError(f"the built-in simulator did not start {where}")
     return SimulatorProcess(process, ready.rsplit(" ", 1)[-1])
+
+
+def _own_environ() -> dict[str, str]:
+    """This process's environment without the simulator's own settings of what it serves
+    (`SIMULATOR_MODELS`, `SIMULATOR_STREAM_OPTIONS`): only `options` say that here."""
+    return {k: v for k, v in os.environ.items() if k not in SERVING_SETTINGS}
 
 
 def _stop(process: subprocess.Popen[str]) -> None:

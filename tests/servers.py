@@ -67,6 +67,7 @@ def server_env(**settings: str) -> dict[str, str]:
     and wsgi.py load for whatever is unset) are set empty, which counts as unset.
     """
     names = set(dotenv_values(ROOT / ".env.example")) | {"GUNICORN_CMD_ARGS", "SIMULATOR_API_KEY"}
+    names |= {"SIMULATOR_MODELS", "SIMULATOR_STREAM_OPTIONS"}
     # Run under `make test`, a `make` started by a test would print make's own
     # "Entering directory" lines around what it runs.
     names |= {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}

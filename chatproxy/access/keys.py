@@ -63,16 +63,21 @@ class Caller:
     def policy(self, settings: Settings) -> Settings:
         """`settings` with CHATPROXY_MODELS narrowed to the models this key may use.
 
-        The default model becomes the first allowed chat model when the key may not use it.
+        The key's list names models exactly: those offered, and those an
+        upstream's pattern admits (listed after them); patterns admit no
+        more for such a key. The default model becomes the first allowed chat
+        model when the key may not use it.
         """
         if self.models is None:
             return settings
         models = tuple(m for m in settings.models if m in self.models)
+        if settings.model_patterns:
+            models += tuple(m for m in self.models if m not in models and settings.allows(m))
         if not models:
-            return replace(settings, models=())
+            return replace(settings, models=(), model_patterns=())
         chat_models = replace(settings, models=models).chat_models or models
         model = settings.model if settings.model in models else chat_models[0]
-        return replace(settings, models=models, model=model)
+        return replace(settings, models=models, model=model, model_patterns=())
 
 
 OPEN_CALLER = Caller(OPEN)

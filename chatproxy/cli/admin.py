@@ -90,7 +90,7 @@ def keys_create(
 ) -> None:
     """Make an access key and print it, once: it is stored only as a hash."""
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    unknown = [m for m in allowed or () if m not in current_settings().models]
+    unknown = [m for m in allowed or () if not current_settings().allows(m)]
     if unknown:
         raise click.BadParameter(
             f"not in CHATPROXY_MODELS: {', '.join(unknown)}", param_hint="--models"

@@ -8,6 +8,7 @@ wording. Used by `chatproxy.simulator.server` and `more_routes`.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from chatproxy.simulator import reasoning
@@ -63,12 +64,31 @@ def check_type(body: dict[str, Any], name: str, kinds: tuple[type, ...]) -> None
         raise ApiError(400, message, param=name, code="invalid_type")
 
 
-def check_request(body: dict[str, Any], chat: bool) -> str:
+def check_accepted(
+    body: dict[str, Any], models: Collection[str] | None, stream_options: bool
+) -> None:
+    """Refuse what a server started with `--models` or `--no-stream-options` does not take.
+
+    A model outside `models` (None: any) gets OpenAI's 404 `model_not_found`;
+    a body with `stream_options` when `stream_options` is False gets the 400
+    servers that do not know the field answer (OpenAI's shape, Azure OpenAI's words).
+    """
+    model = body.get("model")
+    if models is not None and isinstance(model, str) and model not in models:
+        message = f"The model `{model}` does not exist or you do not have access to it."
+        raise ApiError(404, message, code="model_not_found")
+    if not stream_options and "stream_options" in body:
+        message = "Unrecognized request argument supplied: stream_options"
+        raise ApiError(400, message, param="stream_options")
+
+
+def check_request(body: dict[str, Any], chat: bool, models: Collection[str] = MODELS) -> str:
     """Check a completion request as OpenAI does; returns the model or raises ApiError.
 
     400 for a missing model, messages or prompt, a bad role or an out-of-range
-    parameter; 404 `model_not_found` for an unknown model, or for a model of the
-    other endpoint (a chat model on /v1/completions and the reverse).
+    parameter; 404 `model_not_found` for a model not in `models` (the server's),
+    or for a model of the other endpoint (a chat model on /v1/completions and
+    the reverse).
     """
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -108,7 +128,7 @@ def check_request(body: dict[str, Any], chat: bool) -> str:
         raise ApiError(400, message, param="stream_options")
     if model in (COMPLETION_MODELS if chat else CHAT_MODELS):
         raise ApiError(404, _NOT_CHAT if chat else _NOT_LEGACY, param="model")
-    if model not in MODELS:
+    if model not in models:
         message = f"The model `{model}` does not exist or you do not have access to it."
         raise ApiError(404, message, code="model_not_found")
     fault = reasoning.effort_fault(model, body.get("reasoning_effort"))

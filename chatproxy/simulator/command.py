@@ -1,6 +1,7 @@
 """`python -m chatproxy.simulator`: serve the simulator from the command line until stopped.
 
 python -m chatproxy.simulator --port 8001 [--chunk-delay 0.05] [--uvloop]
+    [--models deepseek-chat,deepseek-reasoner] [--no-stream-options]
 """
 
 from __future__ import annotations
@@ -28,7 +29,26 @@ def _parser() -> argparse.ArgumentParser:
     add("--uvloop", action="store_true", help="run on uvloop (installed separately)")
     add("--no-record", dest="record", action="store_false", help="keep no received requests")
     add("--exit-with-parent", action="store_true", help="stop when the parent process is gone")
+    add(
+        "--models",
+        help="comma-separated models it serves, others 404 model_not_found, as a provider's "
+        "server (env SIMULATOR_MODELS; default: OpenAI's)",
+    )
+    add(
+        "--no-stream-options",
+        dest="stream_options",
+        action="store_false",
+        default=None,
+        help="answer 400 to a body with stream_options, as some servers do "
+        "(env SIMULATOR_STREAM_OPTIONS=0)",
+    )
     return parser
+
+
+def _models(value: str | None) -> list[str] | None:
+    """`--models` as a list; None (OpenAI's models) when not given or empty."""
+    names = [name.strip() for name in (value or "").split(",") if name.strip()]
+    return names or None
 
 
 async def _watch_parent(parent: int, stopping: asyncio.Event) -> None:
@@ -49,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         fault=args.fault,
         fault_rate=args.fault_rate,
         record=args.record,
+        models=_models(args.models or os.environ.get("SIMULATOR_MODELS")),
+        stream_options=(
+            args.stream_options
+            if args.stream_options is not None
+            else os.environ.get("SIMULATOR_STREAM_OPTIONS", "1") != "0"
+        ),
     )
 
     async def serve() -> None:

@@ -64,6 +64,8 @@ FLAGGED_WORDS = {"kill": "violence", "murder": "violence", "hate": "hate"}
 class Serving(Protocol):
     """What these routes use of the server (`chatproxy.simulator.server.Simulator`)."""
 
+    models: tuple[str, ...] | None  # the only models it serves (`--models`), None: OpenAI's
+
     def _body(self, request: web.Request) -> dict[str, Any]: ...
 
     def _plan(self, text: str) -> tuple[Any, str]: ...
@@ -108,7 +110,7 @@ class MoreRoutes:
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise ApiError(400, "Missing required parameter: 'model'.", param="model")
-        if model not in wire.CHAT_MODELS:
+        if model not in (sim.models or wire.CHAT_MODELS):
             message = f"The requested model '{model}' does not exist."
             raise ApiError(404, message, param="model", code="model_not_found")
         checks.check_number(body, "max_output_tokens", 16, 2**31)

@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -73,7 +74,10 @@ class Simulator:
     answer (None: 1-3 words each); `chunk_delay`: seconds before each content chunk
     (a non-streamed answer waits as long in total); `fault`: one of FAULTS, applied
     to a `fault_rate` fraction of completions (seeded, so runs repeat); `record`:
-    keep the last MAX_RECORDED requests in `requests`.
+    keep the last MAX_RECORDED requests in `requests`; `models`: the only models
+    it serves, as a provider's server does (others: 404 `model_not_found`; None:
+    OpenAI's, `wire.MODELS`); `stream_options` False: a body with that field
+    gets a 400, as from servers that do not know it.
     """
 
     def __init__(
@@ -85,10 +89,14 @@ class Simulator:
         fault: str | None = None,
         fault_rate: float = 1.0,
         record: bool = True,
+        models: Sequence[str] | None = None,
+        stream_options: bool = True,
     ) -> None:
         if fault is not None and fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
         self.api_key, self.record = api_key, record
+        self.models = tuple(models) if models is not None else None
+        self.stream_options = stream_options
         self.fault, self.fault_rate = fault, fault_rate
         self._defaults = Plan(latency, chunks, chunk_delay)
         self._rng = random.Random(0)
@@ -203,6 +211,9 @@ class Simulator:
                 self._record(request)
             if request.path.startswith("/v1/"):
                 self._authenticate(request.headers.get("Authorization", ""))
+                body = request[_BODY]
+                if isinstance(body, dict):
+                    checks.check_accepted(body, self.models, self.stream_options)
             response = await handler(request)
         except ApiError as exc:
             response = _error_response(exc)
@@ -299,7 +310,7 @@ class Simulator:
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/chat/completions: a `chat.completion`, or `chat.completion.chunk` SSE events."""
         body = self._body(request)
-        model = checks.check_request(body, chat=True)
+        model = checks.check_request(body, True, self.models or wire.MODELS)
         messages = body["messages"]
         last, history, so_far = answers.asked(messages)  # so_far: an answer to go on with
         plan, question = self._plan(last)
@@ -330,7 +341,7 @@ class Simulator:
     async def _legacy(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/completions: a `text_completion` with a choice per prompt, or its SSE stream."""
         body = self._body(request)
-        model = checks.check_request(body, chat=False)
+        model = checks.check_request(body, False, self.models or wire.MODELS)
         prompt = body["prompt"]
         prompts = [prompt] if isinstance(prompt, str) else [p for p in prompt if isinstance(p, str)]
         prompts = prompts or [""]
@@ -400,12 +411,12 @@ class Simulator:
 
     async def _models(self, request: web.Request) -> web.Response:
         """GET /v1/models: `{"object": "list", "data": [model objects]}`."""
-        return web.json_response(wire.model_list(), dumps=wire.dumps)
+        return web.json_response(wire.model_list(self.models or wire.MODELS), dumps=wire.dumps)
 
     async def _model(self, request: web.Request) -> web.Response:
         """GET /v1/models/{model}: one model object, or 404 `model_not_found`."""
         name = request.match_info["model"]
-        if name not in wire.MODELS:
+        if name not in (self.models or wire.MODELS):
             message = f"The model '{name}' does not exist"
             raise ApiError(404, message, param="model", code="model_not_found")
         return web.json_response(wire.model_object(name), dumps=wire.dumps)

@@ -10,6 +10,7 @@ in production. Pure functions: the server in `chatproxy.simulator` does the I/O.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from chatproxy.simulator import answers
@@ -346,6 +347,7 @@ def model_object(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": _CREATED, "owned_by": owner}
 
 
-def model_list() -> dict[str, Any]:
-    """`GET /v1/models`: `{"object": "list", "data": [model objects]}`."""
-    return {"object": "list", "data": [model_object(name) for name in MODELS]}
+def model_list(names: Sequence[str] = MODELS) -> dict[str, Any]:
+    """`GET /v1/models` of a server with the models `names`: `{"object": "list", "data":
+    [model objects]}`."""
+    return {"object": "list", "data": [model_object(name) for name in names]}

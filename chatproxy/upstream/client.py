@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from urllib.parse import urlencode
 
 from flask import current_app
 
-from chatproxy.config import Settings, UpstreamTarget
+from chatproxy.config import Settings
 from chatproxy.errors import (
     APIError,
     UpstreamError,
@@ -55,7 +54,9 @@ from chatproxy.upstream.reasoning import reasoning_of, split_think
 from chatproxy.upstream.response_stream import ResponsesStream
 from chatproxy.upstream.responses import Failure, ReadBrokeOff, ReadTimedOut, UpstreamResponse
 from chatproxy.upstream.retries import deadline
+from chatproxy.upstream.selection import Selection, Server, body_for
 from chatproxy.upstream.streams import ChatStream, PassedStream, RawStream
+from chatproxy.upstream_targets import UpstreamTarget
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ class RawAnswer:
 class Sender(Protocol):
     """One upstream server's HTTP client: the lean one, or the SDK with OPENAI_PROXY."""
 
+    target: UpstreamTarget  # the server it asks
+
     def post(self, path: str, body: dict[str, Any]) -> UpstreamResponse:
         """`POST path` with the JSON `body`, retried as the SDK retries; raises Failure."""
         ...
@@ -121,8 +124,9 @@ class Sender(Protocol):
 class Upstream:
     """The process's upstream clients, one per upstream server, built from settings.
 
-    With several servers (CHATPROXY_UPSTREAMS) a request goes to the first
-    one (or one drawn by weight, with CHATPROXY_UPSTREAM_ORDER=weight); when it
+    With several servers (CHATPROXY_UPSTREAMS) a request goes to those that
+    serve its model (`selection`; 404 `model_not_found` when none does), the
+    first one (or one drawn by weight, with CHATPROXY_UPSTREAM_ORDER=weight); when it
     fails with a connection error, a timeout, 401, 403, 408, 409, 429 or a 5xx
     after the retries, the next one is asked (not for a context-length
     error or a model it lacks: the request's fault, see `failures`). A server that failed
@@ -137,7 +141,8 @@ class Upstream:
         targets = settings.upstream_targets
         # Looked for in passed-through answers, which must never carry one.
         self.keys_bytes = tuple(target.api_key.encode() for target in targets)
-        self._servers = [_Server(target, self._sender(target)) for target in targets]
+        self._servers = [Server(target, self._sender(target)) for target in targets]
+        self.selection = Selection(self._servers, settings)
 
     def _sender(self, target: UpstreamTarget) -> Sender:
         """The lean client for `target`, or the SDK when OPENAI_PROXY is set (any proxy:
@@ -234,7 +239,8 @@ class Upstream:
 
         Errors before the first byte (bad key, 429, timeout, ...) raise here, so
         the caller can answer with a proper status instead of opening a stream.
-        Usage is asked for with `stream_options.include_usage`.
+        Usage is asked for with `stream_options.include_usage` (left out for an
+        upstream that refuses it: the caller then counts the usage).
         """
         params = {**params, "stream": True, "stream_options": {"include_usage": True}}
         return ChatStream(self._post(CHAT_PATH, params, QUESTION_FIELD), self)
@@ -266,8 +272,14 @@ class Upstream:
         return self._post(path, body, PROMPT_FIELDS[path])
 
     def _post(self, path: str, body: dict[str, Any], prompt_field: str) -> UpstreamResponse:
-        """`POST path` with the JSON `body` (see `_send`)."""
-        return self._send(lambda sender: sender.post(path, body), path, prompt_field, body)
+        """`POST path` with the JSON `body`, as each server takes it (`selection.body_for`;
+        see `_send`)."""
+        return self._send(
+            lambda sender: sender.post(path, body_for(body, sender.target)),
+            path,
+            prompt_field,
+            body,
+        )
 
     def _send(
         self,
@@ -275,14 +287,19 @@ class Upstream:
         path: str,
         prompt_field: str,
         body: dict[str, Any] | None,
+        model: str | None = None,
     ) -> UpstreamResponse:
-        """`request(sender)` with the SDK's retries, headers and errors, failing over in turn.
+        """`request(sender)` with the SDK's retries, headers and errors, failing over in turn
+        among the servers that serve `model` (else `body`'s `model`; every server when
+        neither names one). `request` sends the body as `sender.target` takes it
+        (`selection.body_for`: an alias's real name, no refused `stream_options`).
 
         No retry starts after CHATPROXY_RETRY_DEADLINE seconds (`retries`);
         failing over to the next server still does.
 
         Returns the response with its body unread; the caller closes it.
-        Raises the mapped error of the last server asked when none answered, or
+        Raises NotFound (404 `model_not_found`) before asking anyone when no
+        server serves `model`; the mapped error of the last server asked when none answered, or
         at once when the request is at fault (`failures.server_failed`);
         `prompt_field` is the client's field a context-length error names.
         """
@@ -291,8 +308,10 @@ class Upstream:
                 "No upstream is configured: set OPENAI_API_KEY "
                 "(or CHATPROXY_UPSTREAM=simulator for the built-in simulator)."
             )
-        servers = self._in_turn()
-        failed: list[_Server] = []
+        if model is None and body is not None and isinstance(body.get("model"), str):
+            model = body["model"]
+        servers = self._in_turn(model)
+        failed: list[Server] = []
         retries_end = time.monotonic() + self.settings.retry_deadline
         for number, server in enumerate(servers, 1):
             started = time.perf_counter()
@@ -300,7 +319,6 @@ class Upstream:
                 with deadline(retries_end):
                     response = request(server.sender)
             except Failure as failure:
-                model = body.get("model") if body is not None else None
                 error = self._map_failure(failure, prompt_field, model)
                 UPSTREAM_ERRORS.labels(error.code or "upstream_error").inc()
                 status = failure.status
@@ -316,46 +334,17 @@ class Upstream:
                     servers[number].target.name,
                 )
                 continue
-            for other in failed:  # they failed where this one answered
-                self._failed(other)
-            server.failures, server.set_aside_until = 0, 0.0
+            self.selection.answered(server, failed)  # the failed ones count a failure
             UPSTREAM_LATENCY.labels(path).observe(time.perf_counter() - started)
             response.sent_at = started  # for the time to first token
             return response
         raise AssertionError("unreachable: the last server's failure is raised above")
 
-    def _in_turn(self) -> list[_Server]:
-        """The servers to ask for one request, in turn: by order or drawn by weight,
-        those set aside last (the one whose rest ends first, first)."""
-        servers = self._servers
-        if len(servers) == 1:
-            return servers
-        if self.settings.upstream_order == "weight":
-            # Weighted sampling without replacement (Efraimidis and Spirakis).
-            servers = sorted(
-                servers, key=lambda s: random.random() ** (1 / s.target.weight), reverse=True
-            )
-        now = time.monotonic()
-        ready = [server for server in servers if server.set_aside_until <= now]
-        resting = [server for server in servers if server.set_aside_until > now]
-        return ready + sorted(resting, key=lambda server: server.set_aside_until)
-
-    def _failed(self, server: _Server) -> None:
-        """Count a failure of `server` where another answered; set it aside after
-        CHATPROXY_UPSTREAM_FAILURES in a row."""
-        server.failures += 1
-        if server.failures < self.settings.upstream_failures:
-            return
-        now = time.monotonic()
-        if server.set_aside_until <= now:
-            cooldown = self.settings.upstream_cooldown
-            log.warning(
-                "upstream %s set aside for %g s after %d failures in a row",
-                server.target.name,
-                cooldown,
-                server.failures,
-            )
-            server.set_aside_until = now + cooldown
+    def _in_turn(self, model: str | None = None) -> list[Server]:
+        """The servers to ask for one request of `model`, in turn (`Selection.in_turn`):
+        those that serve it, all for None. Raises NotFound (404 `model_not_found`) when
+        none serves it."""
+        return self.selection.in_turn(self.selection.serving(model))
 
     def _read_json(self, response: UpstreamResponse) -> tuple[bytes, Any]:
         """Read a whole JSON answer: (its bytes, its value); closes the response.
@@ -425,16 +414,6 @@ class Upstream:
         for server in self._servers:
             text = text.replace(server.target.api_key, "[redacted]")
         return text
-
-
-@dataclass
-class _Server:
-    """One upstream server as this process sees it: its client and how it has been doing."""
-
-    target: UpstreamTarget
-    sender: Sender
-    failures: int = 0  # failed requests in a row
-    set_aside_until: float = 0.0  # time.monotonic() when it may be asked again
 
 
 def current_upstream() -> Upstream:

@@ -37,12 +37,13 @@ from urllib.parse import urlsplit
 
 from geventhttpclient.response import HTTPParseError, HTTPResponse
 
-from chatproxy.config import Settings, UpstreamTarget
+from chatproxy.config import Settings
 from chatproxy.errors import error_detail
 from chatproxy.upstream.connections import Pool, tls_context
 from chatproxy.upstream.failures import retried
 from chatproxy.upstream.responses import Failure, ReadBrokeOff, ReadTimedOut
 from chatproxy.upstream.retries import retry_wait, status_retried, too_late
+from chatproxy.upstream_targets import UpstreamTarget
 
 BLOCK_BYTES = 64 * 1024  # read at most this much at once: a stream's events as they came
 USER_AGENT = "chatproxy (geventhttpclient)"
@@ -53,6 +54,7 @@ class LeanServer:
     `pool`."""
 
     def __init__(self, target: UpstreamTarget, settings: Settings) -> None:
+        self.target = target
         url = urlsplit(target.base_url)
         https = url.scheme == "https"
         host = url.hostname or ""

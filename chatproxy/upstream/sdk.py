@@ -28,12 +28,13 @@ import httpx2
 import openai
 from openai._constants import RAW_RESPONSE_HEADER
 
-from chatproxy.config import Settings, UpstreamTarget
+from chatproxy.config import Settings
 from chatproxy.errors import error_detail
 from chatproxy.upstream.failures import retried
 from chatproxy.upstream.responses import Failure, ReadBrokeOff, ReadTimedOut
 from chatproxy.upstream.retries import too_late
 from chatproxy.upstream.transport import PoolShards, use_real_poll_for_idle_checks
+from chatproxy.upstream_targets import UpstreamTarget
 
 # Makes the SDK return the raw response with its body unread (the header is
 # the SDK's own, set by `with_streaming_response`).
@@ -44,6 +45,7 @@ class SdkServer:
     """One upstream server asked through the SDK: `post` sends a request, with retries."""
 
     def __init__(self, target: UpstreamTarget, settings: Settings) -> None:
+        self.target = target
         http_client = openai.DefaultHttpxClient(
             transport=PoolShards(settings),
             # OPENAI_PROXY is the one proxy setting; HTTP(S)_PROXY are not consulted.

@@ -125,16 +125,16 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
     upstream = current_upstream()
     engine = db.engine
     record_usage = usage_recorder()
-    cost_of = partial(answer_cost, asked_model=question.model, prices=current_prices())
+    # Recorded under the name asked for; priced by the upstream's (an alias's, when reported).
+    priced = current_settings().upstream_model(question.model)
+    cost_of = partial(answer_cost, asked_model=priced, prices=current_prices())
     logged = note(model=question.model)
     messages = turn.params["messages"]
     cap = turn.params.get("max_completion_tokens") or turn.params.get("max_tokens")
     try:
         # An upper bound, without tiktoken: counting exactly would load its encodings
         # (tens of MB a worker) for every key with a quota, to hold a worst case anyway.
-        record_usage.reserve(
-            question.model, lambda: token_bound(messages, quick=True), int(cap or 0)
-        )
+        record_usage.reserve(priced, lambda: token_bound(messages, quick=True), int(cap or 0))
     except APIError as error:  # a quota reached, counting the answers in flight
         logged["outcome"] = error.code
         fail_turn(engine, turn, error)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatproxy.config import Settings
-from chatproxy.errors import BadRequest, Forbidden, NotFound
+from chatproxy.errors import BadRequest, NotFound
+from chatproxy.questions import not_allowed
 from chatproxy.tokens import limit_field
 from chatproxy.upstream.client import (
     CHAT_PATH,
@@ -103,7 +104,8 @@ def read_body(data: bytes) -> dict[str, Any]:
 def check_chat(body: dict[str, Any], settings: Settings) -> PassThrough:
     """Check a chat completion request; returns what to send to `/chat/completions`.
 
-    `model`: a string (400), one of CHATPROXY_MODELS (403 `model_not_allowed`);
+    `model`: a string (400), one of CHATPROXY_MODELS (403 `model_not_allowed`) served
+    by some upstream (404 `model_not_found`, see `not_allowed`);
     `messages`: a non-empty list (400); `max_tokens`, `max_completion_tokens`:
     if given, integers from 1 to CHATPROXY_MAX_TOKENS (400 naming the field);
     `n`: if given, an integer from 1 to CHATPROXY_MAX_N (400);
@@ -127,7 +129,8 @@ def check_chat(body: dict[str, Any], settings: Settings) -> PassThrough:
         )
     given = [_limit(body, name, settings.max_tokens) for name in LIMITS]
     if not any(given):
-        body = {**body, limit_field(model): settings.max_tokens}
+        # An alias's real model says which field it takes (reasoning models refuse max_tokens).
+        body = {**body, limit_field(settings.upstream_model(model)): settings.max_tokens}
     cap = min(value for value in given if value) if any(given) else settings.max_tokens
     answers = _answers(body, "n", settings.max_n) or 1
     stream = _stream(body)
@@ -296,7 +299,7 @@ def model_object(model: str) -> dict[str, Any]:
 
 def allowed_model(model: str, settings: Settings) -> dict[str, Any]:
     """The model object of `model`; NotFound (404 `model_not_found`) unless it is allowed."""
-    if model not in settings.models:
+    if not settings.allows(model):
         raise NotFound(
             f"The model {model!r} does not exist or is not available here.",
             param="model",
@@ -313,12 +316,8 @@ def _model(body: dict[str, Any], settings: Settings) -> str:
         )
     if not isinstance(model, str):
         raise BadRequest("'model' must be a string.", param="model", code="invalid_type")
-    if model not in settings.models:
-        raise Forbidden(
-            f"The model {model!r} is not allowed here. Allowed: {', '.join(settings.models)}.",
-            param="model",
-            code="model_not_allowed",
-        )
+    if not settings.allows(model):
+        raise not_allowed(model, settings)
     return model
 
 

@@ -112,7 +112,8 @@ def moderations() -> Response:
 
 @bp.get("/models")
 def models() -> Response:
-    """The models the caller may use (CHATPROXY_MODELS, or its key's), in the owner's order.
+    """The models the caller may use (CHATPROXY_MODELS, or its key's), in the owner's order;
+    without CHATPROXY_MODELS, those CHATPROXY_UPSTREAMS' entries name (exact names and aliases).
 
     `{"object": "list", "data": [{"id", "object": "model", "created", "owned_by"}]}`;
     the upstream is not asked.
@@ -158,10 +159,12 @@ def send(call: PassThrough, claimed: Claim) -> Response:
     """
     upstream = current_upstream()
     record_usage = usage_recorder()
+    # Recorded under the name the client asked for; priced by the upstream's (an alias's).
+    priced = current_settings().upstream_model(call.model)
     if call.billed:
-        record_usage.reserve(call.model, lambda: size_bound(call.prompt), call.cap, call.answers)
+        record_usage.reserve(priced, lambda: size_bound(call.prompt), call.cap, call.answers)
     else:  # nothing to hold, but a key whose day is spent is still refused
-        record_usage.reserve(call.model, lambda: 0, 0)
+        record_usage.reserve(priced, lambda: 0, 0)
     release_session()  # no connection held while the upstream answers
     logged = note(model=call.model)
     prices = current_prices()
@@ -186,7 +189,7 @@ def send(call: PassThrough, claimed: Claim) -> Response:
             kept = recording.writes(claimed) if recording is not None else []
             if isinstance(stream, ResponsesStream) and stream.response_id is not None:
                 kept.append(owner_write(stream.response_id, owner))
-            record_usage(call.model, usage, cost(call.model, usage, prices), counted, kept)
+            record_usage(call.model, usage, cost(priced, usage, prices), counted, kept)
             logged["usage"] = usage
 
         keepalive = current_settings().keepalive_interval
@@ -209,7 +212,7 @@ def send(call: PassThrough, claimed: Claim) -> Response:
     kept: list[spool.Write] = claimed.keep(answer.body, "application/json")
     if call.path == RESPONSES_PATH and answer.id is not None:
         kept = [*kept, owner_write(answer.id, current_caller().name)]
-    record_usage(call.model, usage, cost(call.model, usage, prices), counted, kept)
+    record_usage(call.model, usage, cost(priced, usage, prices), counted, kept)
     logged.update(usage=usage, outcome="ok")
     return Response(answer.body, content_type="application/json")
 

@@ -56,6 +56,7 @@ def build_document(settings: Settings, persona_ids: tuple[str, ...]) -> dict[str
         max_input_chars=settings.max_input_chars,
         persona_ids=persona_ids,
         keys_required=settings.auth != "open",
+        model_patterns=settings.model_patterns,
     )
     ops = Operations(bounds.keys_required)
     return {

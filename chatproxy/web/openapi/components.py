@@ -136,7 +136,7 @@ def parameters(bounds: Bounds) -> dict[str, Schema]:
         "name": "model",
         "in": "path",
         "required": True,
-        "schema": string(enum=list(bounds.models)),
+        "schema": string(**bounds.model_enum(bounds.models)),
         "description": "Any other model: 404 `model_not_found`.",
     }
     return parameters

@@ -120,7 +120,7 @@ def more_paths(ops: Operations) -> dict[str, Schema]:
 def more_schemas(bounds: Bounds) -> dict[str, Schema]:
     """The requests and answers of `more_paths`: the important fields, any other allowed."""
     model = string(
-        enum=list(bounds.models),
+        **bounds.model_enum(bounds.models),
         description="One of CHATPROXY_MODELS (403 `model_not_allowed` for others).",
     )
     tokens = array(integer(minimum=0), minItems=1)

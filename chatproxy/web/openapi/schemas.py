@@ -9,6 +9,7 @@ API reference (https://platform.openai.com/docs/api-reference) and allow any oth
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,12 @@ class Bounds:
     max_input_chars: int
     persona_ids: tuple[str, ...]
     keys_required: bool
+    # Patterns of CHATPROXY_UPSTREAMS that admit models not listed (Settings.model_patterns).
+    model_patterns: tuple[str, ...] = ()
+
+    def model_enum(self, names: Sequence[str]) -> dict[str, Any]:
+        """`{"enum": names}` for a model field, or nothing while patterns admit names unlisted."""
+        return {} if self.model_patterns else {"enum": list(names)}
 
 
 def ref(name: str, kind: str = "schemas") -> Schema:
@@ -125,7 +132,7 @@ def question_fields(bounds: Bounds) -> dict[str, Schema]:
             description="The question (not blank). Longer: 400 `string_above_max_length`.",
         ),
         "model": string(
-            enum=[*bounds.chat_models, ""],
+            **bounds.model_enum([*bounds.chat_models, ""]),
             description="One of CHATPROXY_MODELS (403 `model_not_allowed` for others, or for "
             "one the caller's key may not use), not a legacy completion model (400 "
             "`model_not_supported`). Default (or empty): the persona's model, "

@@ -37,7 +37,7 @@ def v1_schemas(bounds: Bounds) -> dict[str, Schema]:
     )
     common: dict[str, Schema] = {
         "model": string(
-            enum=list(bounds.models),
+            **bounds.model_enum(bounds.models),
             description="One of CHATPROXY_MODELS (403 `model_not_allowed` for others).",
         ),
         "stream": nullable(BOOLEAN),
