@@ -16,12 +16,15 @@ what the Markdown export holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.orm import Session, scoped_session
 
 from chatproxy.errors import BadRequest, NotFound
 from chatproxy.store.models import Conversation, Message
 
+# A session: Flask-SQLAlchemy's `db.session` in a request, or one of our own.
+AnySession = Session | scoped_session[Any]
 MAX_MESSAGE_ID = 2**63 - 1  # beyond any id a database hands out (and BIGINT's range)
 
 
@@ -120,9 +123,7 @@ def edited_question(conversation: Conversation, message_id: int) -> Message:
     return message
 
 
-def choose_branch(
-    session: Session | scoped_session[Session], conversation: Conversation, message_id: int
-) -> None:
+def choose_branch(session: AnySession, conversation: Conversation, message_id: int) -> None:
     """Make the branch through message `message_id` the current one, and commit.
 
     The current message becomes the newest leaf below it (a turn's sibling

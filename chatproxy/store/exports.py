@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 from chatproxy.errors import BadRequest
@@ -124,9 +125,7 @@ def filename(conversation: Conversation, extension: str) -> str:
     return f"{stem}.{extension}"
 
 
-def from_json(
-    data: Any, *, default_model: str, owner: str | None
-) -> tuple[Conversation, Message]:
+def from_json(data: Any, *, default_model: str, owner: str | None) -> tuple[Conversation, Message]:
     """A new conversation from an export (`to_json`) or any `{"messages": [...]}` object, and
     the last message of its current branch (to be made current once it has an id).
 
@@ -158,7 +157,7 @@ def from_json(
             _message(i, item, detail)
             for i, (item, detail) in enumerate(zip(items, details, strict=True))
         ]
-        for earlier, message in zip(messages, messages[1:], strict=False):
+        for earlier, message in pairwise(messages):
             message.parent = earlier
         current = messages[-1]
     first_question = next((m.content for m in messages if m.role == "user"), "")

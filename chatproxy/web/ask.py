@@ -75,9 +75,10 @@ def call_chatgpt() -> Response:
     model's window, `invalid_idempotency_key`, `unsupported_parameter` for
     `reasoning_effort` to a model that does not take it), 403, 404
     (`conversation_not_found`, `message_not_found` for an `edit_of` not in
-    the conversation; 400 `not_a_question` when it names an answer), 409 (`idempotency_key_in_use`, with
-    Retry-After, while the first request with the key is answered), 413, 422
-    (`idempotency_key_reused`), 429, 502, 503, 504 in OpenAI's error shape.
+    the conversation; 400 `not_a_question` when it names an answer), 409
+    (`idempotency_key_in_use`, with Retry-After, while the first request
+    with the key is answered), 413, 422 (`idempotency_key_reused`), 429,
+    502, 503, 504 in OpenAI's error shape.
     """
     settings = current_policy()
     personas = current_personas()
