@@ -192,7 +192,7 @@ def _tree(items: list[Any], current_id: Any) -> tuple[list[Message], Message]:
         if not isinstance(item, dict) or not _is_id(item.get("id")) or item["id"] in by_id:
             raise BadRequest(f"{where} must have an integer id of its own.", param="metadata")
         parent_id = item.get("parent_id")
-        if parent_id is not None and parent_id not in by_id:
+        if parent_id is not None and not (_is_id(parent_id) and parent_id in by_id):
             raise BadRequest(
                 f"{where}.parent_id must be null or the id of a message before it.",
                 param="metadata",
