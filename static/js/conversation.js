@@ -7,7 +7,9 @@
  * each question, keeps in the URL (#c=<id>) and in localStorage, and uses to
  * load the conversation again after a reload. This module shows and loads
  * conversations, follows Back and Forward, shows the conversation bar (title,
- * exports) and the totals, and asks: a new question, Retry and Regenerate.
+ * exports) and the totals, and asks: a new question, Retry and Regenerate,
+ * a question edited (a new version beside the old one); and it moves between
+ * the versions of a turn (the server's branches).
  * The list of conversations is sidebar.js's; it tells app.js, which tells this.
  */
 import * as i18n from "./i18n.js";
@@ -176,8 +178,11 @@ function showLoadError(id, error) {
   $transcript.empty().append($note.append($text, " ", $again));
 }
 
-// Draws a whole conversation as the server keeps it (after a load or an import).
-export function showConversation(conversation) {
+// Draws a whole conversation as the server keeps it (after a load or an
+// import): its current branch. `keepPlace`: where the reader was (a turn's
+// index and the control focused there) stays, as after choosing a version.
+export function showConversation(conversation, keepPlace) {
+  const scrolled = window.scrollY;
   state.view += 1;
   setConversation(conversation.id, conversation.id === conversationFromHash() ? null : "push");
   clearTranscript();
@@ -188,13 +193,21 @@ export function showConversation(conversation) {
     const answer = next && next.role === "assistant" ? next : null;
     const turn = new Turn(message.content, (answer && answer.model) || message.model || "", null, regenerate);
     turn.restore(message, answer);
+    turn.showBranches(message, answer);
     $transcript.append(turn.$el);
   });
   if (!$transcript.children().length) showEmptyState(null);
   composer.applyPickers(conversation);
   showConversationDetails(conversation);
-  scrollToBottom();
-  composer.focus();
+  if (!keepPlace) {
+    scrollToBottom();
+    composer.focus();
+    return;
+  }
+  window.scrollTo(0, scrolled);
+  // The arrow pressed keeps the focus; at the first or last version, the other one.
+  const $nav = $transcript.children(".turn").eq(keepPlace.turn).find(keepPlace.nav);
+  $nav.find(keepPlace.arrow).add($nav.find("button")).filter(":enabled").first().trigger("focus");
 }
 
 // What the server says about the open conversation now: title, totals,
@@ -203,6 +216,24 @@ function showConversationDetails(conversation) {
   showConversationBar(conversation);
   showTotals(conversation);
   showTurnActions(conversation);
+  showBranches(conversation);
+}
+
+// Each stored turn on the page gets its ids and versions from the server's
+// current branch (the page shows that branch: its turns are those questions,
+// in order), so a turn just answered, regenerated or edited offers Edit and
+// `< 2 / 2 >`.
+function showBranches(conversation) {
+  const messages = (conversation.messages || []).filter((message) => message.role !== "system");
+  const turns = $transcript.children(".turn[data-stored]").toArray();
+  let next = 0;
+  messages.forEach((message, index) => {
+    if (message.role !== "user") return;
+    const following = messages[index + 1];
+    const turn = turns[next] && $(turns[next]).data("turn");
+    next += 1;
+    if (turn) turn.showBranches(message, following && following.role === "assistant" ? following : null);
+  });
 }
 
 export function showConversationBar(conversation) {
@@ -330,7 +361,7 @@ function sumUsage(messages) {
 function setBusy(turn) {
   state.current = turn;
   composer.showBusy(!!turn);
-  $transcript.find(".turn-action").prop("disabled", !!turn);
+  $transcript.find(".turn-action, .branch-control, .save-edit-button").prop("disabled", !!turn);
 }
 
 // Streams `turn`'s answer from `url`, then (`after()`, if given) asks the
@@ -389,11 +420,68 @@ function continueAnswer(turn) {
   answer(turn, conversations.continueUrl(state.conversationId), { stream: true });
 }
 
+// Save & send on an edited question: the new version is asked in the
+// conversation beside the old one (`edit_of`); on the page it takes the old
+// one's place and the turns after it go (the server keeps them, one `<`
+// away). The conversation's persona and model go on, as with Regenerate.
+function editQuestion(old, text) {
+  if (state.current || !state.conversationId || old.questionId === null) return;
+  const turn = new Turn(text, old.$el.find(".answer-model").text(), old.persona, regenerate);
+  old.$el.nextAll(".turn").addBack().remove();
+  $transcript.append(turn.$el);
+  scrollToBottom();
+  const payload = { input: text, stream: true, conversation_id: state.conversationId, edit_of: old.questionId };
+  answer(turn, config.askUrl, payload, () => {
+    // Refused before it was stored (no key, a limit): the page shows what the server keeps.
+    if (turn.refused || turn.limited) reloadConversation(text);
+  });
+}
+
+async function reloadConversation(text) {
+  const id = state.conversationId;
+  const view = state.view;
+  try {
+    const conversation = await conversations.get(id);
+    if (view === state.view && id === state.conversationId) showConversation(conversation);
+  } catch (error) {
+    return; // keep what is shown
+  }
+  composer.giveBack(text);
+}
+
+// `< i / n >`: the server makes the branch through that version the current
+// one and the page shows it, the reader staying where they were.
+async function switchBranch(turn, messageId) {
+  if (state.current || !state.conversationId) return;
+  const id = state.conversationId;
+  const view = state.view;
+  const pressed = $(document.activeElement);
+  const place = {
+    turn: $transcript.children(".turn").index(turn.$el),
+    nav: pressed.closest(".question-versions").length ? ".question-versions" : ".answer-versions",
+    arrow: pressed.hasClass("branch-next") ? ".branch-next" : ".branch-previous",
+  };
+  let conversation;
+  try {
+    conversation = await conversations.choose(id, messageId);
+  } catch (error) {
+    if (view === state.view) turn.addNote("error", { key: "branch.switchFailed", params: { detail: api.describe(error) } });
+    return;
+  }
+  if (view !== state.view || id !== state.conversationId) return;
+  showConversation(conversation, place);
+  const shown = (conversation.messages || []).find((message) => message.id === messageId);
+  if (shown) announce(t("status.branch", { index: shown.sibling_index + 1, count: shown.siblings.length }));
+}
+
 // Retry (a failed question) and Regenerate (the last answer) both ask the
 // server to answer the conversation's last question again; the new answer
-// takes the old one's place.
-function regenerate(old, action) {
+// takes the old one's place on the page, and the old one stays a version
+// away (`< 1 / 2 >`).
+function regenerate(old, action, value) {
   if (action === "continue") return continueAnswer(old);
+  if (action === "edit") return editQuestion(old, value);
+  if (action === "switch") return switchBranch(old, value);
   if (state.current || !state.conversationId) return;
   const turn = new Turn(old.question, old.$el.find(".answer-model").text(), old.persona, regenerate);
   turn.markStored();
