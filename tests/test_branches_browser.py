@@ -108,6 +108,8 @@ def test_regenerate_keeps_the_old_answer_a_version_away(
     new_answer = page.request.get(url).json()["messages"][1]
     assert new_answer["siblings"] == [old_answer["id"], new_answer["id"]]
     expect(answer).to_have_attribute("data-message-id", str(new_answer["id"]))
+    # Both answers were paid for: the conversation's totals count them.
+    expect(page.locator("#session-total")).to_contain_text("2 answers")
 
     versions.locator(".branch-previous").click()
     expect(versions.locator(".branch-position")).to_have_text("1 / 2")

@@ -2,7 +2,8 @@
 
 Each client sees only its own conversations (`chatproxy.access.keys.current_owner`).
 Shapes (JSON): a conversation summary is `{"id", "title", "persona",
-"model", "created_at", "updated_at", "message_count", "usage", "cost"}`, where
+"model", "created_at", "updated_at", "message_count", "answer_count",
+"usage", "cost"}`, where
 `usage` sums the answers' `prompt_tokens`, `completion_tokens` and
 `total_tokens` and `cost` is their price in USD (null when no answer has a
 price; both count every version kept, the branches not shown included); a
@@ -217,15 +218,17 @@ def _limit(value: str | None) -> int:
 
 
 class _Totals:
-    """Tokens and cost of a conversation's answers, and how many messages it has."""
+    """Tokens and cost of a conversation's answers, and how many messages and answers it has."""
 
     def __init__(self) -> None:
-        self.messages = 0
+        self.messages = self.answers = 0
         self.prompt = self.completion = 0
         self.cost: float | None = None
 
-    def add(self, count: int, model: str | None, prompt: int, completion: int) -> None:
+    def add(self, role: str, count: int, model: str | None, prompt: int, completion: int) -> None:
         self.messages += count
+        if role == "assistant":
+            self.answers += count
         self.prompt += prompt
         self.completion += completion
         price = cost(
@@ -243,17 +246,18 @@ def _totals(ids: Iterable[str]) -> dict[str, _Totals]:
     query = (
         select(
             Message.conversation_id,
+            Message.role,
             Message.model,
             func.count(),
             func.coalesce(func.sum(Message.prompt_tokens), 0),
             func.coalesce(func.sum(Message.completion_tokens), 0),
         )
         .where(Message.conversation_id.in_(wanted))
-        .group_by(Message.conversation_id, Message.model)
+        .group_by(Message.conversation_id, Message.role, Message.model)
     )
     totals: dict[str, _Totals] = defaultdict(_Totals)
-    for conversation_id, model, count, prompt, completion in db.session.execute(query):
-        totals[conversation_id].add(count, model, int(prompt or 0), int(completion or 0))
+    for conversation_id, role, model, count, prompt, completion in db.session.execute(query):
+        totals[conversation_id].add(role, count, model, int(prompt or 0), int(completion or 0))
     return totals
 
 
@@ -278,6 +282,7 @@ def _summary(conversation: Conversation, totals: _Totals | None) -> dict[str, An
         "created_at": iso(conversation.created_at),
         "updated_at": iso(conversation.updated_at),
         "message_count": totals.messages,
+        "answer_count": totals.answers,
         "usage": _usage(totals.prompt, totals.completion),
         "cost": round(totals.cost, 10) if totals.cost is not None else None,
     }

@@ -334,8 +334,10 @@ function showTotals(conversation) {
   const cost = typeof conversation.cost === "number"
     ? conversation.cost
     : answers.reduce((sum, message) => sum + (message.cost || 0), 0);
+  // Every version kept counts (it was paid for), the branches not shown too.
+  const count = typeof conversation.answer_count === "number" ? conversation.answer_count : answers.length;
   const params = {
-    answers: { key: "totals.answers", params: { count: answers.length } },
+    answers: { key: "totals.answers", params: { count: count } },
     in: formatCount(usage.prompt_tokens),
     out: formatCount(usage.completion_tokens),
     cost: formatCost(cost),

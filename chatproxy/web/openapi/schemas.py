@@ -263,6 +263,7 @@ def _conversation_schemas() -> dict[str, Schema]:
         "created_at": TIME,
         "updated_at": TIME,
         "message_count": COUNT,
+        "answer_count": COUNT,
         "usage": ref("TokenUsage"),
         "cost": COST,
     }
