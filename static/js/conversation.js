@@ -18,6 +18,7 @@ import { config, conversations, state, show, announce, scrollToBottom } from "./
 import { Turn } from "./turn.js";
 import { streamAnswer } from "./sse.js";
 import * as composer from "./composer.js";
+import * as branches from "./branches.js";
 
 const $ = window.jQuery;
 const t = i18n.t;
@@ -179,9 +180,9 @@ function showLoadError(id, error) {
 }
 
 // Draws a whole conversation as the server keeps it (after a load or an
-// import): its current branch. `keepPlace`: where the reader was (a turn's
-// index and the control focused there) stays, as after choosing a version.
-export function showConversation(conversation, keepPlace) {
+// import): its current branch. `place`: where the reader was, kept (after
+// choosing a version: branches.js).
+export function showConversation(conversation, place) {
   const scrolled = window.scrollY;
   state.view += 1;
   setConversation(conversation.id, conversation.id === conversationFromHash() ? null : "push");
@@ -199,15 +200,12 @@ export function showConversation(conversation, keepPlace) {
   if (!$transcript.children().length) showEmptyState(null);
   composer.applyPickers(conversation);
   showConversationDetails(conversation);
-  if (!keepPlace) {
-    scrollToBottom();
-    composer.focus();
+  if (place) {
+    branches.returnTo(place, scrolled);
     return;
   }
-  window.scrollTo(0, scrolled);
-  // The arrow pressed keeps the focus; at the first or last version, the other one.
-  const $nav = $transcript.children(".turn").eq(keepPlace.turn).find(keepPlace.nav);
-  $nav.find(keepPlace.arrow).add($nav.find("button")).filter(":enabled").first().trigger("focus");
+  scrollToBottom();
+  composer.focus();
 }
 
 // What the server says about the open conversation now: title, totals,
@@ -216,24 +214,7 @@ function showConversationDetails(conversation) {
   showConversationBar(conversation);
   showTotals(conversation);
   showTurnActions(conversation);
-  showBranches(conversation);
-}
-
-// Each stored turn on the page gets its ids and versions from the server's
-// current branch (the page shows that branch: its turns are those questions,
-// in order), so a turn just answered, regenerated or edited offers Edit and
-// `< 2 / 2 >`.
-function showBranches(conversation) {
-  const messages = (conversation.messages || []).filter((message) => message.role !== "system");
-  const turns = $transcript.children(".turn[data-stored]").toArray();
-  let next = 0;
-  messages.forEach((message, index) => {
-    if (message.role !== "user") return;
-    const following = messages[index + 1];
-    const turn = turns[next] && $(turns[next]).data("turn");
-    next += 1;
-    if (turn) turn.showBranches(message, following && following.role === "assistant" ? following : null);
-  });
+  branches.showBranches(conversation);
 }
 
 export function showConversationBar(conversation) {
@@ -451,31 +432,6 @@ async function reloadConversation(text) {
   composer.giveBack(text);
 }
 
-// `< i / n >`: the server makes the branch through that version the current
-// one and the page shows it, the reader staying where they were.
-async function switchBranch(turn, messageId) {
-  if (state.current || !state.conversationId) return;
-  const id = state.conversationId;
-  const view = state.view;
-  const pressed = $(document.activeElement);
-  const place = {
-    turn: $transcript.children(".turn").index(turn.$el),
-    nav: pressed.closest(".question-versions").length ? ".question-versions" : ".answer-versions",
-    arrow: pressed.hasClass("branch-next") ? ".branch-next" : ".branch-previous",
-  };
-  let conversation;
-  try {
-    conversation = await conversations.choose(id, messageId);
-  } catch (error) {
-    if (view === state.view) turn.addNote("error", { key: "branch.switchFailed", params: { detail: api.describe(error) } });
-    return;
-  }
-  if (view !== state.view || id !== state.conversationId) return;
-  showConversation(conversation, place);
-  const shown = (conversation.messages || []).find((message) => message.id === messageId);
-  if (shown) announce(t("status.branch", { index: shown.sibling_index + 1, count: shown.siblings.length }));
-}
-
 // Retry (a failed question) and Regenerate (the last answer) both ask the
 // server to answer the conversation's last question again; the new answer
 // takes the old one's place on the page, and the old one stays a version
@@ -483,7 +439,7 @@ async function switchBranch(turn, messageId) {
 function regenerate(old, action, value) {
   if (action === "continue") return continueAnswer(old);
   if (action === "edit") return editQuestion(old, value);
-  if (action === "switch") return switchBranch(old, value);
+  if (action === "switch") return branches.switchBranch(old, value, showConversation);
   if (state.current || !state.conversationId) return;
   const turn = new Turn(old.question, old.$el.find(".answer-model").text(), old.persona, regenerate);
   turn.markStored();
