@@ -39,9 +39,14 @@ class Tree:
             self.children.setdefault(parent, []).append(message)
 
     def siblings(self, message: Message) -> list[Message]:
-        """The versions at `message`'s turn: the messages that follow the same one, oldest first."""
+        """The versions at `message`'s turn: the messages of its role that follow the same one,
+        oldest first.
+
+        Of its role: a question sent while the answer before it was still being written
+        follows that answer's question too, and is no version of the answer.
+        """
         parent = message.parent_id if message.parent_id in self.by_id else None
-        return self.children.get(parent, [message])
+        return [m for m in self.children.get(parent, [message]) if m.role == message.role]
 
     def path_to(self, message: Message | None) -> list[Message]:
         """The messages from the first down to `message`, both included (empty for None)."""
