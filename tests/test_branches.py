@@ -349,3 +349,58 @@ def test_import_refuses_a_broken_tree(http: httpx2.Client, tree: list[dict[str, 
     response = http.post("/api/conversations/import", json=body)
     assert response.status_code == 400
     assert response.json()["error"]["message"]
+
+
+def test_an_edit_the_upstream_fails_is_kept_and_retried_on_its_branch(
+    http: httpx2.Client, simulator: Simulator
+) -> None:
+    conversation_id, answers = dialogue(http, "Keep going", "Second")
+    before = shown(http, conversation_id)["messages"]
+    failed = http.post(
+        "/callChatGPT",
+        json={
+            "input": "Second, edited [[sim: fault=server_error times=1]]",
+            "conversation_id": conversation_id,
+            "edit_of": before[2]["id"],
+        },
+    )
+    assert failed.status_code == 502
+    # Stored before the upstream was asked, as the current branch, the old version kept.
+    now = shown(http, conversation_id)["messages"]
+    assert [(m["content"], m["status"]) for m in now] == [
+        ("Keep going", "ok"),
+        (answers[0], "ok"),
+        ("Second, edited [[sim: fault=server_error times=1]]", "error"),
+    ]
+    assert now[2]["siblings"] == [before[2]["id"], now[2]["id"]]
+
+    # (No simulator.reset(): it would forget the fault was already served once.)
+    retried = http.post(f"/api/conversations/{conversation_id}/regenerate", json={"format": "json"})
+    assert retried.status_code == 200, retried.text
+    assert [m["content"] for m in sent_messages(simulator)] == [
+        "Keep going",
+        answers[0],
+        "Second, edited [[sim: fault=server_error times=1]]",
+    ]
+    after = shown(http, conversation_id)["messages"]
+    assert [m["status"] for m in after] == ["ok"] * 4
+    assert after[3]["id"] == retried.json()["message_id"]
+
+
+def test_an_edit_sent_twice_with_one_idempotency_key_is_stored_once(
+    http: httpx2.Client, simulator: Simulator
+) -> None:
+    conversation_id, _ = dialogue(http, "One", "Two")
+    two = shown(http, conversation_id)["messages"][2]
+    body = {"input": "Two, edited", "conversation_id": conversation_id, "edit_of": two["id"]}
+    key = {"Idempotency-Key": f"edit-{uuid.uuid4().hex}"}
+    first = http.post("/callChatGPT", json={**body, "format": "json"}, headers=key)
+    asked = len(simulator.requests)
+    again = http.post("/callChatGPT", json={**body, "format": "json"}, headers=key)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["answer"] == first.json()["answer"]
+    assert len(simulator.requests) == asked
+    assert shown(http, conversation_id)["messages"][2]["siblings"] == [
+        two["id"],
+        shown(http, conversation_id)["messages"][2]["id"],
+    ]
