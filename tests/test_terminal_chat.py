@@ -155,3 +155,53 @@ def test_reasoning_is_shown_marked_before_the_answer_and_stored_apart(
     last = stored["messages"][-1]
     assert last["content"].startswith("**Simulated answer**")
     assert last["reasoning"].endswith("That should do; now the answer.")
+
+
+def test_edit_and_retry_keep_the_old_versions(
+    terminal: pexpect.spawn, api_server: LiveServer, simulator: Simulator
+) -> None:
+    ask(terminal, "谁赢了2022年世界杯?")
+    ask(terminal, "在哪里举办的?")
+
+    # /edit shows the last question, ready to change; the new one goes beside it.
+    terminal.sendline("/edit")
+    terminal.expect_exact("Editing: 在哪里举办的?")
+    terminal.expect_exact("Edit: ")
+    terminal.send("\x15")  # Ctrl-U: the line readline filled in, cleared
+    edited = ask(terminal, "梅西打进了多少个球?")
+    assert "7个球" in edited
+    assert [m["content"] for m in simulator.requests[-1]["json"]["messages"]][::2] == [
+        "谁赢了2022年世界杯?",
+        "梅西打进了多少个球?",
+    ]
+
+    # /retry answers that question again, the first answer kept.
+    requests = len(simulator.requests)
+    again = ask(terminal, "/retry")
+    assert "7个球" in again
+    assert simulator.requests[-1]["json"]["messages"][-1]["content"] == "梅西打进了多少个球?"
+    assert len(simulator.requests) == requests + 1
+
+    terminal.sendline("exit")
+    terminal.expect(r"Saved as conversation ([0-9a-f]{32})")
+    conversation_id = terminal.match.group(1)
+    stored = httpx2.get(f"{api_server.url}/api/conversations/{conversation_id}").json()
+    messages = stored["messages"]
+    assert [m["content"] for m in messages][::2] == ["谁赢了2022年世界杯?", "梅西打进了多少个球?"]
+    assert len(messages[2]["siblings"]) == 2  # 在哪里举办的? kept, a version away
+    assert len(messages[3]["siblings"]) == 2  # the first answer to the edit, kept too
+    first_version = httpx2.get(
+        f"{api_server.url}/api/conversations/{conversation_id}/export", params={"format": "json"}
+    ).json()["metadata"]["tree"]
+    assert "在哪里举办的?" in [m["content"] for m in first_version]
+
+
+def test_edit_before_any_question_says_so(terminal: pexpect.spawn) -> None:
+    terminal.sendline("/retry")
+    terminal.expect_exact("Nothing asked yet")
+    terminal.expect_exact("You: ")
+    terminal.sendline("/edit")
+    terminal.expect_exact("Nothing asked yet")
+    terminal.expect_exact("You: ")
+    terminal.sendline("exit")
+    terminal.expect(pexpect.EOF)

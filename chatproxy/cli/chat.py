@@ -1,7 +1,9 @@
 """`flask chat`: a conversation in the terminal, stored like the page's.
 
 It uses the same store, personas and upstream as the service, with the
-settings of `.env` and the environment (`flask --app app chat`). In simulator
+settings of `.env` and the environment (`flask --app app chat`). `/edit`
+changes the last question and sends it again, `/retry` answers it again; both
+keep the old version, a branch of the conversation as on the page. In simulator
 mode without OPENAI_BASE_URL it starts the built-in simulator for itself, as
 gunicorn does; with no upstream at all it says in one line what to set.
 """
@@ -28,7 +30,9 @@ from chatproxy.store.conversations import (
     Turn,
     defaults_from,
     find_conversation,
+    last_question,
     parse_conversation_id,
+    start_regenerate,
     start_turn,
 )
 from chatproxy.store.database import db
@@ -40,6 +44,7 @@ from chatproxy.upstream.streams import StreamClosed
 EXIT_WORDS = ("exit", "quit", "结束")
 THINKING, THOUGHT = "[thinking] ", " [/thinking]\n"  # around the model's reasoning
 BLOCK = '"""'
+EDIT, RETRY = "/edit", "/retry"  # commands typed alone on a line
 
 
 @click.command("chat")
@@ -55,6 +60,8 @@ def chat(
 
     Enter sends. A line ending in a backslash goes on on the next line; a
     line of three double quotes starts and ends a block of several lines.
+    `/edit` changes the last question and sends it again, `/retry` answers
+    it again (the old versions are kept, as branches).
     `exit`, `quit` or `结束` (or Ctrl-D) leaves; Ctrl-C stops an answer.
     """
     settings = current_settings()
@@ -103,6 +110,7 @@ def _chat(
         + (f" · persona {shown['persona']}" if shown.get("persona") else "")
         + f' · "{EXIT_WORDS[0]}", "{EXIT_WORDS[1]}" or "{EXIT_WORDS[2]}" leaves'
     )
+    click.echo(f"{EDIT} changes your last question, {RETRY} answers it again.")
     if settings.simulator_in_use:
         click.echo("Demo mode: answers come from the built-in simulator, not OpenAI.")
     if conversation is not None:
@@ -111,13 +119,35 @@ def _chat(
         text = _read_question()
         if text is None:
             break
-        if not text.strip():
+        command = text.strip()
+        if not command:
             continue
+        edit_of = None
+        if command in (EDIT, RETRY):
+            if conversation is None:
+                click.echo("Nothing asked yet in this conversation.")
+                continue
+            try:
+                asked = last_question(conversation)
+            except APIError as error:
+                click.echo(click.style(f"Error: {error.message}", fg="red"), err=True)
+                continue
+            if command == EDIT:
+                text = _edited(asked.content)
+                if text is None or not text.strip() or text == asked.content:
+                    click.echo("Not changed.")
+                    continue
+                edit_of = asked.id
+            else:
+                text = asked.content
         values = {**defaults_from(conversation, settings, personas), **options, "input": text}
         values = {k: v for k, v in values.items() if v}
         try:
             question = parse_question(values, settings, wants="text", personas=personas)
-            turn = start_turn(db.engine, question, settings, conversation, owner)
+            if command == RETRY and conversation is not None:
+                turn = start_regenerate(db.session, conversation, question, settings)
+            else:
+                turn = start_turn(db.engine, question, settings, conversation, owner, edit_of)
         except APIError as error:
             click.echo(click.style(f"Error: {error.message}", fg="red"), err=True)
             continue
@@ -139,11 +169,33 @@ def _conversation(conversation_id: str | None, owner: str | None = None) -> Conv
         raise click.BadParameter(error.message, param_hint="--conversation") from None
 
 
-def _read_question() -> str | None:
-    """One question from the terminal, or None to leave (an exit word, or end of input)."""
+def _edited(question: str) -> str | None:
+    """The last question as the user edits it: shown, then typed again (prefilled where the
+    terminal has readline); None at the end of input."""
+    click.echo(f"Editing: {question}")
+    try:
+        import readline
+    except ImportError:  # Windows without pyreadline: typed again from scratch
+        return _read_question("Edit: ", exits=False)
+
+    def prefill() -> None:  # the first line only, not a continuation's
+        readline.insert_text(question)
+        readline.set_startup_hook(None)
+
+    if "\n" not in question:  # readline edits one line; a block is typed again
+        readline.set_startup_hook(prefill)
+    try:
+        return _read_question("Edit: ", exits=False)
+    finally:
+        readline.set_startup_hook(None)
+
+
+def _read_question(first_prompt: str = "\nYou: ", exits: bool = True) -> str | None:
+    """One question from the terminal, or None to leave (an exit word when `exits`, or the
+    end of input)."""
     lines: list[str] = []
     in_block = False
-    prompt = "\nYou: "
+    prompt = first_prompt
     while True:
         try:
             line = input(prompt)
@@ -162,7 +214,7 @@ def _read_question() -> str | None:
         else:
             lines.append(line)
             text = "\n".join(lines)
-            if not in_block and text.strip().lower() in EXIT_WORDS:
+            if exits and text.strip().lower() in EXIT_WORDS:
                 return None
             return text
 

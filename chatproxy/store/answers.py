@@ -28,11 +28,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from chatproxy.errors import APIError
 from chatproxy.store import group_commit, spool
 from chatproxy.store.conversations import Turn, inserted_id
-from chatproxy.store.models import Message, utcnow
+from chatproxy.store.models import Conversation, Message, utcnow
 
 MESSAGES = Message.__table__
+CONVERSATIONS = Conversation.__table__
 _INSERT = MESSAGES.insert()
 _UPDATE = MESSAGES.update().where(MESSAGES.c.id == bindparam("key"))
+_SET_CURRENT = CONVERSATIONS.update().where(CONVERSATIONS.c.id == bindparam("key"))
 log = logging.getLogger(__name__)
 
 
@@ -80,6 +82,7 @@ def checkpoint(engine: Engine, turn: Turn, content: str, reasoning: str = "") ->
                     _INSERT,
                     {
                         "conversation_id": turn.conversation_id,
+                        "parent_id": turn.question_id,
                         "role": "assistant",
                         "content": content,
                         "reasoning": reasoning or None,
@@ -128,9 +131,10 @@ def finish_turn(
     same moment share: `chatproxy.store.group_commit`).
 
     An answer with text is stored (`ok`, or `interrupted` when it did not
-    finish), replacing `turn.replaces`; without text, the question is marked
-    `error` with the upstream's error (a regenerate keeps the answer it was
-    to replace, and its question stays as it was). A continued answer
+    finish) under its question; a regenerated one beside the answers it had
+    (`turn.beside`), and it becomes the conversation's current branch. Without
+    text, the question is marked `error` with the upstream's error (unless it
+    has an answer already, which stays as it was). A continued answer
     (`turn.prefix`) is stored whole, the text it had and what was added, with
     the usage of both requests; one to which nothing was added stays as it
     was. A database that is away delays the write (the spool), never drops it.
@@ -144,7 +148,7 @@ def finish_turn(
         "question_id": turn.question_id,
         "asked_model": turn.model,
         "again": turn.again,
-        "replaces": turn.replaces,
+        "beside": turn.beside,
         "answer_id": turn.answer_id,
         "content": outcome.content,
         "reasoning": outcome.reasoning,
@@ -181,10 +185,12 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
     prefix = answer.get("prefix", "")
     if prefix and not answer["content"]:
         return answer["answer_id"]  # nothing was added: the answer stays as it was
+    # Spooled before branches, a regenerate named the answers it was to replace: they stay now.
+    beside = answer.get("beside", answer.get("replaces", []))
     if not answer["content"] and not reasoning and not finished:
         if answer["closed"] and error is None:
             return None  # the client left before any answer: the question waits for Retry
-        if not answer["replaces"]:
+        if not beside:
             connection.execute(
                 _UPDATE,
                 {
@@ -196,8 +202,6 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
             )
         return None
     if answer["again"]:
-        if answer["replaces"]:
-            connection.execute(MESSAGES.delete().where(MESSAGES.c.id.in_(answer["replaces"])))
         connection.execute(
             _UPDATE,
             {
@@ -228,20 +232,29 @@ def _write_answer(connection: Connection, answer: dict[str, Any]) -> int | None:
     if prefix and reasoning is None:  # a continued answer keeps the reasoning it had
         for name in ("reasoning", "reasoning_tokens", "reasoning_seconds"):
             del values[name]
+    answer_id: int | None = None
     if answer["answer_id"] is not None:
         updated = connection.execute(_UPDATE, {"key": answer["answer_id"], **values})
         if updated.rowcount:
-            return int(answer["answer_id"])
-    row = connection.execute(
-        _INSERT,
-        {
-            "conversation_id": answer["conversation_id"],
-            "role": "assistant",
-            "created_at": now,
-            **values,
-        },
-    )
-    return inserted_id(row)
+            answer_id = int(answer["answer_id"])
+    if answer_id is None:
+        row = connection.execute(
+            _INSERT,
+            {
+                "conversation_id": answer["conversation_id"],
+                "parent_id": answer["question_id"],
+                "role": "assistant",
+                "created_at": now,
+                **values,
+            },
+        )
+        answer_id = inserted_id(row)
+    if answer["again"]:
+        # The new answer is the one shown, even where an older sibling had been chosen.
+        connection.execute(
+            _SET_CURRENT, {"key": answer["conversation_id"], "current_message_id": answer_id}
+        )
+    return answer_id
 
 
 def _added(before: Mapping[str, int] | None, usage: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -5,10 +5,13 @@ history into the model's window (`start_turn`, which raises before anything is
 stored if it does not fit), then committed with its conversation, then the
 upstream is called; the answer is kept by `chatproxy.store.answers` (saved
 while it streams, stored as it ends, or the question marked `error`).
-Regenerate answers a conversation's last question again and replaces the last
-answer only once a new one exists. Continue asks the model to go on with the
-last answer where it was cut off (`max_tokens`, or interrupted) and appends
-what it writes to that answer.
+Everything here follows the current branch (`chatproxy.store.branches`): a
+question goes after its last message, or beside an earlier question it edits
+(`edit_of`), with the branch down to that point as history. Regenerate
+answers the branch's last question again, the new answer kept beside the old
+ones (which stay, reachable as siblings). Continue asks the model to go on
+with the branch's last answer where it was cut off (`max_tokens`, or
+interrupted) and appends what it writes to that answer.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, NotFound
 from chatproxy.personas import Persona
 from chatproxy.questions import Question
+from chatproxy.store.branches import Tree, current_branch, edited_question
 from chatproxy.store.models import TITLE_LENGTH, Conversation, Message, new_id, utcnow
 
 TITLE_CHARS = 60  # a title taken from the first question keeps this many characters
@@ -54,8 +58,8 @@ AnySession = Session | scoped_session[Any]
 class Turn:
     """A question stored and about to be answered: what to send upstream, where the answer goes.
 
-    `again` marks a question asked again (Retry, Regenerate); `replaces` are
-    the ids of the answer it replaces once a new one is stored; `answer_id`
+    `again` marks a question asked again (Retry, Regenerate); `beside` are
+    the ids of the answers it already had, kept beside the new one; `answer_id`
     is the answer's row once it was first saved while streaming. Continue
     (`start_continue`) sets `answer_id` to the answer it goes on with,
     `prefix` to that answer's text (what arrives is appended to it) and
@@ -67,7 +71,7 @@ class Turn:
     model: str
     params: dict[str, Any]
     again: bool = False
-    replaces: list[int] = field(default_factory=list)
+    beside: list[int] = field(default_factory=list)
     answer_id: int | None = None
     prefix: str = ""
     prior_usage: dict[str, int] | None = None
@@ -135,16 +139,36 @@ def start_turn(
     settings: Settings,
     conversation: Conversation | None,
     owner: str | None,
+    edit_of: int | None = None,
 ) -> Turn:
     """Store `question` in `conversation` (a new one when None) and return the turn to answer.
 
-    The upstream body holds the persona's messages, the conversation's system
-    messages and `question.system`, the earlier turns that fit (oldest dropped
-    first) and the question. Raises BadRequest `context_length_exceeded`
-    before anything is stored when the question does not fit. Commits on a
-    connection of its own, whatever the caller's session holds.
+    The question goes after the current branch's last message, or, with
+    `edit_of` (the id of an earlier question of `conversation`), beside that
+    question as its new version; either way it becomes the current branch.
+    The upstream body holds the persona's messages, the system messages and
+    earlier turns of the branch before it that fit (oldest dropped first),
+    `question.system`, and the question. Raises BadRequest
+    `context_length_exceeded` before anything is stored when the question does
+    not fit, NotFound `message_not_found` or BadRequest `not_a_question` for a
+    wrong `edit_of`. Commits on a connection of its own, whatever the caller's
+    session holds.
     """
-    history = _history(conversation.messages) if conversation is not None else _History()
+    before: list[Message] = []
+    if conversation is not None:
+        if edit_of is None:
+            before = current_branch(conversation)
+        else:
+            edited = edited_question(conversation, edit_of)
+            before = Tree(conversation.messages).path_to(edited)[:-1]
+    elif edit_of is not None:
+        raise BadRequest(
+            "'edit_of' needs the 'conversation_id' of the question it edits.",
+            param="edit_of",
+            code="invalid_message_id",
+        )
+    parent_id = before[-1].id if before else None
+    history = _history(before)
     if question.system:
         history.system.append({"role": "system", "content": question.system})
     params = question.chat_params(settings, extra_leading=history.system, history=history.turns)
@@ -168,33 +192,44 @@ def start_turn(
             )
         else:
             conversation_id = conversation.id
-            # The question's persona and model are the conversation's unless it named
-            # others (`defaults_from`); `persona=` empty leaves the persona.
-            connection.execute(
-                _UPDATE_CONVERSATION,
+        if question.system:
+            system = connection.execute(
+                _INSERT_MESSAGE,
                 {
-                    "key": conversation_id,
-                    "model": question.model,
-                    "persona": question.persona.id if question.persona else None,
-                    "updated_at": now,
+                    "conversation_id": conversation_id,
+                    "parent_id": parent_id,
+                    "role": "system",
+                    "content": question.system,
                 },
             )
-        if question.system:
-            connection.execute(
-                _INSERT_MESSAGE,
-                {"conversation_id": conversation_id, "role": "system", "content": question.system},
-            )
+            parent_id = inserted_id(system)
         asked = connection.execute(
             _INSERT_MESSAGE,
             {
                 "conversation_id": conversation_id,
+                "parent_id": parent_id,
                 "role": "user",
                 "content": question.input,
                 "model": question.model,
                 "created_at": now,
             },
         )
-    return Turn(conversation_id, inserted_id(asked), question.model, params)
+        question_id = inserted_id(asked)
+        if conversation is not None:
+            # The question's persona and model are the conversation's unless it named
+            # others (`defaults_from`); `persona=` empty leaves the persona. A new
+            # conversation needs no current message: its branch is its only one.
+            connection.execute(
+                _UPDATE_CONVERSATION,
+                {
+                    "key": conversation_id,
+                    "model": question.model,
+                    "persona": question.persona.id if question.persona else None,
+                    "current_message_id": question_id,
+                    "updated_at": now,
+                },
+            )
+    return Turn(conversation_id, question_id, question.model, params)
 
 
 def inserted_id(result: CursorResult[Any]) -> int:
@@ -205,8 +240,8 @@ def inserted_id(result: CursorResult[Any]) -> int:
 
 
 def last_question(conversation: Conversation) -> Message:
-    """The conversation's last question; raises BadRequest `nothing_to_regenerate` if none."""
-    for message in reversed(conversation.messages):
+    """The current branch's last question; raises BadRequest `nothing_to_regenerate` if none."""
+    for message in reversed(current_branch(conversation)):
         if message.role == "user":
             return message
     raise BadRequest(
@@ -220,26 +255,28 @@ def start_regenerate(
     question: Question,
     settings: Settings,
 ) -> Turn:
-    """The turn that answers `conversation`'s last question again (Retry, Regenerate).
+    """The turn that answers the current branch's last question again (Retry, Regenerate).
 
     `question` is that question, with the model, persona and options to ask
-    it with now. The answers after it are replaced only when a new answer is
-    stored (`finish_turn`). Raises BadRequest `nothing_to_regenerate` when the
-    conversation has no question, `context_length_exceeded` when it no longer
-    fits. Commits.
+    it with now. The new answer is stored beside the answers it had (they
+    stay, as its siblings) and becomes the current branch once stored
+    (`finish_turn`). Raises BadRequest `nothing_to_regenerate` when the branch
+    has no question, `context_length_exceeded` when it no longer fits.
+    Commits.
     """
-    messages = conversation.messages
+    messages = current_branch(conversation)
     last = last_question(conversation)
     position = messages.index(last)
     history = _history(messages[:position])
     params = question.chat_params(settings, extra_leading=history.system, history=history.turns)
+    answers = Tree(conversation.messages).children.get(last.id, [])
     turn = Turn(
         conversation.id,
         last.id,
         question.model,
         params,
         again=True,
-        replaces=[m.id for m in messages[position + 1 :]],
+        beside=[m.id for m in answers if m.role == "assistant"],
     )
     conversation.model = question.model
     conversation.updated_at = utcnow()
@@ -248,13 +285,13 @@ def start_regenerate(
 
 
 def cut_off_answer(conversation: Conversation) -> tuple[Message, Message]:
-    """The conversation's last answer, cut off, and its question: (question, answer).
+    """The current branch's last answer, cut off, and its question: (question, answer).
 
-    Raises BadRequest `nothing_to_continue` unless the last message is an
-    answer with text that was cut off (`finish_reason` `length`, or status
-    `interrupted`).
+    Raises BadRequest `nothing_to_continue` unless the branch's last message
+    is an answer with text that was cut off (`finish_reason` `length`, or
+    status `interrupted`).
     """
-    messages = conversation.messages
+    messages = current_branch(conversation)
     answer = messages[-1] if messages else None
     if (
         answer is None
@@ -288,7 +325,7 @@ def start_continue(
     `nothing_to_continue` (`cut_off_answer`), and `context_length_exceeded`
     when the answer so far no longer fits with `max_tokens`. Commits.
     """
-    messages = conversation.messages
+    messages = current_branch(conversation)
     asked, answer = cut_off_answer(conversation)
     history = _history(messages[: messages.index(asked)])
     so_far = [

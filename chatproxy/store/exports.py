@@ -11,15 +11,25 @@ model, finish_reason, tokens and time, and the model's reasoning as
 DeepSeek's refuse with it), with `reasoning_tokens` and `reasoning_seconds`.
 Import reads `reasoning_content` there, or on a message item as other tools
 keep it.
+
+A conversation with branches (`chatproxy.store.branches`) is exported as its
+current branch in Markdown and in `messages`, and whole in JSON's
+`metadata.tree`: every message kept, oldest first, each `{"id", "parent_id",
+"role", "content"}` and the same details (ids local to the file), with
+`metadata.current_message_id` naming the current branch's last message. An
+import rebuilds the tree from `metadata.tree` when it is there; an export
+made before branches (or any `{"messages": [...]}`) comes in as one branch.
 """
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 from chatproxy.errors import BadRequest
+from chatproxy.store.branches import current_branch
 from chatproxy.store.conversations import title_from
 from chatproxy.store.models import (
     ROLES,
@@ -49,7 +59,7 @@ def to_markdown(conversation: Conversation) -> str:
         about.append(f"persona {conversation.persona}")
     about.append(f"started {as_utc(conversation.created_at):%Y-%m-%d %H:%M} UTC")
     lines += ["_" + " · ".join(about) + "_", ""]
-    for message in conversation.messages:
+    for message in current_branch(conversation):
         lines += [f"## {message.role}", ""]
         if message.reasoning:
             lines += ["<details>", "<summary>Reasoning</summary>", ""]
@@ -64,9 +74,10 @@ def to_markdown(conversation: Conversation) -> str:
 
 def to_json(conversation: Conversation) -> dict[str, Any]:
     """The conversation as `{"object", "messages": [...], "metadata": {...}}` (module doc)."""
+    branch = current_branch(conversation)
     return {
         "object": FORMAT,
-        "messages": [{"role": m.role, "content": m.content} for m in conversation.messages],
+        "messages": [{"role": m.role, "content": m.content} for m in branch],
         "metadata": {
             "id": conversation.id,
             "title": conversation.title,
@@ -74,24 +85,37 @@ def to_json(conversation: Conversation) -> dict[str, Any]:
             "model": conversation.model,
             "created_at": iso(conversation.created_at),
             "updated_at": iso(conversation.updated_at),
-            "messages": [
+            "messages": [_details(m) for m in branch],
+            "current_message_id": branch[-1].id if branch else None,
+            "tree": [
                 {
-                    "status": m.status,
-                    "model": m.model,
-                    "finish_reason": m.finish_reason,
-                    "prompt_tokens": m.prompt_tokens,
-                    "completion_tokens": m.completion_tokens,
-                    "reasoning_content": m.reasoning,
-                    "reasoning_tokens": m.reasoning_tokens,
-                    "reasoning_seconds": m.reasoning_seconds,
-                    "error": {"code": m.error_code, "message": m.error_message}
-                    if m.status == "error"
-                    else None,
-                    "created_at": iso(m.created_at),
+                    "id": m.id,
+                    "parent_id": m.parent_id,
+                    "role": m.role,
+                    "content": m.content,
+                    **_details(m),
                 }
                 for m in conversation.messages
             ],
         },
+    }
+
+
+def _details(message: Message) -> dict[str, Any]:
+    """What JSON keeps of a message beside its role and content (`metadata.messages` items)."""
+    return {
+        "status": message.status,
+        "model": message.model,
+        "finish_reason": message.finish_reason,
+        "prompt_tokens": message.prompt_tokens,
+        "completion_tokens": message.completion_tokens,
+        "reasoning_content": message.reasoning,
+        "reasoning_tokens": message.reasoning_tokens,
+        "reasoning_seconds": message.reasoning_seconds,
+        "error": {"code": message.error_code, "message": message.error_message}
+        if message.status == "error"
+        else None,
+        "created_at": iso(message.created_at),
     }
 
 
@@ -101,13 +125,16 @@ def filename(conversation: Conversation, extension: str) -> str:
     return f"{stem}.{extension}"
 
 
-def from_json(data: Any, *, default_model: str, owner: str | None) -> Conversation:
-    """A new conversation from an export (`to_json`) or any `{"messages": [...]}` object.
+def from_json(data: Any, *, default_model: str, owner: str | None) -> tuple[Conversation, Message]:
+    """A new conversation from an export (`to_json`) or any `{"messages": [...]}` object, and
+    the last message of its current branch (to be made current once it has an id).
 
     `messages` items need `role` (system, user or assistant) and a string
     `content`; `metadata` is optional, and where it is missing the title
-    comes from the first question and the model is `default_model`. Raises
-    BadRequest naming the faulty field. Nothing is stored here.
+    comes from the first question and the model is `default_model`. The
+    branches come from `metadata.tree` when it is a list (module doc), else
+    the messages follow each other in one branch. Raises BadRequest naming
+    the faulty field. Nothing is stored here.
     """
     if not isinstance(data, dict) or not isinstance(data.get("messages"), list):
         raise BadRequest(
@@ -122,14 +149,21 @@ def from_json(data: Any, *, default_model: str, owner: str | None) -> Conversati
     details = metadata.get("messages")
     if not isinstance(details, list) or len(details) != len(items):
         details = [{}] * len(items)
-    messages = [
-        _message(i, item, detail)
-        for i, (item, detail) in enumerate(zip(items, details, strict=True))
-    ]
+    tree = metadata.get("tree")
+    if isinstance(tree, list):
+        messages, current = _tree(tree, metadata.get("current_message_id"))
+    else:
+        messages = [
+            _message(i, item, detail)
+            for i, (item, detail) in enumerate(zip(items, details, strict=True))
+        ]
+        for earlier, message in pairwise(messages):
+            message.parent = earlier
+        current = messages[-1]
     first_question = next((m.content for m in messages if m.role == "user"), "")
     title = _string(metadata, "title", TITLE_LENGTH) or title_from(first_question or "Imported")
     now = utcnow()
-    return Conversation(
+    conversation = Conversation(
         title=" ".join(title.split()),
         persona=_string(metadata, "persona", 100),
         model=_string(metadata, "model", 200) or default_model,
@@ -138,6 +172,48 @@ def from_json(data: Any, *, default_model: str, owner: str | None) -> Conversati
         updated_at=now,
         messages=messages,
     )
+    return conversation, current
+
+
+def _tree(items: list[Any], current_id: Any) -> tuple[list[Message], Message]:
+    """The messages of `metadata.tree`, linked to their parents, and the current branch's last.
+
+    Each item's `parent_id` must be the `id` of an item before it (or null);
+    a `current_message_id` that names none falls back to the newest branch.
+    """
+    if not items or len(items) > MAX_IMPORTED_MESSAGES:
+        raise BadRequest(
+            f'"metadata.tree" must hold 1 to {MAX_IMPORTED_MESSAGES} messages.', param="metadata"
+        )
+    by_id: dict[int, Message] = {}
+    messages: list[Message] = []
+    for index, item in enumerate(items):
+        where = f"metadata.tree[{index}]"
+        if not isinstance(item, dict) or not _is_id(item.get("id")) or item["id"] in by_id:
+            raise BadRequest(f"{where} must have an integer id of its own.", param="metadata")
+        parent_id = item.get("parent_id")
+        if parent_id is not None and not (_is_id(parent_id) and parent_id in by_id):
+            raise BadRequest(
+                f"{where}.parent_id must be null or the id of a message before it.",
+                param="metadata",
+            )
+        message = _message(index, item, item)
+        message.parent = by_id.get(parent_id) if parent_id is not None else None
+        by_id[item["id"]] = message
+        messages.append(message)
+    current = by_id.get(current_id) if _is_id(current_id) else None
+    if current is None:  # the newest first message, down by the newest replies
+        newest: dict[int | None, Message] = {}
+        for message in messages:
+            newest[id(message.parent) if message.parent is not None else None] = message
+        current = newest[None]
+        while id(current) in newest:
+            current = newest[id(current)]
+    return messages, current
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _message(index: int, item: Any, detail: Any) -> Message:

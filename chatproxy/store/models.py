@@ -55,6 +55,12 @@ class Conversation(db.Model):  # type: ignore[name-defined,misc]
     """One conversation: its messages, the persona and model it was started with, its owner.
 
     `owner` is whoever may see it: None for everyone while CHATPROXY_AUTH is open.
+    Its messages form a tree (`Message.parent_id`): an edited question or a
+    regenerated answer is a sibling of the one it stands beside.
+    `current_message_id` is the message the current branch goes through (set
+    when a question is asked or another branch is chosen); below it the branch
+    goes on through the newest reply at each step, and None means from the
+    newest first message (`chatproxy.store.branches`).
     """
 
     __tablename__ = "conversations"
@@ -67,6 +73,8 @@ class Conversation(db.Model):  # type: ignore[name-defined,misc]
     owner: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # No foreign key: the two tables would each need the other's row first.
+    current_message_id: Mapped[int | None] = mapped_column(Integer)
     messages: Mapped[list[Message]] = relationship(
         back_populates="conversation",
         order_by="Message.id",
@@ -76,7 +84,11 @@ class Conversation(db.Model):  # type: ignore[name-defined,misc]
 
 
 class Message(db.Model):  # type: ignore[name-defined,misc]
-    """One message of a conversation, in order of `id`.
+    """One message of a conversation, in order of `id`, below the message it follows.
+
+    `parent_id` is the message it follows (None for a conversation's first):
+    questions asked again as edits, and answers regenerated, share a parent
+    with the versions before them (siblings), which are all kept.
 
     A question (`user`) is stored before the upstream is called; its `status`
     becomes `error` (with `error_code` and `error_message`) when the upstream
@@ -97,13 +109,16 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
     __table_args__ = (
         CheckConstraint(f"status IN {STATUSES}", name="ck_messages_status"),
         CheckConstraint(f"role IN {ROLES}", name="ck_messages_role"),
-        # Ids are never reused, even after the newest message was replaced (Regenerate).
+        # Ids are never reused (a deleted conversation's), so the newest sibling is the highest.
         {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     conversation_id: Mapped[str] = mapped_column(
         ForeignKey("conversations.id", ondelete="CASCADE"), index=True
+    )
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
     )
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str] = mapped_column(Text)
@@ -120,6 +135,8 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
+    # Set by an import, which builds a tree before its rows have ids.
+    parent: Mapped[Message | None] = relationship(remote_side=[id])
 
 
 class AccessKey(db.Model):  # type: ignore[name-defined,misc]

@@ -10,10 +10,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from chatproxy.access.keys import current_owner, current_policy
 from chatproxy.access.ledger import usage_recorder
-from chatproxy.errors import APIError, StoreUnavailable
+from chatproxy.errors import APIError, BadRequest, StoreUnavailable
 from chatproxy.questions import Question, parse_question
 from chatproxy.state import current_personas, current_prices, current_settings
 from chatproxy.store.answers import Outcome, checkpoint, fail_turn, finish_turn
+from chatproxy.store.branches import parse_message_id
 from chatproxy.store.conversations import (
     Turn,
     defaults_from,
@@ -54,7 +55,10 @@ def call_chatgpt() -> Response:
     `max_tokens`, `presence_penalty`, `frequency_penalty`, `stop`,
     `reasoning_effort` (for models that take it), `stream`, `format`,
     `conversation_id` (also as the `X-Conversation-Id` header: go on with that
-    conversation, its persona and model unless others are named).
+    conversation's current branch, its persona and model unless others are
+    named), `edit_of` (with `conversation_id`: the id of an earlier question
+    this one is a new version of; it is stored beside it, the old one and
+    what followed it kept, and becomes the current branch).
     The question is stored before the upstream is called, with a new
     conversation when none is named; `X-Conversation-Id` in the response names
     it.
@@ -70,9 +74,11 @@ def call_chatgpt() -> Response:
     Errors: 400 (`context_length_exceeded` when the question does not fit the
     model's window, `invalid_idempotency_key`, `unsupported_parameter` for
     `reasoning_effort` to a model that does not take it), 403, 404
-    (`conversation_not_found`), 409 (`idempotency_key_in_use`, with
-    Retry-After, while the first request with the key is answered), 413, 422
-    (`idempotency_key_reused`), 429, 502, 503, 504 in OpenAI's error shape.
+    (`conversation_not_found`, `message_not_found` for an `edit_of` not in
+    the conversation; 400 `not_a_question` when it names an answer), 409
+    (`idempotency_key_in_use`, with Retry-After, while the first request
+    with the key is answered), 413, 422 (`idempotency_key_reused`), 429,
+    502, 503, 504 in OpenAI's error shape.
     """
     settings = current_policy()
     personas = current_personas()
@@ -80,6 +86,14 @@ def call_chatgpt() -> Response:
     conversation_id = parse_conversation_id(
         values.get("conversation_id") or request.headers.get("X-Conversation-Id")
     )
+    edit_of = values.get("edit_of")
+    edit_of = parse_message_id(edit_of, "edit_of") if edit_of not in (None, "") else None
+    if edit_of is not None and conversation_id is None:
+        raise BadRequest(
+            "'edit_of' needs the 'conversation_id' of the question it edits.",
+            param="edit_of",
+            code="invalid_message_id",
+        )
     owner = current_owner()
     conversation = None
     if conversation_id:
@@ -98,7 +112,7 @@ def call_chatgpt() -> Response:
     if isinstance(claimed, Stored):
         return replay_answer(claimed, question)
     with released_on_error(claimed):
-        turn = start_turn(db.engine, question, settings, conversation, owner)
+        turn = start_turn(db.engine, question, settings, conversation, owner, edit_of)
         return answer_turn(turn, question, claimed)
 
 

@@ -1,16 +1,20 @@
-"""`/api/conversations`: list, read, rename, delete, regenerate, continue, export and import.
+"""`/api/conversations`: list, read, rename, delete, regenerate, continue, branches, export, import.
 
 Each client sees only its own conversations (`chatproxy.access.keys.current_owner`).
 Shapes (JSON): a conversation summary is `{"id", "title", "persona",
-"model", "created_at", "updated_at", "message_count", "usage", "cost"}`, where
+"model", "created_at", "updated_at", "message_count", "answer_count",
+"usage", "cost"}`, where
 `usage` sums the answers' `prompt_tokens`, `completion_tokens` and
 `total_tokens` and `cost` is their price in USD (null when no answer has a
-price); a whole conversation adds `messages`, oldest first, each `{"id",
+price; both count every version kept, the branches not shown included); a
+whole conversation adds `current_message_id` and `messages`, its current
+branch (`chatproxy.store.branches`) oldest first, each `{"id", "parent_id",
 "role", "content", "reasoning", "reasoning_seconds", "model", "status",
-"finish_reason", "usage", "cost", "error", "created_at"}` (`reasoning`: the
-model's, or null; an answer's `usage` holds
-`completion_tokens_details.reasoning_tokens` when the upstream reported
-them). Times are ISO 8601 in UTC.
+"finish_reason", "usage", "cost", "error", "created_at", "siblings",
+"sibling_index"}` (`reasoning`: the model's, or null; an answer's `usage`
+holds `completion_tokens_details.reasoning_tokens` when the upstream reported
+them; `siblings`: the ids of the versions at that turn, oldest first, this
+one at `sibling_index`). Times are ISO 8601 in UTC.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from chatproxy.access.keys import current_owner, current_policy
 from chatproxy.errors import BadRequest
 from chatproxy.questions import parse_question
 from chatproxy.state import current_personas, current_prices, current_settings
+from chatproxy.store.branches import Tree, choose_branch, parse_message_id
 from chatproxy.store.conversations import (
     clean_title,
     cut_off_answer,
@@ -93,8 +98,10 @@ def regenerate(conversation_id: str) -> Response:
     """Answer the conversation's last question again (Retry after an error, or Regenerate).
 
     Takes `/callChatGPT`'s parameters except `input` and `conversation_id`
-    (query string, form or JSON body; `stream=1` for SSE). The last answer is
-    replaced once the new one is stored; if the upstream fails, it stays.
+    (query string, form or JSON body; `stream=1` for SSE). The current
+    branch's last question is asked again; the new answer is kept beside the
+    answers it had (its siblings, still there) and becomes the current
+    branch once stored; if the upstream fails, the branch stays as it was.
     Answers like `/callChatGPT`. Errors: 400 `nothing_to_regenerate`, 404,
     and those of `/callChatGPT`.
     """
@@ -141,6 +148,22 @@ def continue_answer(conversation_id: str) -> Response:
     return answer_turn(turn, question)
 
 
+@bp.post("/<conversation_id>/current")
+def switch_branch(conversation_id: str) -> Response:
+    """Show another version of a turn: JSON `{"message_id": int}` → the conversation, whole.
+
+    The branch through that message (a question's or an answer's sibling from
+    `siblings`) becomes the current one, down to the newest of its later
+    turns; the next question goes on from it. Errors: 400 `invalid_message_id`
+    for a body without an integer `message_id`, 404 `conversation_not_found`,
+    404 `message_not_found` for a message not in this conversation.
+    """
+    conversation = _find(conversation_id)
+    message_id = parse_message_id(read_body(request.get_data()).get("message_id"), "message_id")
+    choose_branch(db.session, conversation, message_id)
+    return jsonify(_whole(conversation))
+
+
 @bp.get("/<conversation_id>/export")
 def export(conversation_id: str) -> Response:
     """Download a conversation: `format=md` (Markdown, the default) or `format=json`.
@@ -167,10 +190,17 @@ def attachment(name: str) -> str:
 
 @bp.post("/import")
 def import_conversation() -> Response:
-    """Store a conversation from a JSON export (or any `{"messages": [...]}`) → 201 + it, whole."""
+    """Store a conversation from a JSON export (or any `{"messages": [...]}`) → 201 + it, whole.
+
+    An export with branches (`metadata.tree`) comes back with them and the same current branch.
+    """
     data = read_body(request.get_data())
-    conversation = from_json(data, default_model=current_settings().model, owner=current_owner())
+    conversation, current = from_json(
+        data, default_model=current_settings().model, owner=current_owner()
+    )
     db.session.add(conversation)
+    db.session.flush()
+    conversation.current_message_id = current.id
     db.session.commit()
     return jsonify(_whole(conversation)), 201  # type: ignore[return-value]
 
@@ -188,15 +218,17 @@ def _limit(value: str | None) -> int:
 
 
 class _Totals:
-    """Tokens and cost of a conversation's answers, and how many messages it has."""
+    """Tokens and cost of a conversation's answers, and how many messages and answers it has."""
 
     def __init__(self) -> None:
-        self.messages = 0
+        self.messages = self.answers = 0
         self.prompt = self.completion = 0
         self.cost: float | None = None
 
-    def add(self, count: int, model: str | None, prompt: int, completion: int) -> None:
+    def add(self, role: str, count: int, model: str | None, prompt: int, completion: int) -> None:
         self.messages += count
+        if role == "assistant":
+            self.answers += count
         self.prompt += prompt
         self.completion += completion
         price = cost(
@@ -214,17 +246,18 @@ def _totals(ids: Iterable[str]) -> dict[str, _Totals]:
     query = (
         select(
             Message.conversation_id,
+            Message.role,
             Message.model,
             func.count(),
             func.coalesce(func.sum(Message.prompt_tokens), 0),
             func.coalesce(func.sum(Message.completion_tokens), 0),
         )
         .where(Message.conversation_id.in_(wanted))
-        .group_by(Message.conversation_id, Message.model)
+        .group_by(Message.conversation_id, Message.role, Message.model)
     )
     totals: dict[str, _Totals] = defaultdict(_Totals)
-    for conversation_id, model, count, prompt, completion in db.session.execute(query):
-        totals[conversation_id].add(count, model, int(prompt or 0), int(completion or 0))
+    for conversation_id, role, model, count, prompt, completion in db.session.execute(query):
+        totals[conversation_id].add(role, count, model, int(prompt or 0), int(completion or 0))
     return totals
 
 
@@ -249,15 +282,25 @@ def _summary(conversation: Conversation, totals: _Totals | None) -> dict[str, An
         "created_at": iso(conversation.created_at),
         "updated_at": iso(conversation.updated_at),
         "message_count": totals.messages,
+        "answer_count": totals.answers,
         "usage": _usage(totals.prompt, totals.completion),
         "cost": round(totals.cost, 10) if totals.cost is not None else None,
     }
 
 
 def _whole(conversation: Conversation) -> dict[str, Any]:
-    messages = [_message(m) for m in conversation.messages]
+    tree = Tree(conversation.messages)
+    current = conversation.current_message_id
+    branch = tree.branch_through(tree.by_id.get(current) if current is not None else None)
+    messages = []
+    for message in branch:
+        siblings = [sibling.id for sibling in tree.siblings(message)]
+        shown = _message(message)
+        shown.update(siblings=siblings, sibling_index=siblings.index(message.id))
+        messages.append(shown)
     return {
         **_summary(conversation, _totals([conversation.id]).get(conversation.id)),
+        "current_message_id": branch[-1].id if branch else None,
         "messages": messages,
     }
 
@@ -268,6 +311,7 @@ def _message(message: Message) -> dict[str, Any]:
         usage["completion_tokens_details"] = {"reasoning_tokens": message.reasoning_tokens}
     return {
         "id": message.id,
+        "parent_id": message.parent_id,
         "role": message.role,
         "content": message.content,
         "reasoning": message.reasoning,

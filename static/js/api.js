@@ -156,7 +156,8 @@ Conversations.prototype.list = function (query, limit) {
   return request("GET", this.base + "?" + params).then((data) => (data && data.data) || []);
 };
 
-// The conversation with its messages, oldest first.
+// The conversation with its current branch's messages, oldest first, each
+// with the ids of its versions (`siblings`).
 Conversations.prototype.get = function (id) {
   return request("GET", this.url(id));
 };
@@ -191,6 +192,12 @@ Conversations.prototype.download = async function (id, format) {
   const blob = await response.blob();
   const name = fileName(response.headers.get("Content-Disposition")) || "conversation." + format;
   return { blob: blob, name: name };
+};
+
+// Shows another version of a turn: the branch through `messageId` becomes
+// the current one; resolves to the conversation on that branch.
+Conversations.prototype.choose = function (id, messageId) {
+  return request("POST", this.url(id, "/current"), { message_id: messageId });
 };
 
 Conversations.prototype.regenerateUrl = function (id) {

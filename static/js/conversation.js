@@ -7,7 +7,9 @@
  * each question, keeps in the URL (#c=<id>) and in localStorage, and uses to
  * load the conversation again after a reload. This module shows and loads
  * conversations, follows Back and Forward, shows the conversation bar (title,
- * exports) and the totals, and asks: a new question, Retry and Regenerate.
+ * exports) and the totals, and asks: a new question, Retry and Regenerate,
+ * a question edited (a new version beside the old one); and it moves between
+ * the versions of a turn (the server's branches).
  * The list of conversations is sidebar.js's; it tells app.js, which tells this.
  */
 import * as i18n from "./i18n.js";
@@ -16,6 +18,7 @@ import { config, conversations, state, show, announce, scrollToBottom } from "./
 import { Turn } from "./turn.js";
 import { streamAnswer } from "./sse.js";
 import * as composer from "./composer.js";
+import * as branches from "./branches.js";
 
 const $ = window.jQuery;
 const t = i18n.t;
@@ -176,8 +179,11 @@ function showLoadError(id, error) {
   $transcript.empty().append($note.append($text, " ", $again));
 }
 
-// Draws a whole conversation as the server keeps it (after a load or an import).
-export function showConversation(conversation) {
+// Draws a whole conversation as the server keeps it (after a load or an
+// import): its current branch. `place`: where the reader was, kept (after
+// choosing a version: branches.js).
+export function showConversation(conversation, place) {
+  const scrolled = window.scrollY;
   state.view += 1;
   setConversation(conversation.id, conversation.id === conversationFromHash() ? null : "push");
   clearTranscript();
@@ -188,11 +194,16 @@ export function showConversation(conversation) {
     const answer = next && next.role === "assistant" ? next : null;
     const turn = new Turn(message.content, (answer && answer.model) || message.model || "", null, regenerate);
     turn.restore(message, answer);
+    turn.showBranches(message, answer);
     $transcript.append(turn.$el);
   });
   if (!$transcript.children().length) showEmptyState(null);
   composer.applyPickers(conversation);
   showConversationDetails(conversation);
+  if (place) {
+    branches.returnTo(place, scrolled);
+    return;
+  }
   scrollToBottom();
   composer.focus();
 }
@@ -203,6 +214,7 @@ function showConversationDetails(conversation) {
   showConversationBar(conversation);
   showTotals(conversation);
   showTurnActions(conversation);
+  branches.showBranches(conversation);
 }
 
 export function showConversationBar(conversation) {
@@ -303,8 +315,10 @@ function showTotals(conversation) {
   const cost = typeof conversation.cost === "number"
     ? conversation.cost
     : answers.reduce((sum, message) => sum + (message.cost || 0), 0);
+  // Every version kept counts (it was paid for), the branches not shown too.
+  const count = typeof conversation.answer_count === "number" ? conversation.answer_count : answers.length;
   const params = {
-    answers: { key: "totals.answers", params: { count: answers.length } },
+    answers: { key: "totals.answers", params: { count: count } },
     in: formatCount(usage.prompt_tokens),
     out: formatCount(usage.completion_tokens),
     cost: formatCost(cost),
@@ -330,7 +344,7 @@ function sumUsage(messages) {
 function setBusy(turn) {
   state.current = turn;
   composer.showBusy(!!turn);
-  $transcript.find(".turn-action").prop("disabled", !!turn);
+  $transcript.find(".turn-action, .branch-control, .save-edit-button").prop("disabled", !!turn);
 }
 
 // Streams `turn`'s answer from `url`, then (`after()`, if given) asks the
@@ -389,11 +403,43 @@ function continueAnswer(turn) {
   answer(turn, conversations.continueUrl(state.conversationId), { stream: true });
 }
 
+// Save & send on an edited question: the new version is asked in the
+// conversation beside the old one (`edit_of`); on the page it takes the old
+// one's place and the turns after it go (the server keeps them, one `<`
+// away). The conversation's persona and model go on, as with Regenerate.
+function editQuestion(old, text) {
+  if (state.current || !state.conversationId || old.questionId === null) return;
+  const turn = new Turn(text, old.$el.find(".answer-model").text(), old.persona, regenerate);
+  old.$el.nextAll(".turn").addBack().remove();
+  $transcript.append(turn.$el);
+  scrollToBottom();
+  const payload = { input: text, stream: true, conversation_id: state.conversationId, edit_of: old.questionId };
+  answer(turn, config.askUrl, payload, () => {
+    // Refused before it was stored (no key, a limit): the page shows what the server keeps.
+    if (turn.refused || turn.limited) reloadConversation(text);
+  });
+}
+
+async function reloadConversation(text) {
+  const id = state.conversationId;
+  const view = state.view;
+  try {
+    const conversation = await conversations.get(id);
+    if (view === state.view && id === state.conversationId) showConversation(conversation);
+  } catch (error) {
+    return; // keep what is shown
+  }
+  composer.giveBack(text);
+}
+
 // Retry (a failed question) and Regenerate (the last answer) both ask the
 // server to answer the conversation's last question again; the new answer
-// takes the old one's place.
-function regenerate(old, action) {
+// takes the old one's place on the page, and the old one stays a version
+// away (`< 1 / 2 >`).
+function regenerate(old, action, value) {
   if (action === "continue") return continueAnswer(old);
+  if (action === "edit") return editQuestion(old, value);
+  if (action === "switch") return branches.switchBranch(old, value, showConversation);
   if (state.current || !state.conversationId) return;
   const turn = new Turn(old.question, old.$el.find(".answer-model").text(), old.persona, regenerate);
   turn.markStored();

@@ -5,7 +5,10 @@
  * folded once the answer starts, "Thought for 12 s · 345 reasoning tokens"),
  * its state (thinking, answering, done, stopped, error) and notes, the tokens
  * and cost it took, Copy, and the Retry and Regenerate buttons. A Turn is also
- * how a question the server keeps is shown again (`restore`).
+ * how a question the server keeps is shown again (`restore`), with its
+ * versions: Edit opens the question in place to send a new version, and
+ * `< 2 / 2 >` moves between the versions of the question or of its answer
+ * (`showBranches`).
  */
 import * as i18n from "./i18n.js";
 import { formatCount, formatCost } from "./api.js";
@@ -18,8 +21,10 @@ const t = i18n.t;
 const turnTemplate = document.getElementById("turn-template");
 
 // `persona` is {id, name} or null; `again(turn)` is what Retry and
-// Regenerate do (conversation.js answers the question again), and
-// `again(turn, "continue")` what Continue does.
+// Regenerate do (conversation.js answers the question again),
+// `again(turn, "continue")` what Continue does, `again(turn, "edit", text)`
+// what Save & send does with an edited question, and
+// `again(turn, "switch", messageId)` what the version arrows do.
 export function Turn(question, model, persona, again) {
   this.question = question;
   this.model = model;
@@ -34,6 +39,8 @@ export function Turn(question, model, persona, again) {
   this.frame = 0;
   this.view = state.view;
   this.controller = new AbortController();
+  this.questionId = null; // the ids the server keeps them under, once known
+  this.answerId = null;
 
   this.$el = $(turnTemplate.content.firstElementChild.cloneNode(true));
   this.$answer = this.$el.find(".answer");
@@ -56,7 +63,85 @@ export function Turn(question, model, persona, again) {
   this.$retry.on("click", () => again(this));
   this.$regenerate.on("click", () => again(this));
   this.$el.find(".continue-button").on("click", () => again(this, "continue"));
+
+  this.$el.data("turn", this); // conversation.js finds the Turn of a transcript's element
+  this.$questionText = this.$el.find(".question-text");
+  this.$questionTools = this.$el.find(".question-tools");
+  this.$editor = this.$el.find(".question-editor");
+  this.$editText = this.$el.find(".question-edit-text");
+  this.$edit = this.$el.find(".edit-button");
+  this.$edit.on("click", () => this.openEditor());
+  this.$el.find(".cancel-edit-button").on("click", () => this.closeEditor());
+  this.$editor.on("submit", (event) => {
+    event.preventDefault();
+    const text = this.$editText.val();
+    if (text.trim() && !state.current) again(this, "edit", text);
+  });
+  this.$editText.on("keydown", (event) => {
+    if (event.key === "Escape") this.closeEditor();
+    else if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) this.$editor.trigger("submit");
+  });
+  this.$questionVersions = this.$el.find(".question-versions");
+  this.$answerVersions = this.$el.find(".answer-versions");
+  [this.$questionVersions, this.$answerVersions].forEach(($nav) => {
+    const go = (step) => {
+      const versions = $nav.data("versions");
+      const wanted = versions && versions.siblings[versions.index + step];
+      if (wanted !== undefined) again(this, "switch", wanted);
+    };
+    $nav.find(".branch-previous").on("click", () => go(-1));
+    $nav.find(".branch-next").on("click", () => go(1));
+  });
 }
+
+// The server's ids and versions of this question and its answer (each a
+// message of GET /api/conversations/ID, with `siblings` and
+// `sibling_index`; `answer` may be null): Edit is offered, and `< i / n >`
+// where there are several versions.
+Turn.prototype.showBranches = function (question, answer) {
+  this.questionId = question.id;
+  this.answerId = answer ? answer.id : null;
+  this.$el.attr("data-question-id", question.id); // which version is shown, for a look in devtools
+  if (answer) this.$answer.attr("data-message-id", answer.id);
+  else this.$answer.removeAttr("data-message-id");
+  this.$edit.prop("hidden", false);
+  showVersions(this.$questionVersions, question);
+  showVersions(this.$answerVersions, answer);
+};
+
+function showVersions($nav, message) {
+  const siblings = (message && message.siblings) || [];
+  if (siblings.length < 2) {
+    $nav.prop("hidden", true).removeData("versions");
+    return;
+  }
+  const index = Math.max(0, siblings.indexOf(message.id));
+  $nav.data("versions", { siblings: siblings, index: index });
+  show($nav.find(".branch-position"), "branch.position", { index: index + 1, count: siblings.length });
+  $nav.find(".branch-previous").prop("disabled", index === 0);
+  $nav.find(".branch-next").prop("disabled", index === siblings.length - 1);
+  $nav.prop("hidden", false);
+}
+
+// Edit: the question in a box in its place, with Save & send and Cancel.
+Turn.prototype.openEditor = function () {
+  this.$editText.val(this.question);
+  this.$questionText.prop("hidden", true);
+  this.$questionTools.prop("hidden", true);
+  this.$editor.prop("hidden", false);
+  const box = this.$editText[0];
+  box.style.height = "";
+  box.style.height = Math.min(box.scrollHeight + 2, 320) + "px";
+  box.focus();
+  box.setSelectionRange(box.value.length, box.value.length);
+};
+
+Turn.prototype.closeEditor = function () {
+  this.$editor.prop("hidden", true);
+  this.$questionText.prop("hidden", false);
+  this.$questionTools.prop("hidden", false);
+  this.$edit.trigger("focus");
+};
 
 // The server keeps this question (it answered with the conversation's id):
 // Retry and Regenerate may act on it.

@@ -152,7 +152,10 @@ def conversation_paths(ops: Operations) -> dict[str, Schema]:
             "get": ops.api(
                 "getConversation",
                 "A conversation and its messages",
-                {"200": json("Conversation", "Messages oldest first"), **errors(404)},
+                {
+                    "200": json("Conversation", "Its current branch, oldest first"),
+                    **errors(404),
+                },
             ),
             "patch": ops.api(
                 "renameConversation",
@@ -172,7 +175,10 @@ def conversation_paths(ops: Operations) -> dict[str, Schema]:
                 "regenerate",
                 "Answer the last question again (Retry, Regenerate)",
                 {
-                    "200": _answers("As `/callChatGPT`; the new answer replaces the last one."),
+                    "200": _answers(
+                        "As `/callChatGPT`; the new answer is kept beside the old ones "
+                        "(siblings) and becomes the current branch."
+                    ),
                     **errors(*UPSTREAM_ERRORS),
                 },
                 description="`/callChatGPT`'s parameters but `input` and `conversation_id`; "
@@ -197,6 +203,21 @@ def conversation_paths(ops: Operations) -> dict[str, Schema]:
                 "asked to continue. 400 `nothing_to_continue` unless the last message is an "
                 "answer cut off (`finish_reason` `length`, or status `interrupted`).",
                 requestBody=regenerate_body,
+            ),
+        },
+        "/api/conversations/{conversation_id}/current": {
+            "parameters": [ref("ConversationPath", "parameters")],
+            "post": ops.api(
+                "chooseBranch",
+                "Show another version of a turn (switch branch)",
+                {
+                    "200": json("Conversation", "The conversation, on the branch chosen"),
+                    **errors(400, 404, 413),
+                },
+                description="The branch through `message_id` becomes the current one, down to "
+                "the newest of its later turns; the next question goes on from it. 400 "
+                "`invalid_message_id`, 404 `message_not_found` for a message not in it.",
+                requestBody=body((JSON, ref("ChooseBranch"))),
             ),
         },
         "/api/conversations/{conversation_id}/export": {

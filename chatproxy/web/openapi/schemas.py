@@ -174,9 +174,17 @@ def question_fields(bounds: Bounds) -> dict[str, Schema]:
     )
     fields["conversation_id"] = string(
         pattern=CONVERSATION_ID_PATTERN,
-        description="Go on with this conversation (its persona and model apply unless others "
-        "are named); unknown: 404 `conversation_not_found`.",
+        description="Go on with this conversation's current branch (its persona and model "
+        "apply unless others are named); unknown: 404 `conversation_not_found`.",
     )
+    fields["edit_of"] = {
+        "anyOf": [integer(minimum=1), string(pattern=r"^\s*[0-9]+\s*$")],
+        "description": "With `conversation_id`: the id of an earlier question this one is a new "
+        "version of. It is stored beside it (the old one and what followed it are kept, as "
+        "siblings) and becomes the current branch; the history sent is the branch before it. "
+        "404 `message_not_found` for a message not in the conversation, 400 `not_a_question` "
+        "for an answer.",
+    }
     return fields
 
 
@@ -194,7 +202,7 @@ def question_body(bounds: Bounds, *, form: bool, regenerate: bool = False) -> Sc
             for name, schema in fields.items()
         }
     if regenerate:
-        del fields["input"], fields["conversation_id"]
+        del fields["input"], fields["conversation_id"], fields["edit_of"]
     return loose("" if regenerate else "input", **fields)
 
 
@@ -262,12 +270,14 @@ def _conversation_schemas() -> dict[str, Schema]:
         "created_at": TIME,
         "updated_at": TIME,
         "message_count": COUNT,
+        "answer_count": COUNT,
         "usage": ref("TokenUsage"),
         "cost": COST,
     }
     error = nullable(shape(code=nullable(string()), message=nullable(string())))
     message = shape(
         id=integer(),
+        parent_id=nullable(integer(description="The message it follows; null for a first one")),
         role=string(enum=list(ROLES)),
         content=string(),
         reasoning=nullable(string()),
@@ -279,6 +289,13 @@ def _conversation_schemas() -> dict[str, Schema]:
         cost=COST,
         error=error,
         created_at=TIME,
+        siblings=array(
+            integer(),
+            minItems=1,
+            description="The ids of the versions at this turn (edits, regenerated answers), "
+            "oldest first; switch with `POST .../current`",
+        ),
+        sibling_index=integer(minimum=0, description="This message's place in `siblings`"),
     )
     detail = shape(
         status=string(enum=list(STATUSES)),
@@ -292,18 +309,41 @@ def _conversation_schemas() -> dict[str, Schema]:
         error=error,
         created_at=TIME,
     )
+    node = {
+        "id": integer(),
+        "parent_id": nullable(integer()),
+        "role": string(enum=list(ROLES)),
+        "content": string(),
+    }
     metadata = shape(
         **{name: summary[name] for name in ("id", "title", "persona", "model")},
         created_at=TIME,
         updated_at=TIME,
-        messages=array(detail),
+        messages=array(detail, description="Details of `messages` (the current branch)"),
+        current_message_id=nullable(integer()),
+        tree=array(
+            shape(**node, **detail["properties"]),
+            description="Every message kept, oldest first, each with the one it follows",
+        ),
     )
     plain_message = shape(role=string(enum=list(ROLES)), content=string())
     return {
         "TokenUsage": _token_usage(),
         "ConversationSummary": shape(**summary),
         "ConversationMessage": message,
-        "Conversation": shape(**summary, messages=array(ref("ConversationMessage"))),
+        "Conversation": shape(
+            **summary,
+            current_message_id=nullable(
+                integer(description="The last message of the current branch")
+            ),
+            messages=array(ref("ConversationMessage"), description="The current branch"),
+        ),
+        "ChooseBranch": loose(
+            "message_id",
+            message_id=integer(
+                minimum=1, description="A message of the conversation (from `siblings`)"
+            ),
+        ),
         "ConversationList": list_of(ref("ConversationSummary")),
         "ConversationExport": shape(
             object={"const": FORMAT}, messages=array(plain_message), metadata=metadata
@@ -355,8 +395,28 @@ def _import_metadata() -> Schema:
         created_at=TIME,
     )
     messages = array(detail, description="One per message, in order; else all are ignored.")
+    node = loose(
+        "id role content",
+        id=integer(),
+        parent_id=nullable(integer(description="The id of an item before it")),
+        role=string(enum=list(ROLES)),
+        content=string(),
+        **detail["properties"],
+    )
+    tree = array(
+        node,
+        minItems=1,
+        maxItems=MAX_IMPORTED_MESSAGES,
+        description="The whole tree (an export's); when given, it is what is imported.",
+    )
     return loose(
-        title=string(), persona=string(), model=string(), created_at=TIME, messages=messages
+        title=string(),
+        persona=string(),
+        model=string(),
+        created_at=TIME,
+        messages=messages,
+        current_message_id=integer(),
+        tree=tree,
     )
 
 
