@@ -22,13 +22,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import CursorResult, Engine, bindparam, select
+from sqlalchemy import Connection, CursorResult, Engine, bindparam, select
 from sqlalchemy.orm import Session, scoped_session
 
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, NotFound
 from chatproxy.personas import Persona
 from chatproxy.questions import Question
+from chatproxy.store import group_commit
 from chatproxy.store.branches import Tree, current_branch, edited_question
 from chatproxy.store.models import TITLE_LENGTH, Conversation, Message, new_id, utcnow
 
@@ -173,41 +174,42 @@ def start_turn(
         history.system.append({"role": "system", "content": question.system})
     params = question.chat_params(settings, extra_leading=history.system, history=history.turns)
     now = utcnow()
-    # Core statements on a connection of our own, not the ORM's unit of work: this
-    # runs for every question, and the ORM would take several times as long.
-    with engine.begin() as connection:
+    conversation_id = conversation.id if conversation is not None else new_id()
+    persona = question.persona.id if question.persona else None
+
+    def store(connection: Connection) -> int:
+        """The question's rows (Core statements, not the ORM's unit of work: this runs for
+        every question, and the ORM would take several times as long); its id."""
+        parent = parent_id
         if conversation is None:
-            conversation_id = new_id()
             connection.execute(
                 _INSERT_CONVERSATION,
                 {
                     "id": conversation_id,
                     "title": title_from(question.input),
-                    "persona": question.persona.id if question.persona else None,
+                    "persona": persona,
                     "model": question.model,
                     "owner": owner,
                     "created_at": now,
                     "updated_at": now,
                 },
             )
-        else:
-            conversation_id = conversation.id
         if question.system:
             system = connection.execute(
                 _INSERT_MESSAGE,
                 {
                     "conversation_id": conversation_id,
-                    "parent_id": parent_id,
+                    "parent_id": parent,
                     "role": "system",
                     "content": question.system,
                 },
             )
-            parent_id = inserted_id(system)
+            parent = inserted_id(system)
         asked = connection.execute(
             _INSERT_MESSAGE,
             {
                 "conversation_id": conversation_id,
-                "parent_id": parent_id,
+                "parent_id": parent,
                 "role": "user",
                 "content": question.input,
                 "model": question.model,
@@ -224,11 +226,16 @@ def start_turn(
                 {
                     "key": conversation_id,
                     "model": question.model,
-                    "persona": question.persona.id if question.persona else None,
+                    "persona": persona,
                     "current_message_id": question_id,
                     "updated_at": now,
                 },
             )
+        return question_id
+
+    # In one transaction with the questions that arrive at the same moment (at a
+    # thousand streams, hundreds do): one commit for them all.
+    question_id = group_commit.write_now(engine, store)
     return Turn(conversation_id, question_id, question.model, params)
 
 
