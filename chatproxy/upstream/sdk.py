@@ -73,6 +73,18 @@ class SdkServer:
             )
         return SdkResponse(response)
 
+    def post_bytes(self, path: str, data: bytes, content_type: str) -> SdkResponse:
+        """`POST path` with `data` as it is (a client's upload), as `content_type`; raises
+        Failure as `post` does."""
+        options: openai.RequestOptions = {
+            "headers": {RAW_RESPONSE_HEADER: "stream", "Content-Type": content_type}
+        }
+        with _sdk_failures():
+            response = self.client.post(
+                path, content=data, cast_to=httpx2.Response, options=options
+            )
+        return SdkResponse(response)
+
     def call(self, method: str, path: str) -> SdkResponse:
         """`method` (GET, DELETE, or POST without a body) on `path` (its query string
         included); the body unread. Raises Failure as `post` does."""
@@ -96,6 +108,7 @@ class SdkResponse:
         except RuntimeError:  # a response made without a request (tests)
             self.path = ""
         self.sent_at = sent_at
+        self.content_type = response.headers.get("content-type")
 
     marks_idle = False  # httpx2 times a read only to fail it
 
