@@ -20,7 +20,12 @@ from chatproxy.tokens import PRICES
 from tests.conftest import LiveServer, serve
 from tests.test_responses_api import charged, ledger
 
-WHISPER, TRANSCRIBE, TTS, MINI_TTS = "whisper-1", "gpt-4o-mini-transcribe", "tts-1", "gpt-4o-mini-tts"
+WHISPER, TRANSCRIBE, TTS, MINI_TTS = (
+    "whisper-1",
+    "gpt-4o-mini-transcribe",
+    "tts-1",
+    "gpt-4o-mini-tts",
+)
 MODELS = f"gpt-4o-mini,{WHISPER},{TRANSCRIBE},{TTS},{MINI_TTS}"
 AUDIO = os.urandom(300_000) + b"\r\n--not-a-boundary\r\n\x00\xff"  # bytes a parser might trip on
 
@@ -149,9 +154,9 @@ def test_speech_pieces_are_passed_on_as_they_arrive(server):
 def test_speech_as_sse_events_is_charged_by_its_usage(server):
     name, key = make_key(server)
     events = list(
-        sdk(server, key).audio.speech.create(
-            model=MINI_TTS, voice="alloy", input="Read this", stream_format="sse"
-        ).iter_lines()
+        sdk(server, key)
+        .audio.speech.create(model=MINI_TTS, voice="alloy", input="Read this", stream_format="sse")
+        .iter_lines()
     )
     data = [line for line in events if line.startswith("data:")]
     assert '"speech.audio.done"' in data[-1] and '"speech.audio.delta"' in data[0]
@@ -189,7 +194,10 @@ def test_a_model_the_key_may_not_use_is_refused(server, route):
         ({"model": TTS, "voice": "alloy"}, "input"),
         ({"model": TTS, "voice": "alloy", "input": "x" * 4097}, "input"),
         ({"model": TTS, "input": "hi"}, "voice"),
-        ({"model": TTS, "voice": "alloy", "input": "hi", "response_format": "ogg"}, "response_format"),
+        (
+            {"model": TTS, "voice": "alloy", "input": "hi", "response_format": "ogg"},
+            "response_format",
+        ),
         ({"model": TTS, "voice": "alloy", "input": "hi", "speed": 9}, "speed"),
     ],
 )
