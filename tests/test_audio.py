@@ -110,6 +110,20 @@ def test_a_streamed_transcription_comes_as_delta_events_then_done_with_usage(ser
     assert (requests, prompt, completion) == (1, usage.input_tokens, usage.output_tokens)
 
 
+def test_whisper_asked_to_stream_answers_whole_as_openais_does(server):
+    name, key = make_key(server)
+    answer = httpx2.post(
+        f"{server.url}/v1/audio/transcriptions",
+        headers={"Authorization": f"Bearer {key}"},
+        data={"model": WHISPER, "stream": "true"},
+        files={"file": ("speech.mp3", AUDIO)},
+        timeout=30,
+    )
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+    assert answer.json()["text"] == heard(AUDIO)
+    assert ledger(server, name)[WHISPER][0] == 1
+
+
 def test_a_translation_comes_back_in_english_and_is_charged(server):
     name, key = make_key(server)
     result = sdk(server, key).audio.translations.create(model=WHISPER, file=("talk.mp3", AUDIO))

@@ -67,7 +67,7 @@ from chatproxy.web.media_checks import (
 )
 from chatproxy.web.passthrough import read_body
 from chatproxy.web.requestlog import note
-from chatproxy.web.sse import passthrough_response
+from chatproxy.web.sse import HEADERS, passthrough_response
 
 bp = Blueprint("media", __name__, url_prefix="/v1")
 # The routes that take uploads, held to CHATPROXY_MAX_UPLOAD_BYTES (`chatproxy.web.bodylimit`).
@@ -231,9 +231,10 @@ def _forward(
 
     Its worst case is reserved first (429 when the key's quotas are reached);
     `post(upstream)` sends it. An answer of `events` is passed on event by
-    event, a `whole` one read and sent back as it came, other audio passed on
-    as it arrives. Every answer is charged `bill(answer, stream)` once it has
-    ended, however it ended.
+    event (if the upstream streams it: else as a `whole` one), a `whole` one
+    read and sent back as it came, other audio passed on as it arrives (with
+    `X-Accel-Buffering: no`, so that nginx does not hold it back). Every
+    answer is charged `bill(answer, stream)` once it has ended, however it ended.
     """
     claimed = claim_request(params)
     if isinstance(claimed, Stored):
@@ -250,8 +251,10 @@ def _forward(
             record_usage(model, None, None)
             logged["outcome"] = error.code
             raise
-        if events:
+        # A server that ignores `stream` (OpenAI's whisper-1 does) answers whole: as it came.
+        if events and (response.content_type or "").startswith("text/event-stream"):
             return _events(MediaEvents(response, upstream), model, bill, record_usage, claimed)
+        whole = whole or events
         if not whole:
             return _audio(AudioStream(response, upstream), model, bill, record_usage, claimed)
         try:
@@ -306,7 +309,7 @@ def _audio(
                 kept = kept or claimed.release()
             logged["usage"] = _charge(record_usage, model, bill(None, stream), kept)
 
-    return Response(body(), content_type=stream.content_type, headers={"Cache-Control": "no-cache"})
+    return Response(body(), content_type=stream.content_type, headers=HEADERS)
 
 
 def _pair(worst: Worst) -> tuple[int, float]:
