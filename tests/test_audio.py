@@ -119,7 +119,8 @@ def test_whisper_asked_to_stream_answers_whole_as_openais_does(server):
         files={"file": ("speech.mp3", AUDIO)},
         timeout=30,
     )
-    assert answer.status_code == 200 and answer.headers["content-type"] == "application/json"
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("application/json")
     assert answer.json()["text"] == heard(AUDIO)
     assert ledger(server, name)[WHISPER][0] == 1
 
