@@ -242,3 +242,22 @@ def test_an_upstream_error_maps_as_for_chat(server):
         sdk(server, key).audio.speech.create(
             model=TTS, voice="alloy", input="[[sim: fault=rate_limit]] hi"
         )
+
+
+@pytest.mark.parametrize("route", ["speech", "transcriptions"])
+def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer(server, route):
+    name, key = make_key(server)
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex}
+    if route == "speech":
+        asked: dict[str, Any] = {"json": {"model": TTS, "input": "Say it once", "voice": "alloy"}}
+        model = TTS
+    else:
+        asked = {"data": {"model": WHISPER}, "files": {"file": ("speech.mp3", AUDIO)}}
+        model = WHISPER
+    url = f"{server.url}/v1/audio/{route}"
+    first = httpx2.post(url, headers=headers, timeout=30, **asked)
+    again = httpx2.post(url, headers=headers, timeout=30, **asked)
+    assert first.status_code == again.status_code == 200
+    assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
+    assert again.headers["content-type"] == first.headers["content-type"]
+    assert ledger(server, name)[model][0] == 1  # asked and charged once

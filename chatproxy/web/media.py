@@ -14,7 +14,6 @@ as on `/v1/chat/completions`. Uploads may be up to CHATPROXY_MAX_UPLOAD_BYTES
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -158,7 +157,7 @@ def image_edits() -> Response:
     upload = read_upload(request.get_data(), request.content_type)
     upload, asked = check_image_edit(upload, current_policy())
     model = upload.fields["model"]
-    params = {**upload.fields, "sha256": hashlib.sha256(upload.data).hexdigest()}
+    params = upload.asked()
     stream = form_flag(upload.fields, "stream")
 
     def post(up: Any) -> UpstreamResponse:
@@ -174,8 +173,7 @@ def _transcribe(path: str, translation: bool) -> Response:
     stream = not translation and form_flag(upload.fields, "stream")
     file_bytes = upload.file_bytes("file")[0]
     prices = current_prices()
-    # The request, for an Idempotency-Key: its fields and the bytes of its audio.
-    params = {**upload.fields, "sha256": hashlib.sha256(upload.data).hexdigest()}
+    params = upload.asked()  # for an Idempotency-Key: its fields, its audio's name and hash
 
     def bill(answer: MediaAnswer | None, stream: Any) -> Bill:
         if answer is not None:

@@ -15,6 +15,7 @@ request raises BadRequest (400) or Forbidden (403) naming the field.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 from dataclasses import dataclass, field
@@ -43,12 +44,19 @@ MAX_PARTS = 128
 @dataclass(frozen=True)
 class Upload:
     """A multipart/form-data body as it came (`data`, sent with `content_type`), its text
-    `fields` (the first value of each) and the byte size of each file it holds, by field."""
+    `fields` (the first value of each), the byte size of each file it holds by field
+    (`files`), and each file's name and SHA-256 by field (`digests`: what the request asks,
+    whatever boundary it was sent with, for an Idempotency-Key)."""
 
     data: bytes
     content_type: str
     fields: dict[str, str]
     files: dict[str, list[int]] = field(default_factory=dict)
+    digests: dict[str, list[str]] = field(default_factory=dict)
+
+    def asked(self) -> dict[str, Any]:
+        """The request as an Idempotency-Key's fingerprint takes it: fields and files' digests."""
+        return {"fields": self.fields, "files": self.digests}
 
     def file_bytes(self, *names: str) -> list[int]:
         """The sizes of the files of the fields `names`, in order."""
@@ -63,7 +71,8 @@ class Upload:
             f"{value}\r\n"
         ).encode()
         data = self.data[:end] + part + self.data[end:]
-        return Upload(data, self.content_type, {**self.fields, name: value}, self.files)
+        fields = {**self.fields, name: value}
+        return Upload(data, self.content_type, fields, self.files, self.digests)
 
 
 @dataclass(frozen=True)
@@ -107,15 +116,22 @@ def read_upload(data: bytes, content_type: str | None) -> Upload:
         data,
         str(content_type),
         {name: form[name] for name in form},
-        {name: [_size(storage.stream) for storage in files.getlist(name)] for name in files},
+        {name: [_counted(s.stream).size for s in files.getlist(name)] for name in files},
+        {
+            name: [
+                f"{s.filename}:{_counted(s.stream).hash.hexdigest()}" for s in files.getlist(name)
+            ]
+            for name in files
+        },
     )
 
 
 class _Counted(io.RawIOBase):
-    """Where werkzeug writes an uploaded file: its bytes counted, not kept."""
+    """Where werkzeug writes an uploaded file: its bytes counted and hashed, not kept."""
 
     def __init__(self) -> None:
         self.size = 0
+        self.hash = hashlib.sha256()
 
     def writable(self) -> bool:
         return True
@@ -128,11 +144,12 @@ class _Counted(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         self.size += len(data)
+        self.hash.update(data)
         return len(data)
 
 
-def _size(stream: Any) -> int:
-    return stream.size if isinstance(stream, _Counted) else 0
+def _counted(stream: Any) -> _Counted:
+    return stream if isinstance(stream, _Counted) else _Counted()
 
 
 def _counted_file(*args: Any, **kwargs: Any) -> IO[bytes]:
