@@ -11,6 +11,9 @@ import openai
 import pytest
 
 from chatproxy.config import DEFAULT_MAX_UPLOAD_BYTES, ConfigError, load_settings
+from chatproxy.simulator import Simulator
+from chatproxy.simulator.media_wire import speech_audio
+from tests.servers import Launcher, upstream_settings
 from tests.test_bad_input import assert_openai_error
 
 UPLOAD_LIMIT = 200_000
@@ -97,3 +100,34 @@ def test_the_upload_limit_defaults_to_openais_25_mb_and_room_for_the_fields():
     assert load_settings({"CHATPROXY_MAX_UPLOAD_BYTES": "5000"}).max_upload_bytes == 5000
     with pytest.raises(ConfigError, match="CHATPROXY_MAX_UPLOAD_BYTES"):
         load_settings({"CHATPROXY_MAX_UPLOAD_BYTES": "lots"})
+
+
+@pytest.mark.e2e
+def test_under_gunicorn_an_upload_arrives_whole_and_speech_streams(
+    tmp_path_factory: pytest.TempPathFactory, simulator: Simulator, database_url: str
+) -> None:
+    """The gevent worker reads a 5 MiB upload, refuses one over the limit sent in chunks, and
+    passes speech on as it arrives."""
+    launcher = Launcher(tmp_path_factory.mktemp("gunicorn-uploads"), database_url)
+    try:
+        settings = upstream_settings(simulator, WORKERS="1", CHATPROXY_MAX_UPLOAD_BYTES="6000000")
+        server = launcher("uploads", **settings)
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="open", max_retries=0)
+        audio = bytes(range(256)) * (5 * 1024 * 1024 // 256)
+        transcript = client.audio.transcriptions.create(model="whisper-1", file=("big.wav", audio))
+        assert f"holds {len(audio)} bytes" in transcript.text
+        body, content_type = multipart(6_500_000, "/v1/audio/transcriptions")
+        too_large = httpx2.post(
+            f"{server.url}/v1/audio/transcriptions",
+            content=pieces(body),
+            headers={"Content-Type": content_type},
+            timeout=30,
+        )
+        assert assert_openai_error(too_large, 413, None)["code"] == "request_too_large"
+        text = "Streamed through a gevent worker."
+        with client.audio.speech.with_streaming_response.create(
+            model="tts-1", voice="alloy", input=text
+        ) as speech:
+            assert b"".join(speech.iter_bytes()) == speech_audio(text, "mp3")
+    finally:
+        launcher.stop_all()
