@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -36,6 +37,9 @@ SPEED_RANGE = (0.25, 4.0)
 TRANSCRIPTION_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
 IMAGE_RESPONSE_FORMATS = ("url", "b64_json")
 IMAGE_DEFAULT_MODEL = "dall-e-2"  # OpenAI's when a request names none: sent, so it is checked
+# A multipart boundary (RFC 2046, section 5.1.1), and one that needs no quotes in a header.
+BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+TOKEN = re.compile(r"[0-9A-Za-z'+_\-.]+")
 # What a multipart body's text fields may hold together, and how many parts it may have.
 MAX_FIELD_BYTES = 1024 * 1024
 MAX_PARTS = 128
@@ -66,6 +70,8 @@ class Upload:
         """This body with the text field `name` added at its end, the rest untouched."""
         boundary = parse_options_header(self.content_type)[1]["boundary"].encode()
         end = self.data.rfind(b"--" + boundary + b"--")
+        if end < 0:  # werkzeug read it whole: its closing delimiter is there
+            raise BadRequest("The multipart/form-data body has no end.", code="invalid_multipart")
         part = (
             f'--{boundary.decode()}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
             f"{value}\r\n"
@@ -96,10 +102,10 @@ def read_upload(data: bytes, content_type: str | None) -> Upload:
     """
     mimetype, options = parse_options_header(content_type or "")
     boundary = options.get("boundary", "")
-    if mimetype != "multipart/form-data" or not boundary:
+    if mimetype != "multipart/form-data" or not BOUNDARY.fullmatch(boundary):
         raise BadRequest(
-            "This route takes a multipart/form-data body (with a boundary), as the openai "
-            "SDK sends it.",
+            "This route takes a multipart/form-data body (with a boundary of 1 to 70 "
+            "characters), as the openai SDK sends it.",
             code="invalid_content_type",
         )
     parser = MultiPartParser(
@@ -112,9 +118,11 @@ def read_upload(data: bytes, content_type: str | None) -> Upload:
             "The multipart/form-data body is malformed or has too many or too large fields.",
             code="invalid_multipart",
         ) from None
+    # Made again from what was read: nothing else of the client's header goes upstream.
+    quoted = boundary if TOKEN.fullmatch(boundary) else f'"{boundary}"'
     return Upload(
         data,
-        str(content_type),
+        f"multipart/form-data; boundary={quoted}",
         {name: form[name] for name in form},
         {name: [_counted(s.stream).size for s in files.getlist(name)] for name in files},
         {
