@@ -38,6 +38,9 @@ from chatproxy.upstream.transport import PoolShards, use_real_poll_for_idle_chec
 # Makes the SDK return the raw response with its body unread (the header is
 # the SDK's own, set by `with_streaming_response`).
 UNREAD_BODY: openai.RequestOptions = {"headers": {RAW_RESPONSE_HEADER: "stream"}}
+# An upload's Content-Type, carried under this name past the SDK (which would build a multipart
+# body of its own for a multipart Content-Type) and put in place as the request leaves; never sent.
+UPLOAD_TYPE = "X-Chatproxy-Upload-Type"
 
 
 class SdkServer:
@@ -49,7 +52,7 @@ class SdkServer:
             # OPENAI_PROXY is the one proxy setting; HTTP(S)_PROXY are not consulted.
             trust_env=False,
             # A context-length error is not retried, even when a server answers it with a 500.
-            event_hooks={"response": [mark_final]},
+            event_hooks={"request": [upload_type], "response": [mark_final]},
         )
         self.client = DeadlineOpenAI(
             api_key=target.api_key,
@@ -77,7 +80,7 @@ class SdkServer:
         """`POST path` with `data` as it is (a client's upload), as `content_type`; raises
         Failure as `post` does."""
         options: openai.RequestOptions = {
-            "headers": {RAW_RESPONSE_HEADER: "stream", "Content-Type": content_type}
+            "headers": {RAW_RESPONSE_HEADER: "stream", UPLOAD_TYPE: content_type}
         }
         with _sdk_failures():
             response = self.client.post(
@@ -96,6 +99,13 @@ class SdkServer:
             else:
                 response = self.client.post(path, cast_to=httpx2.Response, options=UNREAD_BODY)
         return SdkResponse(response)
+
+
+def upload_type(request: httpx2.Request) -> None:
+    """An httpx2 request hook: an upload's Content-Type put in place (see UPLOAD_TYPE)."""
+    found = request.headers.pop(UPLOAD_TYPE, None)
+    if found is not None:
+        request.headers["Content-Type"] = found
 
 
 class SdkResponse:
