@@ -261,3 +261,36 @@ def test_a_retry_with_the_same_idempotency_key_gets_the_first_answer(server, rou
     assert again.content == first.content and again.headers["idempotent-replayed"] == "true"
     assert again.headers["content-type"] == first.headers["content-type"]
     assert ledger(server, name)[model][0] == 1  # asked and charged once
+
+
+def test_a_transcription_stream_broken_midway_ends_with_an_error_and_is_charged(server):
+    name, key = make_key(server)
+    stream = sdk(server, key).audio.transcriptions.create(
+        model=TRANSCRIBE,
+        file=("speech.mp3", AUDIO),
+        prompt="[[sim: fault=reset_mid_stream]]",
+        stream=True,
+    )
+    deltas = []
+    with pytest.raises(openai.APIError):
+        for event in stream:
+            deltas.append(event)
+    assert deltas and all(event.type == "transcript.text.delta" for event in deltas)
+    requests, _, completion, cost = charged(server, name, TRANSCRIBE)
+    assert requests == 1 and completion > 0 and cost > 0  # the words heard, counted
+
+
+def test_speech_broken_midway_is_cut_short_and_charged(server):
+    name, key = make_key(server)
+    text = "y" * 100 + " [[sim: fault=reset_mid_stream]]"
+    with httpx2.stream(
+        "POST",
+        f"{server.url}/v1/audio/speech",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": TTS, "input": text, "voice": "alloy"},
+        timeout=30,
+    ) as answer:
+        received = b"".join(answer.iter_bytes())
+    assert 0 < len(received) < len(speech_audio(text, "mp3"))
+    assert speech_audio(text, "mp3").startswith(received)
+    assert charged(server, name, TTS)[0] == 1

@@ -106,8 +106,8 @@ def test_the_upload_limit_defaults_to_openais_25_mb_and_room_for_the_fields():
 def test_under_gunicorn_an_upload_arrives_whole_and_speech_streams(
     tmp_path_factory: pytest.TempPathFactory, simulator: Simulator, database_url: str
 ) -> None:
-    """The gevent worker reads a 5 MiB upload, refuses one over the limit sent in chunks, and
-    passes speech on as it arrives."""
+    """The gevent worker reads a 5 MiB upload, refuses one over the limit sent in chunks,
+    passes speech on as it arrives, and drops the connection of speech broken off midway."""
     launcher = Launcher(tmp_path_factory.mktemp("gunicorn-uploads"), database_url)
     try:
         settings = upstream_settings(simulator, WORKERS="1", CHATPROXY_MAX_UPLOAD_BYTES="6000000")
@@ -129,5 +129,13 @@ def test_under_gunicorn_an_upload_arrives_whole_and_speech_streams(
             model="tts-1", voice="alloy", input=text
         ) as speech:
             assert b"".join(speech.iter_bytes()) == speech_audio(text, "mp3")
+        broken = "Broken off midway. [[sim: fault=reset_mid_stream]]"
+        audio_api = client.audio.speech.with_streaming_response
+        # Told the audio is incomplete (a chunked body without its end), not handed half of it.
+        with (
+            pytest.raises(httpx2.RemoteProtocolError),
+            audio_api.create(model="tts-1", voice="alloy", input=broken) as speech,
+        ):
+            b"".join(speech.iter_bytes())
     finally:
         launcher.stop_all()

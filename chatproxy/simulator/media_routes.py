@@ -7,7 +7,8 @@
   with the usage (whisper-1 ignores `stream`, as OpenAI's does).
 - `POST /v1/audio/translations` (multipart, whisper-1 only): the same text, "in English".
 - `POST /v1/audio/speech` (JSON): `media_wire.speech_audio` in the requested
-  format, sent in pieces of SPEECH_CHUNK_BYTES, or with `stream_format: "sse"`
+  format, sent in pieces of SPEECH_CHUNK_BYTES (half of them, then the
+  connection dropped, for `fault=reset_mid_stream`), or with `stream_format: "sse"`
   (not tts-1, tts-1-hd) `speech.audio.delta` events and `speech.audio.done` with the usage.
 - `POST /v1/images/generations` (JSON) and `/v1/images/edits` (multipart):
   `{"created", "data": [...], "usage"?}` (usage for gpt-image-1), or with
@@ -140,7 +141,8 @@ class MediaRoutes:
         if events and model in ("tts-1", "tts-1-hd"):
             message = f"stream_format 'sse' is not supported for model '{model}'."
             raise ApiError(400, message, param="stream_format")
-        plan, early = await self._begin(request, text, events)
+        # Audio too may break off midway (`reset_mid_stream`): asked as for a stream.
+        plan, early = await self._begin(request, text, True)
         if early is not None:
             return early
         audio = mw.speech_audio(text, audio_format)
@@ -158,11 +160,15 @@ class MediaRoutes:
         response = web.StreamResponse(headers={"Content-Type": content_type})
         response.enable_chunked_encoding()
         await response.prepare(request)
+        broken = plan.fault == "reset_mid_stream"
         try:
-            for piece in pieces:
+            for piece in pieces[: len(pieces) // 2] if broken else pieces:
                 if plan.delay:
                     await asyncio.sleep(plan.delay)
                 await response.write(piece)
+            if broken and request.transport is not None:
+                request.transport.abort()  # half the audio, then the connection drops
+                return response
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client went away

@@ -14,7 +14,9 @@ as on `/v1/chat/completions`. Uploads may be up to CHATPROXY_MAX_UPLOAD_BYTES
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -285,10 +287,12 @@ def _audio(
     stream: AudioStream, model: str, bill: Billing, record_usage: Recorder, claimed: Claim
 ) -> Response:
     """Speech's audio passed on as it arrives, with the upstream's Content-Type; charged when
-    it ends, however it ends. A failure mid-audio can only cut the audio short (nothing can
-    be added to it): the client sees a body shorter than it should be."""
+    it ends, however it ends. Nothing can be added to audio to say it broke off midway: under
+    gunicorn the connection is then dropped before the body's end, so that the client sees
+    an incomplete answer (its SDK raises); under another server the body just ends short."""
     recording = Recording() if claimed.id is not None else None
     logged = note()
+    connection = request.environ.get("gunicorn.socket")
 
     def body() -> Iterator[bytes]:
         try:
@@ -296,8 +300,13 @@ def _audio(
                 if recording is not None:
                     recording(piece)
                 yield piece
-        except (APIError, StreamClosed) as error:
-            logged["outcome"] = getattr(error, "code", "client_gone")
+        except StreamClosed:
+            logged["outcome"] = "client_gone"
+        except APIError as error:
+            logged["outcome"] = error.code
+            if connection is not None:
+                with suppress(OSError):  # gunicorn then ignores the write that fails
+                    connection.shutdown(socket.SHUT_RDWR)
         finally:
             stream.close()
             kept: list[Any] = []
