@@ -1,7 +1,7 @@
 """An OpenAI-compatible fake upstream server for tests, the offline demo and benchmarks.
 
-Serves `POST /v1/chat/completions` (JSON and SSE), `POST /v1/completions` (legacy), `GET
-/v1/models`, the Responses API, embeddings and moderations
+Serves `POST /v1/chat/completions` (JSON and SSE), `POST /v1/completions` (legacy),
+`GET /v1/models`, the Responses API, embeddings and moderations
 (`chatproxy.simulator.more_routes`), audio and images (`chatproxy.simulator.media_routes`)
 and OpenAI's error bodies, in the formats of the OpenAI API reference (see
 `chatproxy.simulator.wire`). Latency, chunking and faults are set per server
@@ -13,7 +13,8 @@ named `context_*` answer as other servers do, see `chatproxy.simulator.dialects`
 `reasoning=...` thinks first, see `chatproxy.simulator.reasoning`). A last message asking to
 go on ("Continue...") after an answer cut off is answered with the rest of that answer
 (`answers.asked`). Built on aiohttp, so one process holds thousands of slow streams. The
-command line that serves it is `chatproxy.simulator.command`."""
+command line that serves it is `chatproxy.simulator.command`.
+"""
 
 from __future__ import annotations
 
