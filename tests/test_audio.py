@@ -294,3 +294,11 @@ def test_speech_broken_midway_is_cut_short_and_charged(server):
     assert 0 < len(received) < len(speech_audio(text, "mp3"))
     assert speech_audio(text, "mp3").startswith(received)
     assert charged(server, name, TTS)[0] == 1
+
+
+def test_the_keys_requests_per_minute_hold_on_audio_routes(server):
+    _, key = make_key(server, rpm=1)
+    client = sdk(server, key)
+    client.audio.speech.create(model=TTS, voice="alloy", input="once")
+    with pytest.raises(openai.RateLimitError):
+        client.audio.transcriptions.create(model=WHISPER, file=("a.mp3", b"abc"))
