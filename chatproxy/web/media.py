@@ -37,7 +37,7 @@ from chatproxy.media_prices import (
 from chatproxy.state import current_prices, current_settings
 from chatproxy.store.database import release_session
 from chatproxy.store.idempotency import Claim, Stored
-from chatproxy.upstream.client import current_upstream
+from chatproxy.upstream.client import Upstream, current_upstream
 from chatproxy.upstream.media import AudioStream, MediaAnswer, MediaEvents, read_whole
 from chatproxy.upstream.paths import (
     IMAGE_EDITS_PATH,
@@ -162,7 +162,7 @@ def image_edits() -> Response:
     params = upload.asked()
     stream = form_flag(upload.fields, "stream")
 
-    def post(up: Any) -> UpstreamResponse:
+    def post(up: Upstream) -> UpstreamResponse:
         return up.post_upload(IMAGE_EDITS_PATH, upload.data, upload.content_type, model)
 
     return _images(params, model, asked, post, stream)
@@ -183,7 +183,7 @@ def _transcribe(path: str, translation: bool) -> Response:
         text, _ = stream.received_text()
         return transcription_bill(model, text.encode(), {"text": text}, stream.usage, prices)
 
-    def post(up: Any) -> UpstreamResponse:
+    def post(up: Upstream) -> UpstreamResponse:
         return up.post_upload(path, upload.data, upload.content_type, model)
 
     def worst() -> Worst:
@@ -196,7 +196,7 @@ def _images(
     params: dict[str, Any],
     model: str,
     asked: ImageAsk,
-    post: Callable[[Any], UpstreamResponse],
+    post: Callable[[Upstream], UpstreamResponse],
     stream: bool,
 ) -> Response:
     """An image request, checked, to reserve, send and bill (`n` images, or those made)."""
@@ -222,7 +222,7 @@ def _forward(
     model: str,
     worst: Callable[[], Worst],
     bill: Billing,
-    post: Callable[[Any], UpstreamResponse],
+    post: Callable[[Upstream], UpstreamResponse],
     events: bool,
     whole: bool = False,
 ) -> Response:
