@@ -302,3 +302,11 @@ def test_the_keys_requests_per_minute_hold_on_audio_routes(server):
     client.audio.speech.create(model=TTS, voice="alloy", input="once")
     with pytest.raises(openai.RateLimitError):
         client.audio.transcriptions.create(model=WHISPER, file=("a.mp3", b"abc"))
+
+
+def test_a_model_the_upstream_lacks_is_404(make_app):
+    with serve(make_app(CHATPROXY_MODELS="gpt-4o-mini,whisper-9")) as live:
+        client = openai.OpenAI(base_url=f"{live.url}/v1", api_key="unused", max_retries=0)
+        with pytest.raises(openai.NotFoundError) as refused:
+            client.audio.transcriptions.create(model="whisper-9", file=("a.mp3", b"abc"))
+    assert refused.value.code == "model_not_found"
