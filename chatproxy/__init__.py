@@ -74,8 +74,18 @@ def create_app(
     from chatproxy.state import PERSONAS, PRICES, SETTINGS
     from chatproxy.store.database import INSTANCE_DIR, init_store, register_store_errors
     from chatproxy.upstream.client import UPSTREAM, Upstream
-    from chatproxy.web import api, ask, conversations_api, health, openapi, page, responses, v1
-    from chatproxy.web.bodylimit import ChunkedBodyLimit
+    from chatproxy.web import (
+        api,
+        ask,
+        conversations_api,
+        health,
+        media,
+        openapi,
+        page,
+        responses,
+        v1,
+    )
+    from chatproxy.web.bodylimit import register_body_limits
     from chatproxy.web.headers import register_relative_redirects, register_security_headers
     from chatproxy.web.requestlog import register_request_log
 
@@ -105,9 +115,10 @@ def create_app(
         # with none trusted, X-Forwarded-* headers are a client's claim and ignored.
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)  # type: ignore[method-assign]
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    # A chunked body is held to the same limit (werkzeug alone would cut it short, silently).
-    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_body_bytes)  # type: ignore[method-assign]
+    # Uploads (audio, images to edit) may be larger than the rest; chunked bodies too are held
+    # to their limit (werkzeug alone would cut them short, silently).
+    uploads = dict.fromkeys(media.UPLOAD_ROUTES, settings.max_upload_bytes)
+    register_body_limits(app, settings.max_body_bytes, uploads)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[SETTINGS] = settings
     app.extensions[PERSONAS] = personas
@@ -130,7 +141,7 @@ def create_app(
     register_security_headers(app)
     register_request_log(app, settings)  # first: every later failure has a request id
     register_relative_redirects(app)
-    api_blueprints = [ask.bp, api.bp, conversations_api.bp, v1.bp, responses.bp]
+    api_blueprints = [ask.bp, api.bp, conversations_api.bp, v1.bp, responses.bp, media.bp]
     # Before Flask-Limiter's own check: the caller decides which limits apply.
     register_access_check(app, settings, {bp.name for bp in api_blueprints})
     init_limits(app, settings, api_blueprints)

@@ -29,6 +29,12 @@ DEFAULT_MODELS = (
     "gpt-3.5-turbo-instruct",
     "text-embedding-3-small",
     "omni-moderation-latest",
+    "whisper-1",
+    "gpt-4o-mini-transcribe",
+    "tts-1",
+    "gpt-4o-mini-tts",
+    "dall-e-3",
+    "gpt-image-1",
 )
 
 COMPLETION_MODELS = frozenset({"gpt-3.5-turbo-instruct", "davinci-002", "babbage-002"})
@@ -45,9 +51,22 @@ NOT_CHAT_MODELS = COMPLETION_MODELS | {
     "omni-moderation-2024-09-26",
     "text-moderation-latest",
     "text-moderation-stable",
+    "whisper-1",
+    "gpt-4o-transcribe",
+    "gpt-4o-mini-transcribe",
+    "tts-1",
+    "tts-1-hd",
+    "gpt-4o-mini-tts",
+    "dall-e-2",
+    "dall-e-3",
+    "gpt-image-1",
 }
-"""OpenAI's models that answer no chat: legacy completion, embedding and moderation models
-(`/v1/completions`, `/v1/embeddings`, `/v1/moderations`)."""
+"""OpenAI's models that answer no chat: legacy completion, embedding, moderation, audio and
+image models (`/v1/completions`, `/v1/embeddings`, `/v1/moderations`, `/v1/audio/...`,
+`/v1/images/...`)."""
+
+# OpenAI's largest audio upload (25 MB), and room for the multipart fields around it.
+DEFAULT_MAX_UPLOAD_BYTES = 25 * 1024 * 1024 + 1024 * 1024
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -78,6 +97,7 @@ class Settings:
     prices_file: Path | None = None
     max_input_chars: int = 16000
     max_body_bytes: int = 1024 * 1024
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     timeout: float = 120.0
     connect_timeout: float = 10.0
     max_retries: int = 2
@@ -222,6 +242,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         prices_file=env.path("CHATPROXY_PRICES_FILE"),
         max_input_chars=env.number("CHATPROXY_MAX_INPUT_CHARS", int, 16000, low=1),
         max_body_bytes=env.number("CHATPROXY_MAX_BODY_BYTES", int, 1024 * 1024, low=1024),
+        max_upload_bytes=env.number(
+            "CHATPROXY_MAX_UPLOAD_BYTES", int, DEFAULT_MAX_UPLOAD_BYTES, low=1024
+        ),
         timeout=env.number("CHATPROXY_TIMEOUT", float, 120.0, low=0.1),
         connect_timeout=env.number("CHATPROXY_CONNECT_TIMEOUT", float, 10.0, low=0.1),
         max_retries=env.number("CHATPROXY_MAX_RETRIES", int, 2, low=0, high=10),

@@ -100,7 +100,8 @@ class Conflict(APIError):
 
 
 class PayloadTooLarge(APIError):
-    """413: the request body is larger than CHATPROXY_MAX_BODY_BYTES."""
+    """413: the request body is larger than CHATPROXY_MAX_BODY_BYTES (CHATPROXY_MAX_UPLOAD_BYTES
+    for an upload)."""
 
     status = 413
     type = "invalid_request_error"
@@ -194,7 +195,8 @@ def from_http_exception(exc: HTTPException) -> APIError:
         404: "No such route. See the README for the routes chatproxy serves.",
         405: f"This route does not accept that HTTP method. "
         f"Allowed: {', '.join(getattr(exc, 'valid_methods', None) or [])}.",
-        413: "The request body is too large (CHATPROXY_MAX_BODY_BYTES).",
+        413: "The request body is too large (CHATPROXY_MAX_BODY_BYTES; for an upload, "
+        "CHATPROXY_MAX_UPLOAD_BYTES).",
         400: "The request could not be read.",
     }
     return kind(messages[exc.code or 400])

@@ -26,10 +26,24 @@ _SNAPSHOT = re.compile(r"-(?:\d{4}-\d{2}-\d{2}|\d{4})$")
 
 @dataclass(frozen=True)
 class Price:
-    """USD per 1M tokens: `input` (prompt) and `output` (answer, reasoning included)."""
+    """USD per 1M tokens: `input` (prompt) and `output` (answer, reasoning included); and for
+    the models of `/v1/audio` and `/v1/images`, the units they are billed in
+    (`chatproxy.media_prices`).
+
+    `media_input`: per 1M audio or image input tokens (a usage's
+    `input_token(s)_details.audio_tokens` or `image_tokens`), None when they
+    cost `input`; `per_minute`: per minute of audio (whisper-1);
+    `per_1m_characters`: per 1M characters of text read aloud (tts-1);
+    `per_image`: per image made, by size, `hd ` before it for `quality: hd`
+    (`(("1024x1024", 0.04), ("hd 1024x1024", 0.08), ...)`: dall-e).
+    """
 
     input: float
     output: float
+    media_input: float | None = None
+    per_minute: float | None = None
+    per_1m_characters: float | None = None
+    per_image: tuple[tuple[str, float], ...] = ()
 
 
 # Standard-tier text prices, USD per 1M tokens, of OpenAI's pricing page
@@ -69,6 +83,32 @@ PRICES: dict[str, Price] = {
     "omni-moderation-2024-09-26": Price(0.0, 0.0),
     "text-moderation-latest": Price(0.0, 0.0),
     "text-moderation-stable": Price(0.0, 0.0),
+    # Audio (`/v1/audio/...`): whisper-1 by the minute of audio, tts-1 by the character
+    # read, the gpt-4o models by the token, audio tokens at `media_input`.
+    "whisper-1": Price(0.0, 0.0, per_minute=0.006),
+    "gpt-4o-transcribe": Price(2.50, 10.00, media_input=6.00),
+    "gpt-4o-mini-transcribe": Price(1.25, 5.00, media_input=3.00),
+    "tts-1": Price(0.0, 0.0, per_1m_characters=15.00),
+    "tts-1-hd": Price(0.0, 0.0, per_1m_characters=30.00),
+    "gpt-4o-mini-tts": Price(0.60, 12.00),  # its output is audio tokens
+    # Images (`/v1/images/...`): dall-e by the image, of its size and quality; gpt-image-1
+    # by the token, image input tokens at `media_input`, its output all image tokens.
+    "dall-e-2": Price(
+        0.0, 0.0, per_image=(("256x256", 0.016), ("512x512", 0.018), ("1024x1024", 0.02))
+    ),
+    "dall-e-3": Price(
+        0.0,
+        0.0,
+        per_image=(
+            ("1024x1024", 0.04),
+            ("1024x1792", 0.08),
+            ("1792x1024", 0.08),
+            ("hd 1024x1024", 0.08),
+            ("hd 1024x1792", 0.12),
+            ("hd 1792x1024", 0.12),
+        ),
+    ),
+    "gpt-image-1": Price(5.00, 40.00, media_input=10.00),
 }
 
 
@@ -110,7 +150,12 @@ def load_prices(path: Path | None) -> dict[str, Price]:
 
     The file holds `{"model": {"input": X, "output": Y}}`, USD per 1M tokens;
     `output` may be left out for a model billed on its input only (an
-    embedding model), and is then 0.
+    embedding model), and is then 0. The models of `/v1/audio` and
+    `/v1/images` may instead (or as well) give the units they are billed in
+    (see `Price`): `media_input` (USD per 1M audio or image input tokens),
+    `per_minute` (USD per minute of audio), `per_1m_characters` (USD per 1M
+    characters read aloud), `per_image` (`{"1024x1024": USD, "hd 1024x1024":
+    USD, ...}`); a model needs `input` or one of the last three.
     Raises ConfigError with one line naming CHATPROXY_PRICES_FILE when the file
     cannot be read or is malformed.
     """
@@ -126,26 +171,65 @@ def load_prices(path: Path | None) -> dict[str, Price]:
     if not isinstance(data, dict):
         raise ConfigError(f"{setting} must hold a JSON object like {example}")
     for model, entry in data.items():
-        if not isinstance(entry, dict) or sorted(entry) not in (["input", "output"], ["input"]):
+        if (
+            not isinstance(entry, dict)
+            or not entry.keys() <= _PRICE_FIELDS.keys()
+            or not entry.keys() & _BILLED_BY
+            or ("output" in entry and "input" not in entry)
+        ):
             raise ConfigError(
                 f"{setting}: {model!r} must be an object with exactly input and output "
-                f"(or input alone, for an embedding model), like {example}"
+                f"(or input alone, for an embedding model), like {example}, or with the units "
+                f"an audio or image model is billed in ({_UNITS})"
             )
-        entry = {"output": 0.0, **entry}
-        for key in ("input", "output"):
-            value = entry[key]
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ConfigError(
-                    f"{setting}: {model!r} {key} must be a number of USD per 1M tokens, "
-                    f"0 or more, not {value!r}"
-                )
-        prices[model] = Price(float(entry["input"]), float(entry["output"]))
+        for key, value in entry.items():
+            if key == "per_image":
+                if not isinstance(value, dict) or not value:
+                    raise ConfigError(
+                        f"{setting}: {model!r} per_image must be an object of USD by size, "
+                        f'like {{"1024x1024": 0.04}}'
+                    )
+                for size, each in value.items():
+                    _check_price(each, f"{setting}: {model!r} per_image {size!r}", "USD per image")
+            else:
+                _check_price(value, f"{setting}: {model!r} {key}", _PRICE_FIELDS[key])
+        prices[model] = Price(
+            float(entry.get("input", 0.0)),
+            float(entry.get("output", 0.0)),
+            _optional(entry.get("media_input")),
+            _optional(entry.get("per_minute")),
+            _optional(entry.get("per_1m_characters")),
+            tuple((str(size), float(each)) for size, each in entry.get("per_image", {}).items()),
+        )
     return prices
+
+
+# The fields of a prices file's entry, and the unit each is in.
+_PRICE_FIELDS = {
+    "input": "USD per 1M tokens",
+    "output": "USD per 1M tokens",
+    "media_input": "USD per 1M tokens",
+    "per_minute": "USD per minute",
+    "per_1m_characters": "USD per 1M characters",
+    "per_image": "",
+}
+_BILLED_BY = {"input", "per_minute", "per_1m_characters", "per_image"}
+_UNITS = "media_input, per_minute, per_1m_characters, per_image"
+
+
+def _check_price(value: Any, where: str, unit: str) -> None:
+    """Raise ConfigError unless `value` is a finite number, 0 or more."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ConfigError(f"{where} must be a number of {unit}, 0 or more, not {value!r}")
+
+
+def _optional(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def usage_in_chat_terms(usage: Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -1,9 +1,10 @@
 """Which models each route offers with the default CHATPROXY_MODELS.
 
-Legacy completions, embeddings and moderations work out of the box
-(`gpt-3.5-turbo-instruct`, `text-embedding-3-small` and `omni-moderation-latest`
-are allowed by default), and since those models answer no chat, the page,
-`/callChatGPT` and `/api/models` keep to the chat models.
+Legacy completions, embeddings, moderations, audio and images work out of the box
+(`gpt-3.5-turbo-instruct`, `text-embedding-3-small`, `omni-moderation-latest`,
+`whisper-1`, `gpt-4o-mini-transcribe`, `tts-1`, `gpt-4o-mini-tts`, `dall-e-3` and
+`gpt-image-1` are allowed by default), and since those models answer no chat, the
+page, `/callChatGPT` and `/api/models` keep to the chat models.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from chatproxy.config import DEFAULT_MODELS, ConfigError, load_settings
 
 CHAT_MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "gpt-4.1"]
 LEGACY = "gpt-3.5-turbo-instruct"
-NOT_CHAT = [LEGACY, "text-embedding-3-small", "omni-moderation-latest"]
+AUDIO = ["whisper-1", "gpt-4o-mini-transcribe", "tts-1", "gpt-4o-mini-tts"]
+NOT_CHAT = [LEGACY, "text-embedding-3-small", "omni-moderation-latest", *AUDIO]
+NOT_CHAT += ["dall-e-3", "gpt-image-1"]
 
 
 def test_the_defaults_allow_the_chat_models_and_a_model_of_each_other_endpoint():

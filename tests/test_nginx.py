@@ -266,6 +266,21 @@ def test_oversized_body_is_413_in_openai_shape(nginx):
     assert response.json()["error"]["code"] == "request_too_large"
 
 
+def test_uploads_may_be_larger_on_their_paths_only(nginx):
+    audio = b"\x01" * (3 * 1024 * 1024)  # over the 1 MiB of every other path
+    answer = httpx2.post(
+        nginx + "/v1/audio/transcriptions",
+        data={"model": "whisper-1"},
+        files={"file": ("talk.mp3", audio)},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert f"holds {len(audio)} bytes" in answer.json()["text"]
+    chat = httpx2.post(nginx + "/v1/chat/completions", content=audio, timeout=30)
+    assert chat.status_code == 413
+    assert chat.json()["error"]["code"] == "request_too_large"
+
+
 def test_the_client_address_is_the_clients_not_nginxs(nginx, upstream_gunicorn):
     """Behind nginx (CHATPROXY_TRUSTED_PROXIES=1) chatproxy sees the client's address.
 

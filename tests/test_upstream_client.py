@@ -150,6 +150,30 @@ def test_with_a_proxy_questions_go_through_it(make_server_with, forward_proxy, s
     assert forward_proxy.carried == ["/v1/chat/completions"]
 
 
+def test_with_a_proxy_uploads_and_audio_go_through_it(make_server_with, forward_proxy):
+    # Through the SDK (OPENAI_PROXY): an upload's bytes as they came, its Content-Type kept.
+    port = forward_proxy.server_address[1]
+    server = make_server_with(OPENAI_PROXY=f"http://127.0.0.1:{port}")
+    audio = bytes(range(256)) * 40
+
+    transcript = httpx2.post(
+        f"{server.url}/v1/audio/transcriptions",
+        data={"model": "whisper-1"},
+        files={"file": ("a.wav", audio)},
+        timeout=30,
+    )
+    speech = httpx2.post(
+        f"{server.url}/v1/audio/speech",
+        json={"model": "tts-1", "voice": "alloy", "input": "hi"},
+        timeout=30,
+    )
+
+    assert transcript.status_code == 200, transcript.text
+    assert f"holds {len(audio)} bytes" in transcript.json()["text"]
+    assert speech.status_code == 200 and speech.headers["content-type"] == "audio/mpeg"
+    assert forward_proxy.carried == ["/v1/audio/transcriptions", "/v1/audio/speech"]
+
+
 def test_with_a_proxy_an_idle_stream_still_gets_keepalive_comments(make_server_with, forward_proxy):
     # The SDK's responses cannot mark silence as the lean client's do: a helper thread
     # times it instead (chatproxy.web.sse).

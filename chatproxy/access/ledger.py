@@ -52,18 +52,33 @@ class Recorder:
         RateLimited (429) when the key's use and what others hold reach a limit
         (`reservations.reserve`).
         """
-        caller = self.caller
-        if caller.tpm is None and caller.tokens_per_day is None and caller.usd_per_day is None:
+        if not self._has_quotas():
             return
         prompt_tokens = prompt()
         output = cap * max(1, n)
         price = price_for(model, self.prices)
         cost = (prompt_tokens * price.input + output * price.output) / 1e6 if price else 0.0
+        self._hold(prompt_tokens + output, cost)
+
+    def reserve_worst(self, worst: Callable[[], tuple[int, float]]) -> None:
+        """Hold a request's worst case `worst()`: (tokens, USD), for a request billed in other
+        units than tokens (audio, images: `chatproxy.media_prices`); raises as `reserve`.
+        `worst()` runs only for a key with quotas."""
+        if self._has_quotas():
+            self._hold(*worst())
+
+    def _has_quotas(self) -> bool:
+        caller = self.caller
+        return not (
+            caller.tpm is None and caller.tokens_per_day is None and caller.usd_per_day is None
+        )
+
+    def _hold(self, tokens: int, cost: float) -> None:
         self.hold = reserve(
             self.engine,
             self.minute_window,
-            caller,
-            prompt_tokens + output,
+            self.caller,
+            tokens,
             cost,
             self.clock(),
             self.reservation_seconds,

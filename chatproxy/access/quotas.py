@@ -115,8 +115,8 @@ class _Limiter(Limiter):
 
 
 # The blueprints whose every request may call the upstream: /callChatGPT and /v1 (the
-# Responses API's routes are a blueprint of their own).
-_ASKING = frozenset({"ask", "v1", "responses"})
+# Responses API's routes and the audio and image routes are blueprints of their own).
+_ASKING = frozenset({"ask", "v1", "responses", "media"})
 
 
 def asks_upstream() -> bool:

@@ -2,19 +2,18 @@
 
 Serves `POST /v1/chat/completions` (JSON and SSE), `POST /v1/completions` (legacy),
 `GET /v1/models`, the Responses API, embeddings and moderations
-(`chatproxy.simulator.more_routes`) and OpenAI's error bodies, in the formats of the OpenAI API
-reference (see `chatproxy.simulator.wire`). Latency, chunking and faults are set
-per server (`Simulator(...)`) or per request by a `[[sim: key=value ...]]`
-directive in the last user message (keys: fault, times, chunks, delay, latency,
-answer, words, dialect, reasoning, thought; `times=N` limits the fault to the
-first N requests with that same message, so a retry of it succeeds;
-`dialect=litellm` shapes a stream as LiteLLM's proxy does, and faults named
-`context_*` answer as other servers do, see `chatproxy.simulator.dialects`;
-`reasoning=...` thinks first, see `chatproxy.simulator.reasoning`). A last
-message asking to go on ("Continue...") after an answer cut off is answered
-with the rest of that answer (`answers.asked`). Built on aiohttp, so one
-process holds thousands of slow streams. The command line that serves it is
-`chatproxy.simulator.command`.
+(`chatproxy.simulator.more_routes`), audio and images (`chatproxy.simulator.media_routes`)
+and OpenAI's error bodies, in the formats of the OpenAI API reference (see
+`chatproxy.simulator.wire`). Latency, chunking and faults are set per server
+(`Simulator(...)`) or per request by a `[[sim: key=value ...]]` directive in the last user
+message (keys: fault, times, chunks, delay, latency, answer, words, dialect, reasoning,
+thought; `times=N` limits the fault to the first N requests with that same message, so a
+retry of it succeeds; `dialect=litellm` shapes a stream as LiteLLM's proxy does, and faults
+named `context_*` answer as other servers do, see `chatproxy.simulator.dialects`;
+`reasoning=...` thinks first, see `chatproxy.simulator.reasoning`). A last message asking to
+go on ("Continue...") after an answer cut off is answered with the rest of that answer
+(`answers.asked`). Built on aiohttp, so one process holds thousands of slow streams. The
+command line that serves it is `chatproxy.simulator.command`.
 """
 
 from __future__ import annotations
@@ -35,12 +34,14 @@ from typing import Any
 from aiohttp import web
 
 from chatproxy.simulator import answers, checks, dialects, reasoning, wire
+from chatproxy.simulator.media_routes import MediaRoutes
 from chatproxy.simulator.more_routes import MoreRoutes
 from chatproxy.simulator.plan import FAULTS, Plan, plan_for
 from chatproxy.simulator.wire import ApiError
 
 DEFAULT_API_KEY = "sk-sim-local"
 MAX_RECORDED = 10_000
+MAX_BODY_BYTES = 64 * 1024 * 1024  # above OpenAI's 25 MB uploads, so chatproxy's limit is met first
 _BROKEN = b'data: {"id": "chatcmpl-broken", "choices": [\n\n'
 _INVALID = object()  # marks a request body that is not JSON
 _BODY = web.RequestKey("body", object)  # the parsed JSON body, or _INVALID
@@ -131,12 +132,13 @@ class Simulator:
 
     def make_app(self) -> web.Application:
         """The aiohttp application, for serving it some other way."""
-        app = web.Application(middlewares=[self._middleware])
+        app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY_BYTES)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._legacy)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model}", self._model)
         MoreRoutes(self).add_to(app)  # the Responses API, embeddings, moderations
+        MediaRoutes(self).add_to(app)  # audio and images
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:

@@ -22,15 +22,14 @@ lines about 8 µs.
 
 The host and path of every call come from settings (OPENAI_BASE_URL, or
 CHATPROXY_UPSTREAMS for several servers to fail over between) and the
-constants here, never from a client's request: the pass-through (`post_raw`)
-may call RAW_PATHS only.
+paths of `chatproxy.upstream.paths`, never from a client's request: the
+pass-through may POST to RAW_PATHS (`post_raw`) and UPLOAD_PATHS (`post_upload`) only.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +49,15 @@ from chatproxy.errors import (
 from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_FAILOVERS, UPSTREAM_LATENCY
 from chatproxy.upstream.failures import server_failed, status_error
 from chatproxy.upstream.lean import LeanServer
+from chatproxy.upstream.paths import (
+    CHAT_PATH,
+    PROMPT_FIELDS,
+    RAW_PATHS,
+    RESPONSE_ID,
+    RESPONSE_ROUTES,
+    RESPONSES_PATH,
+    UPLOAD_PATHS,
+)
 from chatproxy.upstream.reasoning import reasoning_of, split_think
 from chatproxy.upstream.response_stream import ResponsesStream
 from chatproxy.upstream.responses import Failure, ReadBrokeOff, ReadTimedOut, UpstreamResponse
@@ -60,26 +68,6 @@ from chatproxy.upstream_targets import UpstreamTarget
 
 log = logging.getLogger(__name__)
 
-CHAT_PATH = "/chat/completions"
-COMPLETIONS_PATH = "/completions"  # legacy
-RESPONSES_PATH = "/responses"
-EMBEDDINGS_PATH = "/embeddings"
-MODERATIONS_PATH = "/moderations"
-# The upstream paths (under OPENAI_BASE_URL) a pass-through request may POST a body to.
-RAW_PATHS = (CHAT_PATH, COMPLETIONS_PATH, RESPONSES_PATH, EMBEDDINGS_PATH, MODERATIONS_PATH)
-# What is too long when the upstream says the context is: the field of the client's
-# request that holds the prompt (`input` for a question to /callChatGPT).
-PROMPT_FIELDS = {
-    CHAT_PATH: "messages",
-    COMPLETIONS_PATH: "prompt",
-    RESPONSES_PATH: "input",
-    EMBEDDINGS_PATH: "input",
-    MODERATIONS_PATH: "input",
-}
-# A stored response's routes (`call_raw`): `/responses/{id}` and what follows it.
-RESPONSE_ROUTES = ("", "/input_items", "/cancel")
-# A response id as OpenAI makes them (`resp_` and hex); other servers' ids are word characters.
-RESPONSE_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 QUESTION_FIELD = "input"
 # Where create_app keeps the process's Upstream (app.extensions).
 UPSTREAM = "chatproxy.upstream"
@@ -118,6 +106,10 @@ class Sender(Protocol):
 
     def call(self, method: str, path: str) -> UpstreamResponse:
         """`method` on `path` (its query string included) without a body, retried as `post`."""
+        ...
+
+    def post_bytes(self, path: str, data: bytes, content_type: str) -> UpstreamResponse:
+        """`POST path` with `data` as it is, sent as `content_type`, retried as `post`."""
         ...
 
 
@@ -270,6 +262,21 @@ class Upstream:
         if path not in RAW_PATHS:
             raise ValueError(f"not an upstream path chatproxy passes requests to: {path!r}")
         return self._post(path, body, PROMPT_FIELDS[path])
+
+    def post_upload(
+        self, path: str, data: bytes, content_type: str, model: str
+    ) -> UpstreamResponse:
+        """`POST path` (one of UPLOAD_PATHS, else ValueError) with a client's multipart/form-data
+        body `data`, sent on byte for byte with its `content_type` (the boundary in it);
+        `model` is the one it names. The body unread; raises as `post_raw` does."""
+        if path not in UPLOAD_PATHS:
+            raise ValueError(f"not an upstream path chatproxy passes uploads to: {path!r}")
+        return self._send(
+            lambda sender: sender.post_bytes(path, data, content_type),
+            path,
+            PROMPT_FIELDS[path],
+            {"model": model},
+        )
 
     def _post(self, path: str, body: dict[str, Any], prompt_field: str) -> UpstreamResponse:
         """`POST path` with the JSON `body`, as each server takes it (`selection.body_for`;

@@ -72,7 +72,6 @@ class LeanServer:
         headers = {
             "Host": url.netloc.rpartition("@")[2],  # as in the URL, without any user info
             "Authorization": f"Bearer {target.api_key}",
-            "Content-Type": "application/json",
             "Accept": "application/json",
             # Compressing costs more CPU than it saves on loopback, and delays stream events.
             "Accept-Encoding": "identity",
@@ -82,7 +81,9 @@ class LeanServer:
             headers["OpenAI-Organization"] = settings.openai_org_id
         if settings.openai_project_id:
             headers["OpenAI-Project"] = settings.openai_project_id
-        self._headers = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        # Without a Content-Type: JSON's, or an upload's own (`post_bytes`).
+        self._common = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+        self._headers = self._common + "Content-Type: application/json\r\n"
 
     def post(self, path: str, body: dict[str, Any]) -> LeanResponse:
         """`POST path` (under the server's base URL) with the JSON `body`; the body unread.
@@ -97,6 +98,16 @@ class LeanServer:
             f"POST {target} HTTP/1.1\r\n{self._headers}Content-Length: {len(data)}\r\n\r\n"
         ).encode() + data
         return self._retried(request, target)
+
+    def post_bytes(self, path: str, data: bytes, content_type: str) -> LeanResponse:
+        """`POST path` with `data` as it is (a client's upload), as `content_type`; raises
+        Failure as `post` does. The request is built once and sent again on a retry."""
+        target = self._prefix + path
+        head = (
+            f"POST {target} HTTP/1.1\r\n{self._common}Content-Type: {content_type}\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n"
+        )
+        return self._retried(head.encode() + data, target)
 
     def call(self, method: str, path: str) -> LeanResponse:
         """`method` (GET, DELETE, or POST without a body) on `path` (under the base URL, its
@@ -197,6 +208,8 @@ class LeanResponse:
         self._idle = False  # the socket's timeout was shortened to mark silence
         encoding = parser.get("content-encoding")
         self._decode = decoder(encoding if isinstance(encoding, str) else None)
+        found = parser.get("content-type")
+        self.content_type = found if isinstance(found, str) else None
         if parser.message_complete:
             self._release(keep=parser.should_keep_alive())
 

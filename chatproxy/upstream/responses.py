@@ -67,6 +67,9 @@ class UpstreamResponse(Protocol):
     # True when reading marks silence (`idle=`); otherwise a reader that must hear
     # of it times the wait itself (`chatproxy.web.sse.with_keepalive`).
     marks_idle: bool
+    # The answer's Content-Type as the upstream gave it (None without one): what an
+    # answer passed on as it came (audio, text) is labelled with.
+    content_type: str | None
 
     def iter_bytes(self, idle: float | None = None) -> Iterator[bytes]:
         """The body as it arrives, decoded, in blocks of up to 64 KiB; with `idle` and

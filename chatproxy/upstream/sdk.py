@@ -39,6 +39,9 @@ from chatproxy.upstream_targets import UpstreamTarget
 # Makes the SDK return the raw response with its body unread (the header is
 # the SDK's own, set by `with_streaming_response`).
 UNREAD_BODY: openai.RequestOptions = {"headers": {RAW_RESPONSE_HEADER: "stream"}}
+# An upload's Content-Type, carried under this name past the SDK (which would build a multipart
+# body of its own for a multipart Content-Type) and put in place as the request leaves; never sent.
+UPLOAD_TYPE = "X-Chatproxy-Upload-Type"
 
 
 class SdkServer:
@@ -51,7 +54,7 @@ class SdkServer:
             # OPENAI_PROXY is the one proxy setting; HTTP(S)_PROXY are not consulted.
             trust_env=False,
             # A context-length error is not retried, even when a server answers it with a 500.
-            event_hooks={"response": [mark_final]},
+            event_hooks={"request": [upload_type], "response": [mark_final]},
         )
         self.client = DeadlineOpenAI(
             api_key=target.api_key,
@@ -75,6 +78,18 @@ class SdkServer:
             )
         return SdkResponse(response)
 
+    def post_bytes(self, path: str, data: bytes, content_type: str) -> SdkResponse:
+        """`POST path` with `data` as it is (a client's upload), as `content_type`; raises
+        Failure as `post` does."""
+        options: openai.RequestOptions = {
+            "headers": {RAW_RESPONSE_HEADER: "stream", UPLOAD_TYPE: content_type}
+        }
+        with _sdk_failures():
+            response = self.client.post(
+                path, content=data, cast_to=httpx2.Response, options=options
+            )
+        return SdkResponse(response)
+
     def call(self, method: str, path: str) -> SdkResponse:
         """`method` (GET, DELETE, or POST without a body) on `path` (its query string
         included); the body unread. Raises Failure as `post` does."""
@@ -88,6 +103,13 @@ class SdkServer:
         return SdkResponse(response)
 
 
+def upload_type(request: httpx2.Request) -> None:
+    """An httpx2 request hook: an upload's Content-Type put in place (see UPLOAD_TYPE)."""
+    found = request.headers.pop(UPLOAD_TYPE, None)
+    if found is not None:
+        request.headers["Content-Type"] = found
+
+
 class SdkResponse:
     """An httpx2 response as an `UpstreamResponse` (`chatproxy.upstream.responses`)."""
 
@@ -98,6 +120,7 @@ class SdkResponse:
         except RuntimeError:  # a response made without a request (tests)
             self.path = ""
         self.sent_at = sent_at
+        self.content_type = response.headers.get("content-type")
 
     marks_idle = False  # httpx2 times a read only to fail it
 

@@ -1,4 +1,9 @@
-"""A request body sent in chunks held to CHATPROXY_MAX_BODY_BYTES, as one with a Content-Length is.
+"""Request bodies held to their route's limit: CHATPROXY_MAX_UPLOAD_BYTES for uploads, else
+CHATPROXY_MAX_BODY_BYTES; sent in chunks or with a Content-Length alike.
+
+A body with a `Content-Length` over its route's limit is refused (413) by
+werkzeug before it is read (`register_body_limits` sets the request's
+`max_content_length`).
 
 Werkzeug refuses a body whose `Content-Length` is over the limit (413), but a
 chunked one (`Transfer-Encoding: chunked`, no `Content-Length`) it reads up to
@@ -11,27 +16,56 @@ werkzeug answer 413, as for a stated length, once the body is read.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from flask import Flask, request
 
 READ_SIZE = 64 * 1024
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-class ChunkedBodyLimit:
-    """WSGI middleware: a chunked request body read up to `max_bytes` + 1 and given a length."""
+def register_body_limits(
+    app: Flask, max_bytes: int, larger: Mapping[str, int] | None = None
+) -> None:
+    """Hold every request body of `app` to `max_bytes`, and those of the paths of `larger`
+    (`{"/v1/audio/transcriptions": bytes, ...}`) to theirs; 413 beyond, chunked or not.
 
-    def __init__(self, app: WSGIApp, max_bytes: int) -> None:
+    Installs the WSGI middleware for chunked bodies, and a hook that runs before
+    any other reads the body.
+    """
+    larger = dict(larger or {})
+    app.config["MAX_CONTENT_LENGTH"] = max_bytes
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, max_bytes, larger)  # type: ignore[method-assign]
+
+    @app.before_request
+    def route_limit() -> None:
+        limit = larger.get(request.path)
+        if limit is not None:
+            request.max_content_length = limit
+
+
+class ChunkedBodyLimit:
+    """WSGI middleware: a chunked request body read up to its limit + 1 and given a length.
+
+    The limit is `max_bytes`, or `larger[path]` for the paths it names.
+    """
+
+    def __init__(
+        self, app: WSGIApp, max_bytes: int, larger: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if not environ.get("CONTENT_LENGTH") and "chunked" in (
             environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         ):
+            limit = self.larger.get(environ.get("PATH_INFO", ""), self.max_bytes)
             try:
-                body = _read_at_most(environ["wsgi.input"], self.max_bytes + 1)
+                body = _read_at_most(environ["wsgi.input"], limit + 1)
             # A malformed chunk or a client gone: each server raises its own error
             # (gunicorn's ParseException is no OSError).
             except Exception:

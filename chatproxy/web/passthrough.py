@@ -23,7 +23,7 @@ from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, NotFound
 from chatproxy.questions import not_allowed
 from chatproxy.tokens import limit_field
-from chatproxy.upstream.client import (
+from chatproxy.upstream.paths import (
     CHAT_PATH,
     COMPLETIONS_PATH,
     EMBEDDINGS_PATH,
@@ -115,7 +115,7 @@ def check_chat(body: dict[str, Any], settings: Settings) -> PassThrough:
     (`stream_options.include_usage`), whose chunk the client gets only if it
     asked too. Nothing else is looked at or changed.
     """
-    model = _model(body, settings)
+    model = checked_model(body, settings)
     messages = body.get("messages")
     if messages is None:
         raise BadRequest(
@@ -152,7 +152,7 @@ def check_completion(body: dict[str, Any], settings: Settings) -> PassThrough:
     cap, if lower) is sent, so that a server with a larger default stays
     within the cap. Nothing else (`prompt`, `suffix`, `echo`, ...) is looked at.
     """
-    model = _model(body, settings)
+    model = checked_model(body, settings)
     cap = _limit(body, "max_tokens", settings.max_tokens)
     if cap is None:
         cap = min(COMPLETIONS_DEFAULT_MAX_TOKENS, settings.max_tokens)
@@ -175,7 +175,7 @@ def check_response(body: dict[str, Any], settings: Settings) -> PassThrough:
     `conversation` (an upstream conversation chatproxy cannot tell the owner
     of). Nothing else (`input`, `instructions`, `tools`, ...) is looked at.
     """
-    model = _model(body, settings)
+    model = checked_model(body, settings)
     cap = _limit(body, "max_output_tokens", settings.max_tokens)
     if cap is None:
         cap = settings.max_tokens
@@ -213,7 +213,7 @@ def check_embedding(body: dict[str, Any], settings: Settings) -> PassThrough:
     if given, `float` or `base64` (400). Nothing else (`dimensions`, `user`) is
     looked at. Embeddings are never streamed and write no output tokens.
     """
-    model = _model(body, settings)
+    model = checked_model(body, settings)
     value = body.get("input")
     if value is None:
         raise BadRequest(
@@ -247,7 +247,7 @@ def check_moderation(body: dict[str, Any], settings: Settings) -> PassThrough:
     """
     if body.get("model") is None:
         body = {**body, "model": MODERATION_DEFAULT_MODEL}
-    model = _model(body, settings)
+    model = checked_model(body, settings)
     value = body.get("input")
     if value is None:
         raise BadRequest(
@@ -308,7 +308,8 @@ def allowed_model(model: str, settings: Settings) -> dict[str, Any]:
     return model_object(model)
 
 
-def _model(body: dict[str, Any], settings: Settings) -> str:
+def checked_model(body: dict[str, Any], settings: Settings) -> str:
+    """`body["model"]`: a string (400 otherwise) the caller may use (403 `model_not_allowed`)."""
     model = body.get("model")
     if model is None:
         raise BadRequest(

@@ -78,7 +78,8 @@ def _fields(response: Response, settings: Settings) -> dict[str, Any]:
         "key": current_caller().name if "caller" in g else None,
         "client": request.remote_addr,
     }
-    if settings.log_content:
+    # An upload's form is not read again for it (its files would be parsed to disk).
+    if settings.log_content and request.blueprint != "media":
         question = request.values.get("input")
         if question:
             fields["input"] = question[:CONTENT_CHARS]

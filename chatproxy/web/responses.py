@@ -21,7 +21,8 @@ from chatproxy.access.keys import current_caller, current_policy
 from chatproxy.errors import BadRequest, NotFound, UpstreamError
 from chatproxy.store.database import db, release_session
 from chatproxy.store.response_owners import forget, owns
-from chatproxy.upstream.client import RESPONSE_ID, current_upstream
+from chatproxy.upstream.client import current_upstream
+from chatproxy.upstream.paths import RESPONSE_ID
 from chatproxy.web.passthrough import check_response, read_body
 from chatproxy.web.v1 import forward
 

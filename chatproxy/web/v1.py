@@ -34,8 +34,9 @@ from chatproxy.tokens import (
     size_bound,
     usage_in_chat_terms,
 )
-from chatproxy.upstream.client import RESPONSES_PATH, current_upstream
+from chatproxy.upstream.client import current_upstream
 from chatproxy.upstream.events import answer_text
+from chatproxy.upstream.paths import RESPONSES_PATH
 from chatproxy.upstream.response_stream import ResponsesStream, response_text
 from chatproxy.web.idempotency import (
     Recording,

@@ -25,6 +25,7 @@ from chatproxy.web.openapi.components import (
     headers_of,
     parameters,
 )
+from chatproxy.web.openapi.media_api import media_paths, media_schemas
 from chatproxy.web.openapi.more_api import more_paths, more_schemas
 from chatproxy.web.openapi.paths import conversation_paths, question_paths, service_paths, v1_paths
 from chatproxy.web.openapi.schemas import Bounds, component_schemas, ref
@@ -84,12 +85,14 @@ def build_document(settings: Settings, persona_ids: tuple[str, ...]) -> dict[str
             **conversation_paths(ops),
             **v1_paths(ops),
             **more_paths(ops),
+            **media_paths(ops),
         },
         "components": {
             "schemas": {
                 **component_schemas(bounds),
                 **v1_schemas(bounds),
                 **more_schemas(bounds),
+                **media_schemas(bounds),
             },
             "parameters": parameters(bounds),
             "headers": HEADERS,
