@@ -74,7 +74,18 @@ def create_app(
     from chatproxy.state import PERSONAS, PRICES, SETTINGS
     from chatproxy.store.database import INSTANCE_DIR, init_store, register_store_errors
     from chatproxy.upstream.client import UPSTREAM, Upstream
-    from chatproxy.web import api, ask, conversations_api, health, openapi, page, responses, v1
+    from chatproxy.web import (
+        admin_api,
+        admin_page,
+        api,
+        ask,
+        conversations_api,
+        health,
+        openapi,
+        page,
+        responses,
+        v1,
+    )
     from chatproxy.web.bodylimit import ChunkedBodyLimit
     from chatproxy.web.headers import register_relative_redirects, register_security_headers
     from chatproxy.web.requestlog import register_request_log
@@ -135,6 +146,8 @@ def create_app(
     register_access_check(app, settings, {bp.name for bp in api_blueprints})
     init_limits(app, settings, api_blueprints)
     app.register_blueprint(page.bp)
+    app.register_blueprint(admin_page.bp)
+    app.register_blueprint(admin_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     for blueprint in api_blueprints:

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -128,7 +130,8 @@ class AccessKey(db.Model):  # type: ignore[name-defined,misc]
     Only the key's SHA-256 is stored (the key is 256 random bits, so no slow
     hash is needed) and its first characters (`prefix`) to find it and show
     it. A limit that is None does not apply; `models` None means all of
-    CHATPROXY_MODELS.
+    CHATPROXY_MODELS. An `admin` key may also open the console (`/admin`) and
+    call its API (`/api/admin/...`); its own limits still apply to its questions.
     """
 
     __tablename__ = "access_keys"
@@ -146,6 +149,7 @@ class AccessKey(db.Model):  # type: ignore[name-defined,misc]
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class UsageDay(db.Model):  # type: ignore[name-defined,misc]

@@ -1,0 +1,101 @@
+"""`/api/admin/...`: the owner's console API (admin keys only): access keys and spending.
+
+Every route needs an admin key in `Authorization: Bearer cpk-...`: none or an
+unknown one is 401, an ordinary key 403 `admin_key_required`
+(`chatproxy.access.admin`), whatever CHATPROXY_AUTH says. Errors have
+OpenAI's shape. Described in `/openapi.json` (tag `admin`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import date
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from chatproxy.access.admin import (
+    authenticate_admin,
+    change_key,
+    create_key,
+    list_keys,
+    read_key_fields,
+    revoke,
+)
+from chatproxy.access.quotas import CLOCK
+from chatproxy.access.spending import by_day, csv_rows, read_days, read_group, read_top, top_of
+from chatproxy.state import current_settings
+from chatproxy.web.conversations_api import attachment
+from chatproxy.web.passthrough import read_body
+
+bp = Blueprint("admin_api", __name__, url_prefix="/api/admin")
+
+
+@bp.before_request
+def only_admin_keys() -> None:
+    """Refuse every request without an admin key (401 or 403), CORS preflights aside."""
+    if request.method != "OPTIONS":
+        authenticate_admin()
+
+
+@bp.get("/keys")
+def keys() -> Response:
+    """Every access key, by name: `{"object": "list", "data": [access_key]}` (see
+    `chatproxy.access.admin.key_object`), with what each spent today (UTC)."""
+    return jsonify(object="list", data=list_keys(_today()))
+
+
+@bp.post("/keys")
+def create() -> Response:
+    """Make a key: JSON `{"name", "admin", "rpm", "tpm", "tokens_per_day", "usd_per_day",
+    "models", "expires_at"}` (all but `name` optional) → 201 and the access_key object
+    with `key`, the key itself, shown this once. 400 for a bad field or a name taken."""
+    fields = read_key_fields(read_body(request.get_data()), current_settings(), creating=True)
+    made, key = create_key(fields)
+    return jsonify({**made, "key": key}), 201  # type: ignore[return-value]
+
+
+@bp.patch("/keys/<int:key_id>")
+def change(key_id: int) -> Response:
+    """Change a key's limits, models or expiry: JSON with any of `rpm`, `tpm`,
+    `tokens_per_day`, `usd_per_day`, `models`, `expires_at` (null: none) → the key.
+    404 `key_not_found`; every worker applies it within 5 seconds."""
+    fields = read_key_fields(read_body(request.get_data()), current_settings(), creating=False)
+    return jsonify(change_key(key_id, fields, _today()))
+
+
+@bp.delete("/keys/<int:key_id>")
+def remove(key_id: int) -> Response:
+    """Revoke a key (401 from now on, within 5 seconds on other workers) → the key, revoked."""
+    return jsonify(revoke(key_id, _today()))
+
+
+@bp.get("/spending")
+def spending() -> Response:
+    """Tokens and cost per UTC day by model or key: `days` (1-366, default 30) up to today,
+    `by` (`model` or `key`) → `chatproxy.access.spending.by_day`'s object."""
+    days, by = read_days(request.args.get("days")), read_group(request.args.get("by"))
+    return jsonify(by_day(_today(), days, by))
+
+
+@bp.get("/spending/top")
+def top() -> Response:
+    """The keys and models that spent most today (UTC): `limit` (1-100, default 10) of each."""
+    return jsonify(top_of(_today(), read_top(request.args.get("limit"))))
+
+
+@bp.get("/spending.csv")
+def spending_csv() -> Response:
+    """The ledger's rows of the last `days` days (1-366, default 30) as a CSV attachment:
+    date, key, model, requests, prompt_tokens, completion_tokens, total_tokens, cost_usd."""
+    days = read_days(request.args.get("days"))
+    today = _today()
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(csv_rows(today, days))
+    response = Response(text.getvalue(), mimetype="text/csv")
+    response.headers["Content-Disposition"] = attachment(f"chatproxy-spending-{today}.csv")
+    return response
+
+
+def _today() -> date:
+    return current_app.extensions[CLOCK]().date()  # type: ignore[no-any-return]
