@@ -1,0 +1,200 @@
+"""The OpenAPI document's console: `/admin` and the `/api/admin/...` paths and schemas.
+
+Every `/api/admin` operation needs an admin key in the `Authorization` header
+(never `?key=`), whatever CHATPROXY_AUTH says: 401 without one, 403
+`admin_key_required` for an ordinary key (`chatproxy.access.admin`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatproxy.access.admin import BIGGEST, MOST_USD
+from chatproxy.access.keys import NAME_CHARS
+from chatproxy.access.spending import MOST_DAYS, MOST_TOP
+from chatproxy.web.openapi.components import JSON, Operations, body, errors, ok
+from chatproxy.web.openapi.schemas import (
+    BOOLEAN,
+    COUNT,
+    TIME,
+    Bounds,
+    Schema,
+    array,
+    integer,
+    list_of,
+    nullable,
+    number,
+    ref,
+    shape,
+    string,
+)
+
+ADMIN_SECURITY = [{"accessKey": []}]
+LIMIT = nullable(integer(minimum=1, maximum=BIGGEST))
+
+
+def admin_paths(ops: Operations) -> dict[str, Schema]:
+    """`/admin` (the page) and `/api/admin/...`: keys and spending."""
+    ops = ops.tagged("admin")
+
+    def admin(op_id: str, summary: str, responses: Schema, **extra: Any) -> Schema:
+        operation = ops.public(op_id, summary, {**responses, **errors(401, 403)}, **extra)
+        operation["security"] = ADMIN_SECURITY
+        return operation
+
+    key_id = {
+        "name": "key_id",
+        "in": "path",
+        "required": True,
+        "schema": integer(minimum=0),
+        "description": "The key's `id` (from the list); another: 404 `key_not_found`.",
+    }
+    days = {
+        "name": "days",
+        "in": "query",
+        "schema": integer(minimum=1, maximum=MOST_DAYS, default=30),
+        "description": "How many UTC days, up to today.",
+    }
+    by = {"name": "by", "in": "query", "schema": string(enum=["model", "key"], default="model")}
+    top = {"name": "limit", "in": "query", "schema": integer(minimum=1, maximum=MOST_TOP)}
+    key = ok("The key", {JSON: ref("AccessKey")})
+    csv = {"text/csv": string(description="date, key, model, requests, prompt_tokens, ...")}
+    return {
+        "/admin": {
+            "get": ops.public(
+                "console",
+                "The owner's console (its data comes from /api/admin with an admin key)",
+                {"200": ok("HTML", {"text/html": string()})},
+            )
+        },
+        "/api/admin/keys": {
+            "get": admin(
+                "listKeys",
+                "Every access key, with today's spend",
+                {"200": ok("The keys, by name", {JSON: ref("AccessKeyList")})},
+            ),
+            "post": admin(
+                "createKey",
+                "Make an access key; the key is in the answer, this once",
+                {"201": ok("The new key", {JSON: ref("NewAccessKey")}), **errors(400)},
+                requestBody=body((JSON, ref("KeyCreate"))),
+            ),
+        },
+        "/api/admin/keys/{key_id}": {
+            "patch": admin(
+                "changeKey",
+                "Change a key's limits, models or expiry",
+                {"200": key, **errors(400, 404)},
+                parameters=[key_id],
+                requestBody=body((JSON, ref("KeyChange"))),
+            ),
+            "delete": admin(
+                "revokeKey",
+                "Revoke a key (401 from now on)",
+                {"200": key, **errors(404)},
+                parameters=[key_id],
+            ),
+        },
+        "/api/admin/spending": {
+            "get": admin(
+                "spending",
+                "Tokens and cost per UTC day, by model or by key",
+                {"200": ok("One list per model or key", {JSON: ref("Spending")}), **errors(400)},
+                parameters=[days, by],
+            )
+        },
+        "/api/admin/spending/top": {
+            "get": admin(
+                "spendingTop",
+                "The keys and models that spent most today (UTC)",
+                {"200": ok("By cost, most first", {JSON: ref("SpendingTop")}), **errors(400)},
+                parameters=[top],
+            )
+        },
+        "/api/admin/spending.csv": {
+            "get": admin(
+                "spendingCsv",
+                "The ledger's rows of the last `days` days, as CSV",
+                {
+                    "200": ok(
+                        "An attachment",
+                        csv,
+                        headers={"Content-Disposition": ref("Content-Disposition", "headers")},
+                    ),
+                    **errors(400),
+                },
+                parameters=[days],
+            )
+        },
+    }
+
+
+def admin_schemas(bounds: Bounds) -> dict[str, Schema]:
+    """The console API's bodies: keys, their changes, spending."""
+    models = nullable(array(string(enum=list(bounds.models)), minItems=1))
+    usd = nullable(number(exclusiveMinimum=0, maximum=MOST_USD))
+    changes: dict[str, Schema] = {
+        "rpm": LIMIT,
+        "tpm": LIMIT,
+        "tokens_per_day": LIMIT,
+        "usd_per_day": usd,
+        "models": models,
+        "expires_at": nullable(TIME),
+    }
+    sums: dict[str, Schema] = {
+        "requests": COUNT,
+        "prompt_tokens": COUNT,
+        "completion_tokens": COUNT,
+        "total_tokens": COUNT,
+        "cost": number(minimum=0),
+    }
+    key: dict[str, Schema] = {
+        "object": {"const": "access_key"},
+        "id": integer(minimum=1),
+        "name": string(),
+        "prefix": string(description="The key's first characters: enough to tell it apart."),
+        "admin": BOOLEAN,
+        "rpm": nullable(COUNT),
+        "tpm": nullable(COUNT),
+        "tokens_per_day": nullable(COUNT),
+        "usd_per_day": nullable(number(minimum=0)),
+        "models": nullable(array(string())),
+        "expires_at": nullable(TIME),
+        "created_at": TIME,
+        "last_used_at": nullable(TIME),
+        "revoked_at": nullable(TIME),
+        "state": string(enum=["active", "revoked", "expired"]),
+        "today": shape(**sums),
+    }
+    name = string(minLength=1, maxLength=NAME_CHARS, description="Unique; not `open`.")
+    return {
+        "AccessKey": shape(**key),
+        "AccessKeyList": list_of(ref("AccessKey")),
+        "NewAccessKey": shape(**key, key=string(pattern="^cpk-", description="Shown once.")),
+        "KeyCreate": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": name, "admin": BOOLEAN, **changes},
+            "additionalProperties": False,
+        },
+        "KeyChange": {"type": "object", "properties": changes, "additionalProperties": False},
+        "Spending": shape(
+            object={"const": "spending"},
+            by=string(enum=["model", "key"]),
+            days=integer(minimum=1, maximum=MOST_DAYS),
+            dates=array(string(format="date")),
+            series=array(
+                shape(
+                    name=string(),
+                    **{field: array(schema) for field, schema in sums.items()},
+                )
+            ),
+            totals=shape(**sums),
+        ),
+        "SpendingTop": shape(
+            object={"const": "spending.top"},
+            date=string(format="date"),
+            keys=array(shape(name=string(), **sums)),
+            models=array(shape(name=string(), **sums)),
+        ),
+    }
