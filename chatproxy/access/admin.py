@@ -95,10 +95,10 @@ def read_key_fields(body: Mapping[str, Any], settings: Settings, *, creating: bo
     if "expires_at" in body:
         values["expires_at"] = _moment(body["expires_at"])
     if creating:
-        name = body.get("name")
-        if not isinstance(name, str):
+        given = body.get("name")
+        if not isinstance(given, str):
             raise BadRequest("`name` is required: who or what the key is for.", param="name")
-        values["name"] = name
+        values["name"] = given
         admin = body.get("admin", False)
         if not isinstance(admin, bool):
             raise BadRequest("`admin` must be true or false.", param="admin")
@@ -116,7 +116,7 @@ def create_key(fields: KeyFields) -> tuple[dict[str, Any], str]:
     name = values.pop("name")
     models = values.pop("models", None)
     key = issue_key(name, models=models, **values)
-    row = db.session.scalar(select(AccessKey).where(AccessKey.name == name.strip()))
+    row = db.session.scalars(select(AccessKey).where(AccessKey.name == name.strip())).one()
     return key_object(row, Spent()), key
 
 

@@ -29,7 +29,7 @@ from chatproxy.web.openapi.schemas import (
     string,
 )
 
-ADMIN_SECURITY = [{"accessKey": []}]
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"accessKey": []}]
 LIMIT = nullable(integer(minimum=1, maximum=BIGGEST))
 
 
