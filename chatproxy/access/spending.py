@@ -1,4 +1,5 @@
-"""What was spent, from the usage ledger: per day by model or by key, and the top of today.
+"""What was spent, from the usage ledger: per day by model or by key, and the top of today;
+and the console's queries of it and of the request log, read and bounded.
 
 The console's charts, its CSV download and `/api/admin/spending` all read
 these sums of `usage_days` rows (`chatproxy.access.ledger`), so what they
@@ -7,8 +8,8 @@ show adds up to exactly what `flask usage` prints.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from datetime import date, timedelta
+from collections.abc import Iterator, Mapping
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -16,10 +17,12 @@ from sqlalchemy import func, select
 from chatproxy.access.quotas import LEDGER
 from chatproxy.errors import BadRequest
 from chatproxy.store.database import db
+from chatproxy.store.request_log import Filters
 
 GROUPS = {"model": LEDGER.c.model, "key": LEDGER.c.key_name}
 MOST_DAYS = 366
 MOST_TOP = 100
+MOST_ROWS = 200  # request log rows per page
 COUNTS = ("requests", "prompt_tokens", "completion_tokens")
 CSV_HEADER = (
     "date",
@@ -163,6 +166,39 @@ def _entry(name: str, requests: int, prompt: int, completion: int, cost: float) 
         "total_tokens": int(prompt) + int(completion),
         "cost": round(float(cost), 10),
     }
+
+
+def read_request_query(args: Mapping[str, str]) -> tuple[Filters, int, int | None]:
+    """The request log's query: `key`, `model`, `status` (100-599), `since` and `until` (ISO
+    8601, UTC unless zoned), `limit` (1-MOST_ROWS, default 50), `before` (a row's id).
+    Raises BadRequest naming the parameter."""
+    status = args.get("status")
+    before = args.get("before")
+    filters = Filters(
+        key=args.get("key") or None,
+        model=args.get("model") or None,
+        status=_bounded(status, "status", 0, 599) if status else None,
+        since=_time(args.get("since"), "since"),
+        until=_time(args.get("until"), "until"),
+    )
+    if filters.status is not None and filters.status < 100:
+        raise BadRequest("'status' must be an HTTP status, 100 to 599.", param="status")
+    limit = _bounded(args.get("limit"), "limit", 50, MOST_ROWS)
+    return filters, limit, _bounded(before, "before", 0, 2**63 - 1) if before else None
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        if len(value) > 40:
+            raise ValueError
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(
+            f"'{name}' must be an ISO 8601 time, e.g. 2026-12-06T08:00:00Z.", param=name
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _bounded(value: str | None, name: str, default: int, most: int) -> int:

@@ -251,3 +251,41 @@ class ResponseOwner(db.Model):  # type: ignore[name-defined,misc]
     response_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     owner: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RequestLogRow(db.Model):  # type: ignore[name-defined,misc]
+    """One request that reached the upstream or was refused by a limit (the request log).
+
+    `at` is when it started; `route` the route's rule (`/v1/chat/completions`);
+    `key_name` the access key's name (`open` in open mode); `model` the one
+    asked for; `upstream` the server that answered (or failed last); `status`
+    the HTTP status sent; `outcome` how it ended (`ok`, `client_gone`, an
+    error's code); tokens as the ledger charged them; `cost` in USD;
+    `ttft_ms` from the request's start to the first piece of a streamed
+    answer, `total_ms` to its end. Never a question, an answer or a key.
+    Written in batches (`chatproxy.store.request_log`), kept
+    CHATPROXY_REQUEST_LOG_DAYS.
+    """
+
+    __tablename__ = "request_log"
+    __table_args__ = (
+        Index("ix_request_log_at", "at"),
+        Index("ix_request_log_key_at", "key_name", "at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    request_id: Mapped[str] = mapped_column(String(64))
+    key_name: Mapped[str | None] = mapped_column(String(100))
+    route: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(200))
+    upstream: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(String(64))
+    prompt_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost: Mapped[float | None] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    total_ms: Mapped[float] = mapped_column(Float)

@@ -49,6 +49,7 @@ from chatproxy.errors import (
     error_detail,
 )
 from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_FAILOVERS, UPSTREAM_LATENCY
+from chatproxy.upstream.asked import note_asked
 from chatproxy.upstream.failures import server_failed, status_error
 from chatproxy.upstream.lean import LeanServer
 from chatproxy.upstream.reasoning import reasoning_of, split_think
@@ -296,6 +297,7 @@ class Upstream:
         retries_end = time.monotonic() + self.settings.retry_deadline
         for number, server in enumerate(servers, 1):
             started = time.perf_counter()
+            note_asked(server.target.name)
             try:
                 with deadline(retries_end):
                     response = request(server.sender)

@@ -23,8 +23,18 @@ from chatproxy.access.admin import (
     revoke,
 )
 from chatproxy.access.quotas import CLOCK
-from chatproxy.access.spending import by_day, csv_rows, read_days, read_group, read_top, top_of
+from chatproxy.access.spending import (
+    by_day,
+    csv_rows,
+    read_days,
+    read_group,
+    read_request_query,
+    read_top,
+    top_of,
+)
 from chatproxy.state import current_settings
+from chatproxy.store.database import db
+from chatproxy.store.request_log import recent, row_object
 from chatproxy.web.conversations_api import attachment
 from chatproxy.web.passthrough import read_body
 
@@ -95,6 +105,17 @@ def spending_csv() -> Response:
     response = Response(text.getvalue(), mimetype="text/csv")
     response.headers["Content-Disposition"] = attachment(f"chatproxy-spending-{today}.csv")
     return response
+
+
+@bp.get("/requests")
+def requests() -> Response:
+    """The request log, newest first: `key`, `model`, `status`, `since` and `until` (ISO 8601,
+    UTC) filter it; `limit` (1-200, default 50) rows older than the row `before` (an id) →
+    `{"object": "list", "data": [request], "has_more"}` (see `store.request_log.row_object`)."""
+    filters, limit, before = read_request_query(request.args)
+    rows = recent(db.session, filters, limit + 1, before)
+    data = [row_object(row) for row in rows[:limit]]
+    return jsonify(object="list", data=data, has_more=len(rows) > limit)
 
 
 def _today() -> date:

@@ -187,7 +187,12 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
                 idempotency = claimed.release()
             kept = finish_turn(engine, turn, outcome, [ledger, *idempotency])
             record_usage.count_tokens(usage)
-            logged.update(usage=usage, outcome=_outcome(error, closed))
+            logged.update(
+                usage=usage,
+                outcome=_outcome(error, closed),
+                cost=spent,
+                first_piece_at=stream.first_piece_at,
+            )
             return {
                 "conversation_id": turn.conversation_id,
                 "message_id": kept.answer_id,
@@ -213,7 +218,7 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
     idempotency = claimed.keep_answer(kept_for_retry, turn.conversation_id, turn.question_id)
     kept = finish_turn(engine, turn, outcome, [ledger, *idempotency])
     record_usage.count_tokens(usage)
-    logged.update(usage=usage, outcome="ok")
+    logged.update(usage=usage, outcome="ok", cost=spent)
     if question.format == "json":
         return jsonify(
             answer=answer.content,
