@@ -1,6 +1,7 @@
 """The console (`/admin`) in a real browser: asks for an admin key, refuses an ordinary one;
 Keys (list, today's spend against quotas, make with the key shown once, edit, revoke) and
-Spending (the charts' numbers equal the ledger's sums); hostile names shown as text;
+Spending (the charts' numbers equal the ledger's sums), Requests (filtered, paged); hostile
+names shown as text;
 English and Chinese; desktop and phone width, with screenshots.
 
 Real chromium against a server needing keys whose upstream is the simulator, after a
@@ -23,7 +24,8 @@ from sqlalchemy import func, select
 
 from chatproxy.access.keys import issue_key
 from chatproxy.store.database import db
-from chatproxy.store.models import UsageDay
+from chatproxy.store.models import RequestLogRow, UsageDay
+from chatproxy.store.request_log import request_log
 from tests.browser import DESKTOP, PHONE, WATCH_PAGE, browser, expect
 from tests.conftest import LiveServer, serve
 from tests.console_traffic import HOSTILE_NAMES, Week, seed_week
@@ -76,12 +78,13 @@ def log_in(page: Page, key: str) -> None:
     page.press("#console-key-input", "Enter")
 
 
-def shoot(page: Page, name: str, tmp_path: Path) -> Path:
-    """A full-page screenshot, kept in CONSOLE_SCREENSHOTS when set."""
+def shoot(page: Page, name: str, tmp_path: Path, full_page: bool = True) -> Path:
+    """A screenshot (of the whole page, or what is in view), kept in CONSOLE_SCREENSHOTS
+    when set."""
     folder = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full_page)
     return path
 
 
@@ -245,3 +248,43 @@ def test_the_console_in_chinese_on_a_phone(
     shoot(page, "console-spending-phone", tmp_path)
     page.click(".language-option[data-language='en']")
     expect(page.locator("#spending-title")).to_have_text("Spending")
+
+
+def test_requests_are_listed_filtered_and_paged(
+    open_console: Callable[..., Page], console_server: LiveServer, week: Week, tmp_path: Path
+) -> None:
+    hostile = next(name for name in week.keys if name.startswith(HOSTILE_NAMES[0]))
+    with console_server.app.app_context():  # the week's rows, written in the background
+        request_log(db.engine, 30).flush()
+    page = open_console()
+    log_in(page, week.admin_key)
+    page.click("a[href='#requests']")
+    expect(page.locator(".request-row")).to_have_count(50)
+    shoot(page, "console-requests-desktop", tmp_path, full_page=False)
+    expect(page.locator("#requests-older")).to_be_visible()
+    page.click("#requests-older")
+    expect(page.locator(".request-row")).not_to_have_count(50)
+    assert page.locator(".request-row").count() > 50
+
+    page.fill("#request-filters input[name=key]", hostile)
+    page.click("#request-filters button[type=submit]")
+    rows = page.locator(".request-row")
+    expect(rows.first.locator(".request-key")).to_have_text(hostile)
+    with console_server.app.app_context():
+        expected = db.session.scalar(select(func.count()).where(RequestLogRow.key_name == hostile))
+    expect(rows).to_have_count(min(50, expected))
+    assert page.evaluate("() => window.__pwned") is None
+    page.fill("#request-filters input[name=status]", "599")
+    page.click("#request-filters button[type=submit]")
+    expect(page.locator("#requests-body")).to_contain_text("No request matches.")
+
+
+def test_the_requests_on_a_phone(
+    open_console: Callable[..., Page], week: Week, tmp_path: Path
+) -> None:
+    page = open_console(viewport=PHONE, is_mobile=True)
+    log_in(page, week.admin_key)
+    page.click("a[href='#requests']")
+    expect(page.locator(".request-row").first).to_be_visible()
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
+    shoot(page, "console-requests-phone", tmp_path, full_page=False)

@@ -171,7 +171,7 @@ def test_upstream_failures_have_rows(server: LiveServer) -> None:
 
 
 def test_old_rows_go_after_the_retention(server: LiveServer) -> None:
-    name, key = make_key(server)
+    name, _ = make_key(server)
     now = datetime.now(UTC)
     with server.app.app_context():
         log = request_log(db.engine, 30)
@@ -250,6 +250,8 @@ def test_flask_requests_and_the_admin_api_filter_and_page(server: LiveServer) ->
         ({"since": "yesterday"}, "since"),
         ({"limit": "201"}, "limit"),
         ({"before": "-1"}, "before"),
+        ({"key": "nul\x00"}, "key"),
+        ({"model": "m" * 201}, "model"),
     ]:
         answer = http.get("/api/admin/requests", params=query)
         assert answer.status_code == 400 and answer.json()["error"]["param"] == param

@@ -175,8 +175,8 @@ def read_request_query(args: Mapping[str, str]) -> tuple[Filters, int, int | Non
     status = args.get("status")
     before = args.get("before")
     filters = Filters(
-        key=args.get("key") or None,
-        model=args.get("model") or None,
+        key=_text(args.get("key"), "key"),
+        model=_text(args.get("model"), "model"),
         status=_bounded(status, "status", 0, 599) if status else None,
         since=_time(args.get("since"), "since"),
         until=_time(args.get("until"), "until"),
@@ -185,6 +185,15 @@ def read_request_query(args: Mapping[str, str]) -> tuple[Filters, int, int | Non
         raise BadRequest("'status' must be an HTTP status, 100 to 599.", param="status")
     limit = _bounded(args.get("limit"), "limit", 50, MOST_ROWS)
     return filters, limit, _bounded(before, "before", 0, 2**63 - 1) if before else None
+
+
+def _text(value: str | None, name: str) -> str | None:
+    """A name to filter by: 1 to 200 printable characters (PostgreSQL refuses a NUL)."""
+    if not value:
+        return None
+    if len(value) > 200 or not value.isprintable():
+        raise BadRequest(f"'{name}' must be 1 to 200 printable characters.", param=name)
+    return value
 
 
 def _time(value: str | None, name: str) -> datetime | None:

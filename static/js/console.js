@@ -4,6 +4,7 @@
  *   console.js           starts the page: the admin key, the language, the sections
  *   console-keys.js      Keys: the list with today's spend, make, edit, revoke
  *   console-spending.js  Spending: stacked charts per day, the top of today, CSV
+ *   console-requests.js  Requests: the request log, filtered, a page at a time
  *   console-texts.js     the console's texts (the shared ones are texts.js's)
  *
  * The console asks /api/admin/... with an admin key it keeps in this browser
@@ -16,6 +17,7 @@ import * as api from "./api.js";
 import { CONSOLE_TEXTS } from "./console-texts.js";
 import { Keys } from "./console-keys.js";
 import { Spending } from "./console-spending.js";
+import { Requests } from "./console-requests.js";
 
 document.documentElement.classList.remove("no-js");
 i18n.addTexts(CONSOLE_TEXTS);
@@ -27,6 +29,7 @@ const urls = {
   spending: body.getAttribute("data-spending-url"),
   top: body.getAttribute("data-top-url"),
   csv: body.getAttribute("data-csv-url"),
+  requests: body.getAttribute("data-requests-url"),
 };
 
 /* ---------- The admin key ---------- */
@@ -89,7 +92,7 @@ async function download(url, name) {
 const $login = $("#console-login");
 const $loginError = $("#console-login-error");
 const $input = $("#console-key-input");
-const SECTIONS = ["keys", "spending"];
+const SECTIONS = ["keys", "spending", "requests"];
 let loggedIn = false;
 
 function showLogin(error) {
@@ -137,6 +140,8 @@ $("#console-key-button").on("click", () => {
 
 const keys = new Keys({ urls: urls, call: call, onChange: () => spending.refresh() });
 const spending = new Spending({ urls: urls, call: call, download: download });
+const requests = new Requests({ urls: urls, call: call });
+let requestsLoaded = false;
 
 function showConsole(list) {
   loggedIn = true;
@@ -162,6 +167,10 @@ function showSection() {
     else this.removeAttribute("aria-current");
   });
   if (loggedIn && section === "spending") spending.render(); // a chart drawn while hidden has no size
+  if (loggedIn && section === "requests" && !requestsLoaded) {
+    requestsLoaded = true;
+    requests.refresh();
+  }
 }
 
 $(window).on("hashchange", showSection);
@@ -181,6 +190,7 @@ i18n.onChange(showLanguage);
 i18n.onChange(() => {
   keys.render();
   spending.render();
+  requests.render();
 });
 
 /* ---------- Start ---------- */

@@ -11,7 +11,7 @@ from typing import Any
 
 from chatproxy.access.admin import BIGGEST, MOST_USD
 from chatproxy.access.keys import NAME_CHARS
-from chatproxy.access.spending import MOST_DAYS, MOST_TOP
+from chatproxy.access.spending import MOST_DAYS, MOST_ROWS, MOST_TOP
 from chatproxy.web.openapi.components import JSON, Operations, body, errors, ok
 from chatproxy.web.openapi.schemas import (
     BOOLEAN,
@@ -111,6 +111,14 @@ def admin_paths(ops: Operations) -> dict[str, Schema]:
                 parameters=[top],
             )
         },
+        "/api/admin/requests": {
+            "get": admin(
+                "listRequests",
+                "The request log, newest first, filtered and paged",
+                {"200": ok("A page of rows", {JSON: ref("RequestLogPage")}), **errors(400)},
+                parameters=request_filters(),
+            )
+        },
         "/api/admin/spending.csv": {
             "get": admin(
                 "spendingCsv",
@@ -127,6 +135,26 @@ def admin_paths(ops: Operations) -> dict[str, Schema]:
             )
         },
     }
+
+
+def request_filters() -> list[Schema]:
+    """The request log's query parameters."""
+    text = string(maxLength=200)
+    moment = string(format="date-time", description="ISO 8601, UTC unless it names a zone.")
+    return [
+        {"name": "key", "in": "query", "schema": text, "description": "A key's name."},
+        {"name": "model", "in": "query", "schema": text},
+        {"name": "status", "in": "query", "schema": integer(minimum=100, maximum=599)},
+        {"name": "since", "in": "query", "schema": moment, "description": "From this time."},
+        {"name": "until", "in": "query", "schema": moment, "description": "Before this time."},
+        {"name": "limit", "in": "query", "schema": integer(minimum=1, maximum=MOST_ROWS)},
+        {
+            "name": "before",
+            "in": "query",
+            "schema": integer(minimum=0),
+            "description": "Rows older than this row's id: the next page.",
+        },
+    ]
 
 
 def admin_schemas(bounds: Bounds) -> dict[str, Schema]:
@@ -190,6 +218,30 @@ def admin_schemas(bounds: Bounds) -> dict[str, Schema]:
                 )
             ),
             totals=shape(**sums),
+        ),
+        "RequestLogPage": shape(
+            object={"const": "list"},
+            data=array(
+                shape(
+                    object={"const": "request"},
+                    id=integer(minimum=1),
+                    at=TIME,
+                    request_id=string(),
+                    key=nullable(string()),
+                    route=string(),
+                    model=nullable(string()),
+                    upstream=nullable(string()),
+                    status=integer(minimum=100, maximum=599),
+                    outcome=nullable(string()),
+                    prompt_tokens=nullable(COUNT),
+                    completion_tokens=nullable(COUNT),
+                    reasoning_tokens=nullable(COUNT),
+                    cost=nullable(number(minimum=0)),
+                    ttft_ms=nullable(number(minimum=0)),
+                    total_ms=number(minimum=0),
+                )
+            ),
+            has_more=BOOLEAN,
         ),
         "SpendingTop": shape(
             object={"const": "spending.top"},
