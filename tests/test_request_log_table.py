@@ -255,3 +255,45 @@ def test_flask_requests_and_the_admin_api_filter_and_page(server: LiveServer) ->
     ]:
         answer = http.get("/api/admin/requests", params=query)
         assert answer.status_code == 400 and answer.json()["error"]["param"] == param
+
+
+def test_traffic_sums_equal_the_request_logs_rows(server: LiveServer) -> None:
+    name, key = make_key(server, rpm=2)
+    client = sdk(server, key)
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "a"}])
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "b [[sim: fault=server_error]]"}],
+        )
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "c"}]
+        )
+    rows_of(server, name, 3)
+    _, admin = make_key(server, admin=True)
+    shown = httpx2.get(
+        f"{server.url}/api/admin/traffic", params={"hours": 3}, headers=bearer(admin)
+    ).json()
+    assert len(shown["hours"]) == 3
+    first = datetime.fromisoformat(shown["hours"][0].replace("Z", "+00:00"))
+    with server.app.app_context():
+        rows = db.session.scalars(select(RequestLogRow).where(RequestLogRow.at >= first)).all()
+    assert sum(sum(o["requests"]) for o in shown["outcomes"]) == len(rows)
+    by_outcome = {o["name"]: sum(o["requests"]) for o in shown["outcomes"]}
+    assert by_outcome["rate_limit_exceeded"] == sum(
+        r.outcome == "rate_limit_exceeded" for r in rows
+    )
+    errors = {(e["code"], e["status"]): e["requests"] for e in shown["errors"]}
+    assert errors[("rate_limit_exceeded", 429)] >= 1
+    assert sum(errors.values()) == sum(r.status >= 400 for r in rows)
+    upstream = next(u for u in shown["upstreams"] if u["requests"])
+    assert upstream["failures"] == sum(
+        r.status >= 500 and r.upstream == upstream["name"] for r in rows
+    )
+    assert upstream["set_aside_seconds"] == 0 and upstream["failovers"] == 0
+    slowest = max(r.total_ms for r in rows if r.at is not None)
+    assert max(v for v in shown["total_ms"]["p99"] if v is not None) <= slowest
+    assert shown["streams_in_flight"] >= 0
+    bad = httpx2.get(f"{server.url}/api/admin/traffic?hours=0", headers=bearer(admin))
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "hours"

@@ -326,6 +326,11 @@ class Upstream:
             return response
         raise AssertionError("unreachable: the last server's failure is raised above")
 
+    def set_aside(self) -> dict[str, float]:
+        """Each server's name and the seconds it stays set aside (0: asked), in this process."""
+        now = time.monotonic()
+        return {s.target.name: max(0.0, s.set_aside_until - now) for s in self._servers}
+
     def _in_turn(self) -> list[_Server]:
         """The servers to ask for one request, in turn: by order or drawn by weight,
         those set aside last (the one whose rest ends first, first)."""

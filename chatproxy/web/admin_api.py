@@ -1,4 +1,5 @@
-"""`/api/admin/...`: the owner's console API (admin keys only): access keys and spending.
+"""`/api/admin/...`: the owner's console API (admin keys only): access keys, spending, the
+request log, traffic and health.
 
 Every route needs an admin key in `Authorization: Bearer cpk-...`: none or an
 unknown one is 401, an ordinary key 403 `admin_key_required`
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date
+from datetime import UTC, date, datetime
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -32,9 +33,13 @@ from chatproxy.access.spending import (
     read_top,
     top_of,
 )
+from chatproxy.errors import BadRequest
+from chatproxy.metrics import now_and_failovers
 from chatproxy.state import current_settings
 from chatproxy.store.database import db
 from chatproxy.store.request_log import recent, row_object
+from chatproxy.store.traffic import MOST_HOURS, traffic
+from chatproxy.upstream.client import current_upstream
 from chatproxy.web.conversations_api import attachment
 from chatproxy.web.passthrough import read_body
 
@@ -107,6 +112,30 @@ def spending_csv() -> Response:
     return response
 
 
+@bp.get("/traffic")
+def traffic_now() -> Response:
+    """Traffic and health over the last `hours` (1-168, default 24) whole UTC hours: the
+    request log's sums per hour (`chatproxy.store.traffic`), with each upstream server's
+    failovers (since gunicorn started) and whether it is set aside now (by the worker that
+    answers), and the streams in flight now (`streams_in_flight`, every worker's)."""
+    hours = _bounded_hours(request.args.get("hours"))
+    summed = traffic(db.engine, datetime.now(UTC), hours)
+    streams, failovers = now_and_failovers()
+    set_aside = current_upstream().set_aside()
+    seen = {entry["name"]: entry for entry in summed["upstreams"]}
+    for name in set_aside:
+        seen.setdefault(name, {"name": name, "requests": 0, "failures": 0})
+    summed["upstreams"] = [
+        {
+            **entry,
+            "failovers": failovers.get(name, 0),
+            "set_aside_seconds": round(set_aside.get(name, 0.0), 1),
+        }
+        for name, entry in seen.items()
+    ]
+    return jsonify({**summed, "streams_in_flight": streams})
+
+
 @bp.get("/requests")
 def requests() -> Response:
     """The request log, newest first: `key`, `model`, `status`, `since` and `until` (ISO 8601,
@@ -116,6 +145,14 @@ def requests() -> Response:
     rows = recent(db.session, filters, limit + 1, before)
     data = [row_object(row) for row in rows[:limit]]
     return jsonify(object="list", data=data, has_more=len(rows) > limit)
+
+
+def _bounded_hours(value: str | None) -> int:
+    if not value:
+        return 24
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MOST_HOURS:
+        raise BadRequest(f"'hours' must be an integer from 1 to {MOST_HOURS}.", param="hours")
+    return int(value)
 
 
 def _today() -> date:

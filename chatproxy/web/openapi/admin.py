@@ -12,6 +12,7 @@ from typing import Any
 from chatproxy.access.admin import BIGGEST, MOST_USD
 from chatproxy.access.keys import NAME_CHARS
 from chatproxy.access.spending import MOST_DAYS, MOST_ROWS, MOST_TOP
+from chatproxy.store.traffic import MOST_HOURS
 from chatproxy.web.openapi.components import JSON, Operations, body, errors, ok
 from chatproxy.web.openapi.schemas import (
     BOOLEAN,
@@ -119,6 +120,20 @@ def admin_paths(ops: Operations) -> dict[str, Schema]:
                 parameters=request_filters(),
             )
         },
+        "/api/admin/traffic": {
+            "get": admin(
+                "traffic",
+                "Requests per hour by outcome, time percentiles, errors, upstreams, streams now",
+                {"200": ok("The last hours, oldest first", {JSON: ref("Traffic")}), **errors(400)},
+                parameters=[
+                    {
+                        "name": "hours",
+                        "in": "query",
+                        "schema": integer(minimum=1, maximum=MOST_HOURS, default=24),
+                    }
+                ],
+            )
+        },
         "/api/admin/spending.csv": {
             "get": admin(
                 "spendingCsv",
@@ -195,6 +210,8 @@ def admin_schemas(bounds: Bounds) -> dict[str, Schema]:
         "today": shape(**sums),
     }
     name = string(minLength=1, maxLength=NAME_CHARS, description="Unique; not `open`.")
+    hourly = array(nullable(number(minimum=0)))
+    percentiles = shape(p50=hourly, p90=hourly, p99=hourly)
     return {
         "AccessKey": shape(**key),
         "AccessKeyList": list_of(ref("AccessKey")),
@@ -242,6 +259,24 @@ def admin_schemas(bounds: Bounds) -> dict[str, Schema]:
                 )
             ),
             has_more=BOOLEAN,
+        ),
+        "Traffic": shape(
+            object={"const": "traffic"},
+            hours=array(TIME),
+            outcomes=array(shape(name=string(), requests=array(COUNT))),
+            ttft_ms=percentiles,
+            total_ms=percentiles,
+            errors=array(shape(code=string(), status=integer(), requests=COUNT)),
+            upstreams=array(
+                shape(
+                    name=string(),
+                    requests=COUNT,
+                    failures=COUNT,
+                    failovers=COUNT,
+                    set_aside_seconds=number(minimum=0),
+                )
+            ),
+            streams_in_flight=integer(),
         ),
         "SpendingTop": shape(
             object={"const": "spending.top"},
