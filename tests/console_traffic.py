@@ -10,6 +10,7 @@ as text. Used by tests/test_console_browser.py and bench/console_week.py.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ class Week:
 def seed_week(app: Flask, base_url: str, days: int = 7, suffix: str | None = None) -> Week:
     """Make an admin key and four ordinary keys (two with hostile names), and ask questions
     with them on each of the last `days` UTC days (a few per key, model and day, more on
-    weekdays, some streamed): about 10 per key and day."""
+    weekdays, some streamed): about 10 per key and day; today also three the upstream fails."""
     suffix = suffix or uuid.uuid4().hex[:6]
     with app.app_context():
         admin_name = f"owner-{suffix}"
@@ -62,6 +63,11 @@ def seed_week(app: Flask, base_url: str, days: int = 7, suffix: str | None = Non
                 for m, model in enumerate(MODELS):
                     for ask in range(_questions(moment, n, m)):
                         _ask(base_url, key, model, stream=ask % 2 == 1, words=20 + 15 * n)
+        # Today some failures too: the upstream erring, and refusing for a while.
+        key = next(iter(week.keys.values()))
+        for fault in ("server_error", "server_error", "rate_limit"):
+            with contextlib.suppress(openai.APIStatusError):  # the error is the point
+                _ask(base_url, key, MODELS[0], stream=False, words=5, fault=fault)
     finally:
         app.extensions[CLOCK] = utc_clock
     return week
@@ -77,9 +83,12 @@ def _fixed(moment: datetime) -> Callable[[], datetime]:
     return lambda: moment
 
 
-def _ask(base_url: str, key: str, model: str, stream: bool, words: int) -> None:
+def _ask(
+    base_url: str, key: str, model: str, stream: bool, words: int, fault: str | None = None
+) -> None:
     client = openai.OpenAI(api_key=key, base_url=f"{base_url}/v1", max_retries=0)
-    question = [{"role": "user", "content": f"Tell me about the week in {words} words"}]
+    directive = f" [[sim: fault={fault}]]" if fault else ""
+    question = [{"role": "user", "content": f"Tell me about the week in {words} words{directive}"}]
     if stream:
         chunks = client.chat.completions.create(
             model=model, messages=question, stream=True, max_tokens=words * 3

@@ -288,3 +288,30 @@ def test_the_requests_on_a_phone(
     expect(page.locator(".request-row").first).to_be_visible()
     assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
     shoot(page, "console-requests-phone", tmp_path, full_page=False)
+
+
+def test_traffic_and_health(
+    open_console: Callable[..., Page], console_server: LiveServer, week: Week, tmp_path: Path
+) -> None:
+    with console_server.app.app_context():
+        request_log(db.engine, 30).flush()
+    page = open_console()
+    log_in(page, week.admin_key)
+    page.click("a[href='#traffic']")
+    page.wait_for_function(
+        "() => window.Chart.getChart(document.getElementById('outcomes-chart')) !== undefined"
+    )
+    shown = sum(chart_sums(page, "outcomes-chart").values())
+    first = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=23)
+    with console_server.app.app_context():
+        logged = db.session.scalar(select(func.count()).where(RequestLogRow.at >= first))
+    assert shown == logged
+    expect(page.locator("#upstreams-body tr").first).to_contain_text("in use")
+    expect(page.locator("#streams-now")).to_contain_text("in flight now")
+    shoot(page, "console-traffic-desktop", tmp_path)
+    phone = open_console(viewport=PHONE, is_mobile=True, locale="zh-CN")
+    log_in(phone, week.admin_key)
+    phone.click("a[href='#traffic']")
+    expect(phone.locator("#traffic-title")).to_have_text("流量")
+    expect(phone.locator("#upstreams-body tr").first).to_contain_text("使用中")
+    shoot(phone, "console-traffic-phone", tmp_path, full_page=False)

@@ -4,6 +4,7 @@
  *   console.js           starts the page: the admin key, the language, the sections
  *   console-keys.js      Keys: the list with today's spend, make, edit, revoke
  *   console-spending.js  Spending: stacked charts per day, the top of today, CSV
+ *   console-traffic.js   Traffic: requests per hour by outcome, times, upstreams, errors
  *   console-requests.js  Requests: the request log, filtered, a page at a time
  *   console-texts.js     the console's texts (the shared ones are texts.js's)
  *
@@ -18,6 +19,7 @@ import { CONSOLE_TEXTS } from "./console-texts.js";
 import { Keys } from "./console-keys.js";
 import { Spending } from "./console-spending.js";
 import { Requests } from "./console-requests.js";
+import { Traffic } from "./console-traffic.js";
 
 document.documentElement.classList.remove("no-js");
 i18n.addTexts(CONSOLE_TEXTS);
@@ -30,6 +32,7 @@ const urls = {
   top: body.getAttribute("data-top-url"),
   csv: body.getAttribute("data-csv-url"),
   requests: body.getAttribute("data-requests-url"),
+  traffic: body.getAttribute("data-traffic-url"),
 };
 
 /* ---------- The admin key ---------- */
@@ -92,7 +95,7 @@ async function download(url, name) {
 const $login = $("#console-login");
 const $loginError = $("#console-login-error");
 const $input = $("#console-key-input");
-const SECTIONS = ["keys", "spending", "requests"];
+const SECTIONS = ["keys", "spending", "traffic", "requests"];
 let loggedIn = false;
 
 function showLogin(error) {
@@ -141,7 +144,8 @@ $("#console-key-button").on("click", () => {
 const keys = new Keys({ urls: urls, call: call, onChange: () => spending.refresh() });
 const spending = new Spending({ urls: urls, call: call, download: download });
 const requests = new Requests({ urls: urls, call: call });
-let requestsLoaded = false;
+const traffic = new Traffic({ urls: urls, call: call });
+const loaded = {}; // the sections loaded once shown: Traffic and Requests
 
 function showConsole(list) {
   loggedIn = true;
@@ -167,8 +171,13 @@ function showSection() {
     else this.removeAttribute("aria-current");
   });
   if (loggedIn && section === "spending") spending.render(); // a chart drawn while hidden has no size
-  if (loggedIn && section === "requests" && !requestsLoaded) {
-    requestsLoaded = true;
+  if (loggedIn && section === "traffic") {
+    if (loaded.traffic) traffic.render();
+    else traffic.refresh();
+    loaded.traffic = true;
+  }
+  if (loggedIn && section === "requests" && !loaded.requests) {
+    loaded.requests = true;
     requests.refresh();
   }
 }
@@ -191,6 +200,7 @@ i18n.onChange(() => {
   keys.render();
   spending.render();
   requests.render();
+  traffic.render();
 });
 
 /* ---------- Start ---------- */
