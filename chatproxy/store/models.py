@@ -289,3 +289,15 @@ class RequestLogRow(db.Model):  # type: ignore[name-defined,misc]
     cost: Mapped[float | None] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     total_ms: Mapped[float] = mapped_column(Float)
+
+
+class StoredPersona(db.Model):  # type: ignore[name-defined,misc]
+    """A persona made in the console: `data` is the JSON a persona file would hold, checked
+    by the same rules (`chatproxy.personas.persona_from`). Its id is never a file's."""
+
+    __tablename__ = "personas"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

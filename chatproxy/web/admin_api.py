@@ -1,5 +1,5 @@
 """`/api/admin/...`: the owner's console API (admin keys only): access keys, spending, the
-request log, traffic and health.
+request log, traffic and health, personas.
 
 Every route needs an admin key in `Authorization: Bearer cpk-...`: none or an
 unknown one is 401, an ordinary key 403 `admin_key_required`
@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, date, datetime
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
@@ -33,10 +34,12 @@ from chatproxy.access.spending import (
     read_top,
     top_of,
 )
-from chatproxy.errors import BadRequest
+from chatproxy.errors import BadRequest, Forbidden, NotFound
 from chatproxy.metrics import now_and_failovers
-from chatproxy.state import current_settings
+from chatproxy.personas import ID_PATTERN, Persona, PersonaFault
+from chatproxy.state import current_personas, current_settings
 from chatproxy.store.database import db
+from chatproxy.store.personas import delete_persona, save_persona, stored_personas
 from chatproxy.store.request_log import recent, row_object
 from chatproxy.store.traffic import MOST_HOURS, traffic
 from chatproxy.upstream.client import current_upstream
@@ -110,6 +113,82 @@ def spending_csv() -> Response:
     response = Response(text.getvalue(), mimetype="text/csv")
     response.headers["Content-Disposition"] = attachment(f"chatproxy-spending-{today}.csv")
     return response
+
+
+@bp.get("/personas")
+def personas() -> Response:
+    """Every persona: `{"object": "list", "data": [persona]}`, a persona being `{"id", "name",
+    "description", "model", "messages", "source"}`, `source` `file` (read-only: the files
+    of CHATPROXY_PERSONAS_DIR) or `console` (made here, stored in the database)."""
+    files = current_personas()
+    data = [_persona(p, "file") for p in files.values()]
+    data += [_persona(p, "console") for key, p in stored_personas().items() if key not in files]
+    return jsonify(object="list", data=data)
+
+
+@bp.post("/personas")
+def create_persona() -> Response:
+    """Make a persona: JSON `{"id", "name", "description", "model", "messages"}` (`id` and
+    `messages` required), checked by the rules of persona files → 201 and the persona.
+    400 for what the rules refuse or an id taken (by a file too). Offered on the Q&A page
+    and in /api/personas by every worker within 5 seconds."""
+    body = read_body(request.get_data())
+    persona_id = body.pop("id", None)
+    if not isinstance(persona_id, str):
+        raise BadRequest("`id` is required: 1 to 64 letters, digits, '-' or '_'.", param="id")
+    try:
+        persona = save_persona(persona_id, body, replace=False)
+    except PersonaFault as fault:
+        raise BadRequest(f"This persona would be refused as a file: {fault}.") from None
+    except FileExistsError:
+        raise BadRequest(f"There is already a persona {persona_id!r}.", param="id") from None
+    return jsonify(_persona(persona, "console")), 201  # type: ignore[return-value]
+
+
+@bp.put("/personas/<persona_id>")
+def replace_persona(persona_id: str) -> Response:
+    """Replace a persona made in the console with JSON `{"name", "description", "model",
+    "messages"}` → the persona. 403 `persona_read_only` for a file's, 404 for none."""
+    _not_a_files(persona_id)
+    try:
+        persona = save_persona(persona_id, read_body(request.get_data()), replace=True)
+    except PersonaFault as fault:
+        raise BadRequest(f"This persona would be refused as a file: {fault}.") from None
+    except KeyError:
+        raise NotFound(f"No persona {persona_id!r}.", code="persona_not_found") from None
+    return jsonify(_persona(persona, "console"))
+
+
+@bp.delete("/personas/<persona_id>")
+def remove_persona(persona_id: str) -> Response:
+    """Delete a persona made in the console → `{"id", "object": "persona.deleted", "deleted":
+    true}`. 403 `persona_read_only` for a file's, 404 `persona_not_found`."""
+    _not_a_files(persona_id)
+    # Never a made-up id to the database (PostgreSQL refuses a NUL): none has another shape.
+    if not ID_PATTERN.fullmatch(persona_id) or not delete_persona(persona_id):
+        raise NotFound(f"No persona {persona_id!r}.", code="persona_not_found")
+    return jsonify(id=persona_id, object="persona.deleted", deleted=True)
+
+
+def _not_a_files(persona_id: str) -> None:
+    if persona_id in current_personas():
+        raise Forbidden(
+            f"The persona {persona_id!r} is a file's (personas/{persona_id}.json): "
+            "change it there.",
+            code="persona_read_only",
+        )
+
+
+def _persona(persona: Persona, source: str) -> dict[str, Any]:
+    return {
+        "object": "persona",
+        "id": persona.id,
+        "name": persona.name,
+        "description": persona.description,
+        "model": persona.model,
+        "messages": list(persona.messages),
+        "source": source,
+    }
 
 
 @bp.get("/traffic")

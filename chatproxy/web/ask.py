@@ -12,7 +12,7 @@ from chatproxy.access.keys import current_owner, current_policy
 from chatproxy.access.ledger import usage_recorder
 from chatproxy.errors import APIError, StoreUnavailable
 from chatproxy.questions import Question, parse_question
-from chatproxy.state import current_personas, current_prices, current_settings
+from chatproxy.state import current_prices, current_settings
 from chatproxy.store.answers import Outcome, checkpoint, fail_turn, finish_turn
 from chatproxy.store.conversations import (
     Turn,
@@ -23,6 +23,7 @@ from chatproxy.store.conversations import (
 )
 from chatproxy.store.database import db, release_session
 from chatproxy.store.idempotency import NO_CLAIM, Claim, Stored
+from chatproxy.store.personas import all_personas
 from chatproxy.tokens import (
     answer_cost,
     count_messages,
@@ -75,7 +76,7 @@ def call_chatgpt() -> Response:
     (`idempotency_key_reused`), 429, 502, 503, 504 in OpenAI's error shape.
     """
     settings = current_policy()
-    personas = current_personas()
+    personas = all_personas()
     values = request_values()
     conversation_id = parse_conversation_id(
         values.get("conversation_id") or request.headers.get("X-Conversation-Id")

@@ -4,7 +4,8 @@
 its API (`/api/admin/...`): false for every key made before; `flask keys
 create --admin` and the console make admin keys. `request_log` holds a row per
 request that reached the upstream or was refused by a limit (never a
-question, an answer or a key), kept CHATPROXY_REQUEST_LOG_DAYS.
+question, an answer or a key), kept CHATPROXY_REQUEST_LOG_DAYS. `personas` holds
+the personas made in the console (the JSON a persona file would hold).
 
 Revision ID: 0010
 Revises: 0008
@@ -55,9 +56,18 @@ def upgrade():
     )
     op.create_index("ix_request_log_at", "request_log", ["at"])
     op.create_index("ix_request_log_key_at", "request_log", ["key_name", "at"])
+    op.create_table(
+        "personas",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("data", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
 
 
 def downgrade():
+    op.drop_table("personas")
     op.drop_index("ix_request_log_key_at", table_name="request_log")
     op.drop_index("ix_request_log_at", table_name="request_log")
     op.drop_table("request_log")

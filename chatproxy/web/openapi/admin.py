@@ -12,6 +12,8 @@ from typing import Any
 from chatproxy.access.admin import BIGGEST, MOST_USD
 from chatproxy.access.keys import NAME_CHARS
 from chatproxy.access.spending import MOST_DAYS, MOST_ROWS, MOST_TOP
+from chatproxy.personas import ID_PATTERN, MAX_DESCRIPTION_CHARS, MAX_MESSAGES, MAX_NAME_CHARS
+from chatproxy.personas import ROLES as PERSONA_ROLES
 from chatproxy.store.traffic import MOST_HOURS
 from chatproxy.web.openapi.components import JSON, Operations, body, errors, ok
 from chatproxy.web.openapi.schemas import (
@@ -59,6 +61,13 @@ def admin_paths(ops: Operations) -> dict[str, Schema]:
     by = {"name": "by", "in": "query", "schema": string(enum=["model", "key"], default="model")}
     top = {"name": "limit", "in": "query", "schema": integer(minimum=1, maximum=MOST_TOP)}
     key = ok("The key", {JSON: ref("AccessKey")})
+    persona_id = {
+        "name": "persona_id",
+        "in": "path",
+        "required": True,
+        "schema": string(),
+        "description": "A persona made in the console; a file's: 403 `persona_read_only`.",
+    }
     csv = {"text/csv": string(description="date, key, model, requests, prompt_tokens, ...")}
     return {
         "/admin": {
@@ -119,6 +128,34 @@ def admin_paths(ops: Operations) -> dict[str, Schema]:
                 {"200": ok("A page of rows", {JSON: ref("RequestLogPage")}), **errors(400)},
                 parameters=request_filters(),
             )
+        },
+        "/api/admin/personas": {
+            "get": admin(
+                "listAllPersonas",
+                "Every persona: the files' (read-only) and those made in the console",
+                {"200": ok("By id", {JSON: ref("AdminPersonaList")})},
+            ),
+            "post": admin(
+                "createPersona",
+                "Make a persona, checked by the rules of persona files",
+                {"201": ok("The persona", {JSON: ref("AdminPersona")}), **errors(400)},
+                requestBody=body((JSON, ref("PersonaCreate"))),
+            ),
+        },
+        "/api/admin/personas/{persona_id}": {
+            "put": admin(
+                "replacePersona",
+                "Replace a persona made in the console",
+                {"200": ok("The persona", {JSON: ref("AdminPersona")}), **errors(400, 404)},
+                parameters=[persona_id],
+                requestBody=body((JSON, ref("PersonaBody"))),
+            ),
+            "delete": admin(
+                "deletePersona",
+                "Delete a persona made in the console",
+                {"200": ok("Deleted", {JSON: ref("PersonaDeleted")}), **errors(404)},
+                parameters=[persona_id],
+            ),
         },
         "/api/admin/traffic": {
             "get": admin(
@@ -211,6 +248,18 @@ def admin_schemas(bounds: Bounds) -> dict[str, Schema]:
     }
     name = string(minLength=1, maxLength=NAME_CHARS, description="Unique; not `open`.")
     hourly = array(nullable(number(minimum=0)))
+    message = shape(role=string(enum=list(PERSONA_ROLES)), content=string())
+    persona_body: Schema = {
+        "type": "object",
+        "required": ["messages"],
+        "properties": {
+            "name": string(maxLength=MAX_NAME_CHARS),
+            "description": string(maxLength=MAX_DESCRIPTION_CHARS),
+            "model": string(enum=list(bounds.models)),
+            "messages": array(message, minItems=1, maxItems=MAX_MESSAGES),
+        },
+        "additionalProperties": False,
+    }
     percentiles = shape(p50=hourly, p90=hourly, p99=hourly)
     return {
         "AccessKey": shape(**key),
@@ -259,6 +308,28 @@ def admin_schemas(bounds: Bounds) -> dict[str, Schema]:
                 )
             ),
             has_more=BOOLEAN,
+        ),
+        "PersonaBody": persona_body,
+        "PersonaCreate": {
+            **persona_body,
+            "required": ["id", "messages"],
+            "properties": {
+                "id": string(pattern=f"^{ID_PATTERN.pattern}$"),
+                **persona_body["properties"],
+            },
+        },
+        "AdminPersona": shape(
+            object={"const": "persona"},
+            id=string(),
+            name=string(),
+            description=string(),
+            model=nullable(string()),
+            messages=array(message),
+            source=string(enum=["file", "console"]),
+        ),
+        "AdminPersonaList": list_of(ref("AdminPersona")),
+        "PersonaDeleted": shape(
+            id=string(), object={"const": "persona.deleted"}, deleted={"const": True}
         ),
         "Traffic": shape(
             object={"const": "traffic"},
