@@ -315,3 +315,35 @@ def test_traffic_and_health(
     expect(phone.locator("#traffic-title")).to_have_text("流量")
     expect(phone.locator("#upstreams-body tr").first).to_contain_text("使用中")
     shoot(phone, "console-traffic-phone", tmp_path, full_page=False)
+
+
+def test_personas_files_read_only_and_made_in_the_console(
+    open_console: Callable[..., Page], console_server: LiveServer, week: Week, tmp_path: Path
+) -> None:
+    page = open_console()
+    log_in(page, week.admin_key)
+    page.click("a[href='#personas']")
+    assistant = page.locator("[data-persona-id='assistant']")
+    expect(assistant).to_contain_text("file")
+    expect(assistant.locator(".persona-edit")).to_have_count(0)
+
+    persona_id = f"hostile-{week.admin_name}"
+    page.click("#new-persona")
+    page.fill("#persona-editor input[name=id]", persona_id)
+    page.fill("#persona-editor input[name=name]", HOSTILE_NAMES[1])
+    page.fill("#persona-editor textarea[name=prompt]", "<b>Answer</b> in French.")
+    page.click("#persona-editor-save")
+    card = page.locator(f"[data-persona-id='{persona_id}']")
+    expect(card.locator(".persona-name")).to_have_text(HOSTILE_NAMES[1])
+    expect(card.locator(".persona-prompt")).to_have_text("<b>Answer</b> in French.")
+    assert page.evaluate("() => window.__pwned") is None
+    offered = httpx2.get(
+        f"{console_server.url}/api/personas",
+        headers={"Authorization": f"Bearer {week.admin_key}"},
+    ).json()["data"]
+    assert any(p["id"] == persona_id and p["name"] == HOSTILE_NAMES[1] for p in offered)
+    shoot(page, "console-personas-desktop", tmp_path)
+
+    card.locator(".persona-delete").click()
+    card.locator(".persona-delete").click()
+    expect(card).to_have_count(0)

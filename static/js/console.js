@@ -6,6 +6,7 @@
  *   console-spending.js  Spending: stacked charts per day, the top of today, CSV
  *   console-traffic.js   Traffic: requests per hour by outcome, times, upstreams, errors
  *   console-requests.js  Requests: the request log, filtered, a page at a time
+ *   console-personas.js  Personas: the files' (read-only) and the console's own
  *   console-texts.js     the console's texts (the shared ones are texts.js's)
  *
  * The console asks /api/admin/... with an admin key it keeps in this browser
@@ -20,6 +21,7 @@ import { Keys } from "./console-keys.js";
 import { Spending } from "./console-spending.js";
 import { Requests } from "./console-requests.js";
 import { Traffic } from "./console-traffic.js";
+import { Personas } from "./console-personas.js";
 
 document.documentElement.classList.remove("no-js");
 i18n.addTexts(CONSOLE_TEXTS);
@@ -33,6 +35,7 @@ const urls = {
   csv: body.getAttribute("data-csv-url"),
   requests: body.getAttribute("data-requests-url"),
   traffic: body.getAttribute("data-traffic-url"),
+  personas: body.getAttribute("data-personas-url"),
 };
 
 /* ---------- The admin key ---------- */
@@ -95,7 +98,7 @@ async function download(url, name) {
 const $login = $("#console-login");
 const $loginError = $("#console-login-error");
 const $input = $("#console-key-input");
-const SECTIONS = ["keys", "spending", "traffic", "requests"];
+const SECTIONS = ["keys", "spending", "traffic", "requests", "personas"];
 let loggedIn = false;
 
 function showLogin(error) {
@@ -145,7 +148,8 @@ const keys = new Keys({ urls: urls, call: call, onChange: () => spending.refresh
 const spending = new Spending({ urls: urls, call: call, download: download });
 const requests = new Requests({ urls: urls, call: call });
 const traffic = new Traffic({ urls: urls, call: call });
-const loaded = {}; // the sections loaded once shown: Traffic and Requests
+const personas = new Personas({ urls: urls, call: call });
+const loaded = {}; // the sections loaded once shown: Traffic, Requests, Personas
 
 function showConsole(list) {
   loggedIn = true;
@@ -176,6 +180,10 @@ function showSection() {
     else traffic.refresh();
     loaded.traffic = true;
   }
+  if (loggedIn && section === "personas" && !loaded.personas) {
+    loaded.personas = true;
+    personas.refresh();
+  }
   if (loggedIn && section === "requests" && !loaded.requests) {
     loaded.requests = true;
     requests.refresh();
@@ -201,6 +209,7 @@ i18n.onChange(() => {
   spending.render();
   requests.render();
   traffic.render();
+  personas.render();
 });
 
 /* ---------- Start ---------- */
