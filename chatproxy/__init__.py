@@ -132,7 +132,8 @@ def create_app(
 
         CORS(
             app,
-            resources={r"/callChatGPT": {}, r"/api/*": {}, r"/v1/*": {}},
+            # Not the console's API: it is for the owner's own page, never another site's.
+            resources={r"/callChatGPT": {}, r"/api/(?!admin/).*": {}, r"/v1/*": {}},
             origins=list(settings.cors_origins),
             expose_headers=["Retry-After", "X-Conversation-Id", "Idempotent-Replayed"],
         )

@@ -294,3 +294,18 @@ def test_keys_create_admin_on_the_command_line(server: LiveServer) -> None:
     assert httpx2.get(f"{server.url}/api/admin/keys", headers=bearer(key)).status_code == 200
     listing = server.app.test_cli_runner().invoke(args=["keys", "list"]).output
     assert next(line for line in listing.splitlines() if line.startswith(name)).endswith("admin")
+
+
+def test_no_other_site_may_call_the_console_api(make_app: Callable[..., Flask]) -> None:
+    app = make_app(CHATPROXY_AUTH="keys", CHATPROXY_CORS_ORIGINS="https://pages.example")
+    client = app.test_client()
+    preflight = {
+        "Origin": "https://pages.example",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    allowed = client.options("/api/usage", headers=preflight)
+    assert allowed.headers.get("Access-Control-Allow-Origin") == "https://pages.example"
+    for path in ("/api/admin/keys", "/api/admin/spending"):
+        refused = client.options(path, headers=preflight)
+        assert "Access-Control-Allow-Origin" not in refused.headers, path
