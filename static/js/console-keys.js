@@ -77,9 +77,10 @@ Keys.prototype.row = function (key) {
   $("<span>", { class: "tag tag-" + key.state }).text(t("console.key.state." + key.state)).appendTo($tags);
 
   const limits = [];
-  if (key.rpm) limits.push(t("console.key.rpm", { n: api.formatCount(key.rpm) }));
-  if (key.tpm) limits.push(t("console.key.tpm", { n: api.formatCount(key.tpm) }));
-  if (key.tokens_per_day) limits.push(t("console.key.tokensPerDay", { n: api.formatCount(key.tokens_per_day) }));
+  const limit = (text, n) => t(text, { count: n, n: api.formatCount(n) });
+  if (key.rpm) limits.push(limit("console.key.rpm", key.rpm));
+  if (key.tpm) limits.push(limit("console.key.tpm", key.tpm));
+  if (key.tokens_per_day) limits.push(limit("console.key.tokensPerDay", key.tokens_per_day));
   if (key.usd_per_day) limits.push(t("console.key.usdPerDay", { usd: api.formatCost(key.usd_per_day) }));
   const $limits = cell("console.col.limits");
   $limits.text(limits.length ? limits.join(" · ") : t("console.key.noLimits"));
