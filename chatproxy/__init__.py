@@ -75,6 +75,8 @@ def create_app(
     from chatproxy.store.database import INSTANCE_DIR, init_store, register_store_errors
     from chatproxy.upstream.client import UPSTREAM, Upstream
     from chatproxy.web import (
+        admin_api,
+        admin_page,
         api,
         ask,
         conversations_api,
@@ -132,7 +134,8 @@ def create_app(
 
         CORS(
             app,
-            resources={r"/callChatGPT": {}, r"/api/*": {}, r"/v1/*": {}},
+            # Not the console's API: it is for the owner's own page, never another site's.
+            resources={r"/callChatGPT": {}, r"/api/(?!admin/).*": {}, r"/v1/*": {}},
             origins=list(settings.cors_origins),
             expose_headers=["Retry-After", "X-Conversation-Id", "Idempotent-Replayed"],
         )
@@ -146,6 +149,8 @@ def create_app(
     register_access_check(app, settings, {bp.name for bp in api_blueprints})
     init_limits(app, settings, api_blueprints)
     app.register_blueprint(page.bp)
+    app.register_blueprint(admin_page.bp)
+    app.register_blueprint(admin_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)
     for blueprint in api_blueprints:

@@ -115,6 +115,7 @@ class Settings:
     trusted_proxies: int = 0
     log_format: str = "plain"
     log_content: bool = False
+    request_log_days: int = 30
     metrics_token: str | None = field(default=None, repr=False)
     upstreams: tuple[UpstreamTarget, ...] = ()
     upstream_order: str = "order"
@@ -262,6 +263,7 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         trusted_proxies=env.number("CHATPROXY_TRUSTED_PROXIES", int, 0, low=0, high=5),
         log_format=env.choice("CHATPROXY_LOG_FORMAT", ("plain", "json"), "plain"),
         log_content=env.choice("CHATPROXY_LOG_CONTENT", ("0", "1"), "0") == "1",
+        request_log_days=env.number("CHATPROXY_REQUEST_LOG_DAYS", int, 30, low=0, high=3650),
         metrics_token=metrics_token(env.optional("CHATPROXY_METRICS_TOKEN")),
         upstreams=upstreams,
         upstream_order=env.choice("CHATPROXY_UPSTREAM_ORDER", ("order", "weight"), "order"),

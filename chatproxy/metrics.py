@@ -63,8 +63,26 @@ UPSTREAM_FAILOVERS = Counter(
 
 def exposition() -> tuple[bytes, str]:
     """The current metrics in Prometheus's text format, and its content type."""
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
+
+
+def now_and_failovers() -> tuple[int, dict[str, int]]:
+    """Streams in flight now, and failovers so far by upstream server, summed across workers
+    (since gunicorn started), as `/metrics` shows them."""
+    streams, failovers = 0, dict[str, int]()
+    for family in _registry().collect():
+        for sample in family.samples:
+            if sample.name == "chatproxy_streams_in_flight":
+                streams += int(sample.value)
+            elif sample.name == "chatproxy_upstream_failovers_total":
+                name = sample.labels["upstream"]
+                failovers[name] = failovers.get(name, 0) + int(sample.value)
+    return streams, failovers
+
+
+def _registry() -> CollectorRegistry:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return registry
+    return REGISTRY

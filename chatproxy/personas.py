@@ -44,8 +44,11 @@ class Persona:
     messages: tuple[dict[str, str], ...]
 
 
-class _Fault(Exception):
-    """What is wrong with one persona file (a phrase, without the file's name)."""
+class PersonaFault(Exception):
+    """What is wrong with one persona (a phrase, without the file's name)."""
+
+
+_Fault = PersonaFault
 
 
 def load_personas(folder: Path, models: Sequence[str] | None = None) -> dict[str, Persona]:
@@ -81,6 +84,14 @@ def _read(path: Path, models: Sequence[str] | None) -> Persona:
         data = read_json_file(path, MAX_FILE_BYTES, object_pairs_hook=_no_duplicate_keys)
     except ConfigError as fault:
         raise _Fault(str(fault)) from None
+    return persona_from(persona_id, data, models)
+
+
+def persona_from(persona_id: str, data: Any, models: Sequence[str] | None) -> Persona:
+    """The persona `persona_id` whose file would hold `data`, checked by the rules of files
+    (those made in the console are). Raises PersonaFault saying what is wrong."""
+    if not ID_PATTERN.fullmatch(persona_id):
+        raise _Fault("the id must be 1 to 64 letters, digits, '-' or '_', a letter or digit first")
     if not isinstance(data, dict):
         raise _Fault(f"must be a JSON object, not {_json_type(data)}")
     unknown = [key for key in data if key not in KEYS]

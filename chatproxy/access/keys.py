@@ -45,7 +45,8 @@ KEY_SHAPE = re.compile(r"cpk-[A-Za-z0-9_-]{8,196}")
 class Caller:
     """Who is asking: an access key's name and limits, or the `open` caller (no limits).
 
-    Limits of None do not apply; `models` None allows all of CHATPROXY_MODELS.
+    Limits of None do not apply; `models` None allows all of CHATPROXY_MODELS. An
+    `admin` key may also use the console (`chatproxy.access.admin`).
     """
 
     name: str
@@ -54,6 +55,7 @@ class Caller:
     tokens_per_day: int | None = None
     usd_per_day: float | None = None
     models: tuple[str, ...] | None = None
+    admin: bool = False
 
     @property
     def owner(self) -> str | None:
@@ -97,15 +99,18 @@ def issue_key(
     usd_per_day: float | None = None,
     models: Sequence[str] | None = None,
     expires_at: datetime | None = None,
+    admin: bool = False,
 ) -> str:
     """Make and store a new key named `name`; returns the key, which is never stored or shown again.
 
-    Raises BadRequest (param `name`) when the name is empty, too long or taken.
+    An `admin` key may also open the console and call its API. Raises
+    BadRequest (param `name`) when the name is empty, too long or taken.
     """
     name = name.strip()
-    if not name or len(name) > NAME_CHARS or name == OPEN:
+    if not name or len(name) > NAME_CHARS or name == OPEN or not name.isprintable():
         raise BadRequest(
-            f"A key's name must be 1 to {NAME_CHARS} characters, not {OPEN!r}.", param="name"
+            f"A key's name must be 1 to {NAME_CHARS} printable characters, not {OPEN!r}.",
+            param="name",
         )
     if db.session.scalar(select(AccessKey.id).where(AccessKey.name == name)) is not None:
         raise BadRequest(f"There is already a key named {name!r}.", param="name")
@@ -121,6 +126,7 @@ def issue_key(
             usd_per_day=usd_per_day,
             models=",".join(models) if models else None,
             expires_at=expires_at,
+            admin=admin,
         )
     )
     db.session.commit()
@@ -135,9 +141,18 @@ def revoke_key(name: str) -> bool:
         .values(revoked_at=utcnow())
     )
     db.session.commit()
+    forget_found_keys()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def forget_found_keys() -> None:
+    """Forget the keys this process found valid: the next request reads its key again.
+
+    After a key is revoked or its limits change; other processes see the change
+    within KEY_CACHE_SECONDS.
+    """
     with _finding:
         _found.clear()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def authenticate(settings: Settings) -> Caller:
@@ -157,19 +172,29 @@ def authenticate(settings: Settings) -> Caller:
             "with 'flask keys create'.",
             code="missing_api_key",
         )
+    g.caller = known_caller(key)
+    return g.caller  # type: ignore[no-any-return]
+
+
+def known_caller(key: str) -> Caller:
+    """The caller whose key is `key`, its last use noted.
+
+    Raises Unauthorized (401) `invalid_api_key` for a key that is unknown,
+    revoked or expired.
+    """
     row = _find(key)
     if row is None:
         raise Unauthorized("The access key is unknown, revoked or expired.", code="invalid_api_key")
     _note_use(row.id)
-    g.caller = Caller(
+    return Caller(
         name=row.name,
         rpm=row.rpm,
         tpm=row.tpm,
         tokens_per_day=row.tokens_per_day,
         usd_per_day=row.usd_per_day,
         models=tuple(row.models.split(",")) if row.models else None,
+        admin=bool(row.admin),
     )
-    return g.caller  # type: ignore[no-any-return]
 
 
 def current_caller() -> Caller:
@@ -192,11 +217,16 @@ def current_policy() -> Settings:
 
 def presented_key() -> str | None:
     """The key the request carries: `Authorization: Bearer ...`, else `?key=`, else None."""
+    return header_key() or request.args.get("key") or None
+
+
+def header_key() -> str | None:
+    """The key of the request's `Authorization: Bearer ...` header, or None."""
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
-    return request.args.get("key") or None
+    return None
 
 
 _KEYS = AccessKey.__table__

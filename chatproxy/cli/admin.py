@@ -79,6 +79,7 @@ def export_command(conversation_id: str, kind: str) -> None:
 @click.option("--usd-per-day", type=click.FloatRange(0, min_open=True), help="USD per UTC day.")
 @click.option("--models", help="Comma-separated models the key may use (default: all).")
 @click.option("--expires", type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M"]), help="UTC.")
+@click.option("--admin", is_flag=True, help="May also open the console (/admin) and its API.")
 def keys_create(
     name: str,
     rpm: int | None,
@@ -87,8 +88,12 @@ def keys_create(
     usd_per_day: float | None,
     models: str | None,
     expires: datetime | None,
+    admin: bool,
 ) -> None:
-    """Make an access key and print it, once: it is stored only as a hash."""
+    """Make an access key and print it, once: it is stored only as a hash.
+
+    With --admin the key may also open the console (/admin) and call its API.
+    """
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
     unknown = [m for m in allowed or () if not current_settings().allows(m)]
     if unknown:
@@ -104,17 +109,20 @@ def keys_create(
             usd_per_day=usd_per_day,
             models=allowed,
             expires_at=expires.replace(tzinfo=UTC) if expires else None,
+            admin=admin,
         )
     except APIError as error:
         raise click.BadParameter(error.message, param_hint="--name") from None
     click.echo(key)
-    click.echo(f"Key {name!r} made. Keep it now: it cannot be shown again.", err=True)
+    kind = "Admin key" if admin else "Key"
+    click.echo(f"{kind} {name!r} made. Keep it now: it cannot be shown again.", err=True)
 
 
 @keys_cli.command("list")
 def keys_list() -> None:
-    """Every key: name, prefix, limits, models, expiry, last use, and whether revoked."""
-    click.echo("name\tprefix\trpm\ttpm\ttokens/day\tUSD/day\tmodels\texpires\tlast used\tstate")
+    """Every key: name, prefix, limits, models, expiry, last use, whether revoked, whether admin."""
+    header = "name\tprefix\trpm\ttpm\ttokens/day\tUSD/day\tmodels\texpires\tlast used\tstate\tadmin"
+    click.echo(header)
     for key in db.session.scalars(select(AccessKey).order_by(AccessKey.name)):
         fields = [
             key.name,
@@ -127,6 +135,7 @@ def keys_list() -> None:
             iso(key.expires_at) if key.expires_at else "never",
             iso(key.last_used_at) if key.last_used_at else "never",
             "revoked" if key.revoked_at else "active",
+            "admin" if key.admin else "-",
         ]
         click.echo("\t".join("-" if f is None else str(f) for f in fields))
 

@@ -24,7 +24,7 @@ from chatproxy.config import ConfigError, Settings, require_upstream
 from chatproxy.errors import APIError
 from chatproxy.questions import parse_question
 from chatproxy.simulator_process import start_simulator
-from chatproxy.state import current_personas, current_settings
+from chatproxy.state import current_settings
 from chatproxy.store.answers import Outcome, fail_turn, finish_turn
 from chatproxy.store.conversations import (
     Turn,
@@ -37,6 +37,7 @@ from chatproxy.store.conversations import (
 )
 from chatproxy.store.database import db
 from chatproxy.store.models import Conversation
+from chatproxy.store.personas import all_personas
 from chatproxy.upstream.client import Upstream, current_upstream
 from chatproxy.upstream.reasoning import Reasoning
 from chatproxy.upstream.streams import StreamClosed
@@ -102,7 +103,7 @@ def _chat(
     owner: str | None,
 ) -> None:
     """Read questions and print the answers until an exit word or the end of input."""
-    personas = current_personas()
+    personas = all_personas()
     defaults = defaults_from(conversation, settings, personas)
     shown = {**defaults, **{k: v for k, v in options.items() if v}}
     click.echo(

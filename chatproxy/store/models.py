@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Date,
     DateTime,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -145,7 +147,8 @@ class AccessKey(db.Model):  # type: ignore[name-defined,misc]
     Only the key's SHA-256 is stored (the key is 256 random bits, so no slow
     hash is needed) and its first characters (`prefix`) to find it and show
     it. A limit that is None does not apply; `models` None means all of
-    CHATPROXY_MODELS.
+    CHATPROXY_MODELS. An `admin` key may also open the console (`/admin`) and
+    call its API (`/api/admin/...`); its own limits still apply to its questions.
     """
 
     __tablename__ = "access_keys"
@@ -163,6 +166,7 @@ class AccessKey(db.Model):  # type: ignore[name-defined,misc]
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class UsageDay(db.Model):  # type: ignore[name-defined,misc]
@@ -264,3 +268,53 @@ class ResponseOwner(db.Model):  # type: ignore[name-defined,misc]
     response_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     owner: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RequestLogRow(db.Model):  # type: ignore[name-defined,misc]
+    """One request that reached the upstream or was refused by a limit (the request log).
+
+    `at` is when it started; `route` the route's rule (`/v1/chat/completions`);
+    `key_name` the access key's name (`open` in open mode); `model` the one
+    asked for; `upstream` the server that answered (or failed last); `status`
+    the HTTP status sent; `outcome` how it ended (`ok`, `client_gone`, an
+    error's code); tokens as the ledger charged them; `cost` in USD;
+    `ttft_ms` from the request's start to the first piece of a streamed
+    answer, `total_ms` to its end. Never a question, an answer or a key.
+    Written in batches (`chatproxy.store.request_log`), kept
+    CHATPROXY_REQUEST_LOG_DAYS.
+    """
+
+    __tablename__ = "request_log"
+    __table_args__ = (
+        Index("ix_request_log_at", "at"),
+        Index("ix_request_log_key_at", "key_name", "at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    request_id: Mapped[str] = mapped_column(String(64))
+    key_name: Mapped[str | None] = mapped_column(String(100))
+    route: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(200))
+    upstream: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str | None] = mapped_column(String(64))
+    prompt_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int | None] = mapped_column(BigInteger)
+    cost: Mapped[float | None] = mapped_column(Float)
+    ttft_ms: Mapped[float | None] = mapped_column(Float)
+    total_ms: Mapped[float] = mapped_column(Float)
+
+
+class StoredPersona(db.Model):  # type: ignore[name-defined,misc]
+    """A persona made in the console: `data` is the JSON a persona file would hold, checked
+    by the same rules (`chatproxy.personas.persona_from`). Its id is never a file's."""
+
+    __tablename__ = "personas"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    data: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -47,6 +47,7 @@ from chatproxy.errors import (
     error_detail,
 )
 from chatproxy.metrics import UPSTREAM_ERRORS, UPSTREAM_FAILOVERS, UPSTREAM_LATENCY
+from chatproxy.upstream.asked import note_asked
 from chatproxy.upstream.failures import server_failed, status_error
 from chatproxy.upstream.lean import LeanServer
 from chatproxy.upstream.paths import (
@@ -322,6 +323,7 @@ class Upstream:
         retries_end = time.monotonic() + self.settings.retry_deadline
         for number, server in enumerate(servers, 1):
             started = time.perf_counter()
+            note_asked(server.target.name)
             try:
                 with deadline(retries_end):
                     response = request(server.sender)
@@ -346,6 +348,11 @@ class Upstream:
             response.sent_at = started  # for the time to first token
             return response
         raise AssertionError("unreachable: the last server's failure is raised above")
+
+    def set_aside(self) -> dict[str, float]:
+        """Each server's name and the seconds it stays set aside (0: asked), in this process."""
+        now = time.monotonic()
+        return {s.target.name: max(0.0, s.set_aside_until - now) for s in self._servers}
 
     def _in_turn(self, model: str | None = None) -> list[Server]:
         """The servers to ask for one request of `model`, in turn (`Selection.in_turn`):

@@ -62,6 +62,8 @@ class UpstreamStream:
         self._closed = False
         # When the request went upstream (Upstream._post), for the time to first token.
         self._sent_at: float | None = response.sent_at
+        # time.perf_counter() when the first piece arrived (None until then): the request log's.
+        self.first_piece_at: float | None = None
         self._idle: float | None = None  # see mark_idle
 
     def mark_idle(self, seconds: float) -> bool:
@@ -75,6 +77,8 @@ class UpstreamStream:
 
     def _first_piece(self) -> None:
         """Record the time to first token of this stream."""
+        if self.first_piece_at is None:
+            self.first_piece_at = time.perf_counter()
         if self._sent_at is not None:
             path = self._response.path.rsplit("/", 2)[-1]
             TIME_TO_FIRST_TOKEN.labels(path).observe(time.perf_counter() - self._sent_at)

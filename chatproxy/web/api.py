@@ -10,16 +10,16 @@ from sqlalchemy import func, select
 
 from chatproxy.access.keys import current_caller, current_policy
 from chatproxy.access.quotas import CLOCK, Spent
-from chatproxy.state import current_personas
 from chatproxy.store.database import db
 from chatproxy.store.models import UsageDay
+from chatproxy.store.personas import all_personas
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 
 @bp.route("/personas")
 def personas() -> Response:
-    """The personas `persona=` may name, sorted by id.
+    """The personas `persona=` may name: the files', then those made in the console, by id.
 
     `{"object": "list", "data": [{"id", "name", "description", "model",
     "messages": [{"role", "content"}]}]}`; `model` is null when the persona
@@ -34,7 +34,7 @@ def personas() -> Response:
             "model": persona.model,
             "messages": list(persona.messages),
         }
-        for persona in current_personas().values()
+        for persona in all_personas().values()
     ]
     return jsonify(object="list", data=data)
 

@@ -12,7 +12,7 @@ from chatproxy.access.keys import current_owner, current_policy
 from chatproxy.access.ledger import usage_recorder
 from chatproxy.errors import APIError, BadRequest, StoreUnavailable
 from chatproxy.questions import Question, parse_question
-from chatproxy.state import current_personas, current_prices, current_settings
+from chatproxy.state import current_prices, current_settings
 from chatproxy.store.answers import Outcome, checkpoint, fail_turn, finish_turn
 from chatproxy.store.branches import parse_message_id
 from chatproxy.store.conversations import (
@@ -24,6 +24,7 @@ from chatproxy.store.conversations import (
 )
 from chatproxy.store.database import db, release_session
 from chatproxy.store.idempotency import NO_CLAIM, Claim, Stored
+from chatproxy.store.personas import all_personas
 from chatproxy.tokens import (
     answer_cost,
     count_messages,
@@ -81,7 +82,7 @@ def call_chatgpt() -> Response:
     502, 503, 504 in OpenAI's error shape.
     """
     settings = current_policy()
-    personas = current_personas()
+    personas = all_personas()
     values = request_values()
     conversation_id = parse_conversation_id(
         values.get("conversation_id") or request.headers.get("X-Conversation-Id")
@@ -201,7 +202,12 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
                 idempotency = claimed.release()
             kept = finish_turn(engine, turn, outcome, [ledger, *idempotency])
             record_usage.count_tokens(usage)
-            logged.update(usage=usage, outcome=_outcome(error, closed))
+            logged.update(
+                usage=usage,
+                outcome=_outcome(error, closed),
+                cost=spent,
+                first_piece_at=stream.first_piece_at,
+            )
             return {
                 "conversation_id": turn.conversation_id,
                 "message_id": kept.answer_id,
@@ -227,7 +233,7 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
     idempotency = claimed.keep_answer(kept_for_retry, turn.conversation_id, turn.question_id)
     kept = finish_turn(engine, turn, outcome, [ledger, *idempotency])
     record_usage.count_tokens(usage)
-    logged.update(usage=usage, outcome="ok")
+    logged.update(usage=usage, outcome="ok", cost=spent)
     if question.format == "json":
         return jsonify(
             answer=answer.content,

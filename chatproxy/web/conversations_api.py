@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 from chatproxy.access.keys import current_owner, current_policy
 from chatproxy.errors import BadRequest
 from chatproxy.questions import parse_question
-from chatproxy.state import current_personas, current_prices, current_settings
+from chatproxy.state import current_prices, current_settings
 from chatproxy.store.branches import Tree, choose_branch, parse_message_id
 from chatproxy.store.conversations import (
     clean_title,
@@ -45,6 +45,7 @@ from chatproxy.store.conversations import (
 from chatproxy.store.database import db
 from chatproxy.store.exports import filename, from_json, iso, to_json, to_markdown
 from chatproxy.store.models import Conversation, Message
+from chatproxy.store.personas import all_personas
 from chatproxy.tokens import cost
 from chatproxy.web.ask import answer_turn, request_values, wanted_format
 from chatproxy.web.passthrough import read_body
@@ -106,7 +107,7 @@ def regenerate(conversation_id: str) -> Response:
     and those of `/callChatGPT`.
     """
     settings = current_policy()
-    personas = current_personas()
+    personas = all_personas()
     conversation = _find(conversation_id)
     values = {
         **defaults_from(conversation, settings, personas),
@@ -135,7 +136,7 @@ def continue_answer(conversation_id: str) -> Response:
     `/callChatGPT`.
     """
     settings = current_policy()
-    personas = current_personas()
+    personas = all_personas()
     conversation = _find(conversation_id)
     asked, _ = cut_off_answer(conversation)
     values = {

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, redirect, render_template, url_for
 
-from chatproxy.state import current_personas, current_settings
+from chatproxy.state import current_settings
+from chatproxy.store.personas import all_personas
 
 bp = Blueprint("page", __name__)
 
@@ -19,7 +20,7 @@ def index() -> str:
         auth_open=settings.auth == "open",
         models=settings.chat_models,
         default_model=settings.model,
-        personas=list(current_personas().values()),
+        personas=list(all_personas().values()),
         max_input_chars=settings.max_input_chars,
     )
 

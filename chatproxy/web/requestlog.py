@@ -1,4 +1,6 @@
 """One log line per request: its id, caller, model, status, tokens and time; never a key.
+Also a row of the request log table for each request that reached the upstream or was
+refused by a limit (`chatproxy.store.request_log`), written after the response.
 
 The request id is the client's `X-Request-Id` when it is a plausible one (up
 to 64 letters, digits, `.`, `_`, `-`), else a new one; it is sent back in
@@ -8,6 +10,12 @@ with CHATPROXY_LOG_FORMAT=json. Questions and answers are not logged unless
 CHATPROXY_LOG_CONTENT=1 (then the question, up to 2,000 characters). Control
 characters in what the client sent (the path, the question) are escaped
 (`chatproxy.logsafe`), in both formats.
+
+The table's row (time, request id, key, route, model, upstream, status,
+outcome, tokens, cost, time to first token, total time; never the question,
+the answer or a key) is built when the response closes, after the last piece
+of a stream, and only queued there: a background thread writes the rows in
+batches. CHATPROXY_REQUEST_LOG_DAYS=0 keeps none.
 """
 
 from __future__ import annotations
@@ -17,15 +25,20 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask, Response, g, request
 
 from chatproxy.access.keys import current_caller
+from chatproxy.access.quotas import asks_upstream
 from chatproxy.config import Settings
 from chatproxy.logsafe import escape_controls
 from chatproxy.metrics import REQUESTS
+from chatproxy.store.database import db
+from chatproxy.store.request_log import request_log
+from chatproxy.upstream.asked import forget_asked, last_asked
 
 REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CONTENT_CHARS = 2000
@@ -40,7 +53,9 @@ def register_request_log(app: Flask, settings: Settings) -> None:
         given = request.headers.get("X-Request-Id", "")
         g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         g.request_started = time.perf_counter()
+        g.request_at = time.time()
         g.request_log = {}
+        forget_asked()
 
     @app.after_request
     def finish(response: Response) -> Response:
@@ -53,8 +68,9 @@ def register_request_log(app: Flask, settings: Settings) -> None:
         fields = _fields(response, settings)
         details = g.request_log
         started = g.request_started
+        keep = _row_keeper(response, rule, details, settings)
         # Called when the server closes the response: after the last piece of a stream.
-        response.call_on_close(lambda: _write(fields, details, started, settings))
+        response.call_on_close(lambda: _write(fields, details, started, settings, keep))
         return response
 
 
@@ -86,9 +102,70 @@ def _fields(response: Response, settings: Settings) -> dict[str, Any]:
     return fields
 
 
+RowKeeper = Callable[[Mapping[str, Any], float], None]
+
+
+def _row_keeper(
+    response: Response, rule: str, details: dict[str, Any], settings: Settings
+) -> RowKeeper | None:
+    """What queues the request's row of the request log table when it ends, or None for a
+    request that neither reached the upstream nor was refused by a limit."""
+    if not settings.request_log_days or not asks_upstream():
+        return None
+    status = response.status_code
+    if "model" not in details and status != 429:
+        return None  # refused before asking: bad input, no key, a model not allowed
+    if status >= 400 and not details.get("outcome") and not response.is_streamed:
+        error = (response.get_json(silent=True) or {}).get("error")
+        details["outcome"] = error.get("code") if isinstance(error, dict) else None
+    fixed = {
+        "at": datetime.fromtimestamp(g.request_at, UTC).isoformat(),
+        "request_id": g.request_id,
+        "key_name": current_caller().name if "caller" in g else None,
+        "route": rule[:100],
+        "upstream": last_asked(),
+        "status": status,
+    }
+    log_of_database = request_log(db.engine, settings.request_log_days)
+
+    def keep(ended: Mapping[str, Any], started: float) -> None:
+        now = time.perf_counter()
+        given = ended.get("usage")
+        usage: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+        details_of = usage.get("completion_tokens_details")
+        first = ended.get("first_piece_at")
+        model = ended.get("model")
+        row = {
+            **fixed,
+            "model": str(model)[:200] if model else None,
+            "outcome": ended.get("outcome") or ("ok" if status < 400 else None),
+            "prompt_tokens": _count(usage.get("prompt_tokens")),
+            "completion_tokens": _count(usage.get("completion_tokens")),
+            "reasoning_tokens": _count(
+                details_of.get("reasoning_tokens") if isinstance(details_of, Mapping) else None
+            ),
+            "cost": ended.get("cost"),
+            "ttft_ms": round((first - started) * 1000, 1) if first else None,
+            "total_ms": round((now - started) * 1000, 1),
+        }
+        log_of_database.add(row)
+
+    return keep
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _write(
-    fields: dict[str, Any], details: Mapping[str, Any], started: float, settings: Settings
+    fields: dict[str, Any],
+    details: Mapping[str, Any],
+    started: float,
+    settings: Settings,
+    keep: RowKeeper | None = None,
 ) -> None:
+    if keep is not None:
+        keep(details, started)
     usage = details.get("usage")
     line = {
         **fields,

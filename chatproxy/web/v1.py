@@ -190,8 +190,9 @@ def send(call: PassThrough, claimed: Claim) -> Response:
             kept = recording.writes(claimed) if recording is not None else []
             if isinstance(stream, ResponsesStream) and stream.response_id is not None:
                 kept.append(owner_write(stream.response_id, owner))
-            record_usage(call.model, usage, cost(priced, usage, prices), counted, kept)
-            logged["usage"] = usage
+            spent = cost(priced, usage, prices)
+            record_usage(call.model, usage, spent, counted, kept)
+            logged.update(usage=usage, cost=spent, first_piece_at=stream.first_piece_at)
 
         keepalive = current_settings().keepalive_interval
         error_event = _responses_error(stream) if isinstance(stream, ResponsesStream) else None
@@ -213,8 +214,9 @@ def send(call: PassThrough, claimed: Claim) -> Response:
     kept: list[spool.Write] = claimed.keep(answer.body, "application/json")
     if call.path == RESPONSES_PATH and answer.id is not None:
         kept = [*kept, owner_write(answer.id, current_caller().name)]
-    record_usage(call.model, usage, cost(priced, usage, prices), counted, kept)
-    logged.update(usage=usage, outcome="ok")
+    spent = cost(priced, usage, prices)
+    record_usage(call.model, usage, spent, counted, kept)
+    logged.update(usage=usage, outcome="ok", cost=spent)
     return Response(answer.body, content_type="application/json")
 
 

@@ -101,7 +101,7 @@ export function retryAfterSeconds(header) {
 }
 
 // An ApiError for a response that is not ok, from its OpenAI-shaped body.
-async function errorOf(response) {
+export async function errorOf(response) {
   let data = null;
   try {
     data = await response.json();
@@ -111,8 +111,9 @@ async function errorOf(response) {
   return new ApiError(response.status, data && data.error, retryAfterSeconds(response.headers.get("Retry-After")));
 }
 
-// `options.key` sends that key instead of the one held (checking a new key).
-async function request(method, url, body, options) {
+// `options.key` sends that key instead of the one held (checking a new key;
+// the console sends its admin key so).
+export async function request(method, url, body, options) {
   const init = { method: method, headers: { Accept: "application/json" } };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";

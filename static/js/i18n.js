@@ -135,6 +135,12 @@ export function setLanguage(wanted, remember) {
   listeners.forEach((listener) => listener(wanted));
 }
 
+// Adds `more` ({en: {...}, "zh-CN": {...}}) to the texts: another page's own
+// (the console's), kept out of the Q&A page.
+export function addTexts(more) {
+  for (const language of LANGUAGES) Object.assign(TEXTS[language], more[language] || {});
+}
+
 // The language shown now: "en" or "zh-CN".
 export function language() {
   return current;

@@ -16,6 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify
 
 from chatproxy.config import Settings
 from chatproxy.state import current_personas, current_settings
+from chatproxy.web.openapi.admin import admin_paths, admin_schemas
 from chatproxy.web.openapi.components import (
     ERRORS,
     HEADERS,
@@ -78,6 +79,7 @@ def build_document(settings: Settings, persona_ids: tuple[str, ...]) -> dict[str
             {"name": "conversations", "description": "The caller's stored conversations."},
             {"name": "openai", "description": "OpenAI-compatible: chatproxy as a base URL."},
             {"name": "service", "description": "The page, health, and this document."},
+            {"name": "admin", "description": "The owner's console and its API: admin keys only."},
         ],
         "paths": {
             **service_paths(ops),
@@ -86,6 +88,7 @@ def build_document(settings: Settings, persona_ids: tuple[str, ...]) -> dict[str
             **v1_paths(ops),
             **more_paths(ops),
             **media_paths(ops),
+            **admin_paths(ops),
         },
         "components": {
             "schemas": {
@@ -93,6 +96,7 @@ def build_document(settings: Settings, persona_ids: tuple[str, ...]) -> dict[str
                 **v1_schemas(bounds),
                 **more_schemas(bounds),
                 **media_schemas(bounds),
+                **admin_schemas(bounds),
             },
             "parameters": parameters(bounds),
             "headers": HEADERS,

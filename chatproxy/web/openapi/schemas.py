@@ -140,7 +140,8 @@ def question_fields(bounds: Bounds) -> dict[str, Schema]:
         ),
         "persona": string(
             enum=[*bounds.persona_ids, ""],
-            description="A persona's id (`GET /api/personas`); empty means none. "
+            description="A persona's id (`GET /api/personas`; those made in the console, "
+            "not listed here, too); empty means none. "
             "Unknown: 400 `persona_not_found`.",
         ),
         "system": string(maxLength=bounds.max_input_chars, description="A system prompt."),
