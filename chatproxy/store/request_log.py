@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, select
+from sqlalchemy import Connection, Engine, and_, delete, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, scoped_session
 
@@ -149,8 +149,15 @@ class Filters:
 def recent(
     session: Session | scoped_session[Any], filters: Filters, limit: int, before: int | None = None
 ) -> Sequence[RequestLogRow]:
-    """The newest rows that match `filters`, up to `limit`, those older than id `before`."""
-    query = select(RequestLogRow).order_by(RequestLogRow.id.desc()).limit(limit)
+    """The rows that match `filters`, newest first (by when the request started), up to
+    `limit`; with `before` (a row's id), those that come after that row.
+
+    Rows are written when their requests end, so a row's id does not follow the
+    requests' order: a short request ends, and is written, before a long one
+    that started first.
+    """
+    newest = (RequestLogRow.at.desc(), RequestLogRow.id.desc())
+    query = select(RequestLogRow).order_by(*newest).limit(limit)
     if filters.key is not None:
         query = query.where(RequestLogRow.key_name == filters.key)
     if filters.model is not None:
@@ -162,7 +169,16 @@ def recent(
     if filters.until is not None:
         query = query.where(RequestLogRow.at < filters.until)
     if before is not None:
-        query = query.where(RequestLogRow.id < before)
+        then = session.scalar(select(RequestLogRow.at).where(RequestLogRow.id == before))
+        if then is None:  # gone (pruned): only the ids tell what came before it
+            query = query.where(RequestLogRow.id < before)
+        else:
+            query = query.where(
+                or_(
+                    RequestLogRow.at < then,
+                    and_(RequestLogRow.at == then, RequestLogRow.id < before),
+                )
+            )
     return session.scalars(query).all()
 
 
