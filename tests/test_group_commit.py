@@ -26,7 +26,10 @@ from flask import Flask
 from sqlalchemy import Connection, Engine, event, func, select
 from sqlalchemy.exc import IntegrityError
 
+from chatproxy.access import reservations
+from chatproxy.access.keys import Caller
 from chatproxy.access.ledger import merge_charges
+from chatproxy.errors import RateLimited
 from chatproxy.questions import parse_question
 from chatproxy.state import current_settings
 from chatproxy.store import group_commit, spool
@@ -414,3 +417,56 @@ def test_a_refused_question_fails_only_its_own_caller(
             refused.result(10)
     stored = questions_of(engine, turns)
     assert [stored[turn.question_id][1] for turn in turns] == [f"question {n}" for n in range(1, 5)]
+
+
+def reserve_tokens(engine: Engine, caller: Caller, tokens: int) -> int | None:
+    """A reservation of `tokens` for `caller`: its id, or None when the quota refused it."""
+    try:
+        hold = reservations.reserve(
+            engine,
+            None,
+            caller,
+            tokens,
+            0.0,
+            datetime.now(UTC),
+            600,  # type: ignore[arg-type]
+        )
+    except RateLimited:
+        return None
+    return hold.reservation
+
+
+def test_reservations_asked_together_are_held_in_one_transaction(
+    engine: Engine, hold_questions: Callable[[], Callable[[], None]]
+) -> None:
+    caller = Caller(f"group-{uuid.uuid4().hex[:8]}", tokens_per_day=10_000)
+    committed = commits(engine)
+    held = hold_questions()
+    with ThreadPoolExecutor(ANSWERS) as pool:
+        asked = [pool.submit(reserve_tokens, engine, caller, 100) for _ in range(ANSWERS)]
+        waiting(ANSWERS, group_commit._now_groups)
+        before = len(committed)
+        held()
+        ids = [future.result(10) for future in asked]
+    assert None not in ids and len(set(ids)) == ANSWERS
+    assert len(committed) - before == 2  # the held transaction, then the twelve as one
+
+
+def test_a_quota_counts_the_reservations_of_its_group_and_refuses_only_the_one_over(
+    engine: Engine, hold_questions: Callable[[], Callable[[], None]]
+) -> None:
+    # 1,000 tokens a day: five reservations of 200 fit (each admitted while the others
+    # hold less than the limit), the sixth does not, whichever order they are written in.
+    caller = Caller(f"group-{uuid.uuid4().hex[:8]}", tokens_per_day=1000)
+    held = hold_questions()
+    with ThreadPoolExecutor(6) as pool:
+        asked = [pool.submit(reserve_tokens, engine, caller, 200) for _ in range(6)]
+        waiting(6, group_commit._now_groups)
+        held()
+        ids = [future.result(10) for future in asked]
+    assert ids.count(None) == 1
+    with engine.connect() as connection:
+        held_now = connection.scalar(
+            select(func.sum(Reservation.tokens)).where(Reservation.key_name == caller.name)
+        )
+    assert held_now == 1000

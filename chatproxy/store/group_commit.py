@@ -152,8 +152,9 @@ def _merged(batch: list[_Waiting]) -> list[spool.Write]:
 
 
 def _write_now(engine: Engine, batch: list[_Waiting]) -> None:
-    """Carry out the NowWrites of `batch` in one transaction; each alone if the database
-    refuses the group (a constraint, or a write's own bug), so only the wrong one fails.
+    """Carry out the NowWrites of `batch` in one transaction; each alone if the group fails
+    for one of them (a constraint, a deadlock, an error a write raises itself, such as a
+    reservation refused), so that only the wrong one fails.
 
     Any other database error (it is away, or locked for longer than its busy
     timeout) fails every one of them with it, as it would have each alone.
@@ -164,7 +165,7 @@ def _write_now(engine: Engine, batch: list[_Waiting]) -> None:
                 with engine.begin() as connection:
                     results = [waiting.writes(connection) for waiting in batch]
             except SQLAlchemyError as error:
-                if not isinstance(error, IntegrityError):
+                if not _only_the_group(error):
                     for waiting in batch:
                         waiting.error = error
                     return
@@ -188,6 +189,16 @@ def _write_now(engine: Engine, batch: list[_Waiting]) -> None:
     finally:
         for waiting in batch:
             waiting.done.set()
+
+
+def _only_the_group(error: SQLAlchemyError) -> bool:
+    """True when `error` may be the group's alone: a constraint one write broke, or
+    PostgreSQL's deadlock or serialization failure (SQLSTATE class 40), which a group
+    taking several keys' advisory locks in its own order can meet and each alone cannot."""
+    if isinstance(error, IntegrityError):
+        return True
+    sqlstate = getattr(getattr(error, "orig", None), "sqlstate", None)
+    return isinstance(sqlstate, str) and sqlstate.startswith("40")
 
 
 # One per database (engine) and kind; weak, so an engine that is dropped (a test's app)
