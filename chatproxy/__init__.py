@@ -77,6 +77,7 @@ def create_app(
     from chatproxy.web import (
         api,
         ask,
+        attachments_api,
         conversations_api,
         health,
         media,
@@ -118,6 +119,8 @@ def create_app(
     # Uploads (audio, images to edit) may be larger than the rest; chunked bodies too are held
     # to their limit (werkzeug alone would cut them short, silently).
     uploads = dict.fromkeys(media.UPLOAD_ROUTES, settings.max_upload_bytes)
+    # A question may carry images and files (multipart or JSON): held to the upload limit.
+    uploads["/callChatGPT"] = settings.max_upload_bytes
     register_body_limits(app, settings.max_body_bytes, uploads)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[SETTINGS] = settings
@@ -141,7 +144,15 @@ def create_app(
     register_security_headers(app)
     register_request_log(app, settings)  # first: every later failure has a request id
     register_relative_redirects(app)
-    api_blueprints = [ask.bp, api.bp, conversations_api.bp, v1.bp, responses.bp, media.bp]
+    api_blueprints = [
+        ask.bp,
+        api.bp,
+        conversations_api.bp,
+        attachments_api.bp,
+        v1.bp,
+        responses.bp,
+        media.bp,
+    ]
     # Before Flask-Limiter's own check: the caller decides which limits apply.
     register_access_check(app, settings, {bp.name for bp in api_blueprints})
     init_limits(app, settings, api_blueprints)

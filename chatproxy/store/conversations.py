@@ -25,11 +25,13 @@ from typing import Any
 from sqlalchemy import Connection, CursorResult, Engine, bindparam, select
 from sqlalchemy.orm import Session, scoped_session
 
+from chatproxy.attachments import Attachment, content_parts
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, NotFound
 from chatproxy.personas import Persona
 from chatproxy.questions import Question
 from chatproxy.store import group_commit
+from chatproxy.store.attachments import insert_attachments, load_attachments
 from chatproxy.store.branches import Tree, current_branch, edited_question
 from chatproxy.store.models import TITLE_LENGTH, Conversation, Message, new_id, utcnow
 
@@ -169,7 +171,7 @@ def start_turn(
             code="invalid_message_id",
         )
     parent_id = before[-1].id if before else None
-    history = _history(before)
+    history = _history(before, load_attachments(engine, _question_ids(before)))
     if question.system:
         history.system.append({"role": "system", "content": question.system})
     params = question.chat_params(settings, extra_leading=history.system, history=history.turns)
@@ -217,6 +219,7 @@ def start_turn(
             },
         )
         question_id = inserted_id(asked)
+        insert_attachments(connection, question_id, question.attachments)
         if conversation is not None:
             # The question's persona and model are the conversation's unless it named
             # others (`defaults_from`); `persona=` empty leaves the persona. A new
@@ -274,7 +277,9 @@ def start_regenerate(
     messages = current_branch(conversation)
     last = last_question(conversation)
     position = messages.index(last)
-    history = _history(messages[:position])
+    attached = load_attachments(session.connection(), _question_ids(messages[: position + 1]))
+    history = _history(messages[:position], attached)
+    question = replace(question, attachments=attached.get(last.id, []))
     params = question.chat_params(settings, extra_leading=history.system, history=history.turns)
     answers = Tree(conversation.messages).children.get(last.id, [])
     turn = Turn(
@@ -334,9 +339,10 @@ def start_continue(
     """
     messages = current_branch(conversation)
     asked, answer = cut_off_answer(conversation)
-    history = _history(messages[: messages.index(asked)])
-    so_far = [
-        {"role": "user", "content": asked.content},
+    attached = load_attachments(session.connection(), _question_ids(messages))
+    history = _history(messages[: messages.index(asked)], attached)
+    so_far: list[dict[str, Any]] = [
+        {"role": "user", "content": content_parts(asked.content, attached.get(asked.id, []))},
         {"role": "assistant", "content": answer.content},
     ]
     params = replace(question, input=CONTINUE_PROMPT).chat_params(
@@ -393,11 +399,17 @@ def clean_title(value: object) -> str:
 
 @dataclass
 class _History:
-    system: list[dict[str, str]] = field(default_factory=list)
-    turns: list[dict[str, str]] = field(default_factory=list)
+    system: list[dict[str, Any]] = field(default_factory=list)
+    turns: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _history(messages: Sequence[Message]) -> _History:
+def _question_ids(messages: Sequence[Message]) -> list[int]:
+    return [message.id for message in messages if message.role == "user"]
+
+
+def _history(
+    messages: Sequence[Message], attached: Mapping[int, Sequence[Attachment]] | None = None
+) -> _History:
     """What the upstream is sent of earlier `messages`.
 
     System messages always; a question only with the answer that follows it
@@ -405,7 +417,9 @@ def _history(messages: Sequence[Message]) -> _History:
     whole or interrupted: its content only, never the model's reasoning
     (DeepSeek refuses a request that holds it). An answer broken off while
     the model still reasoned has no content: it and its question are left out.
+    A question's attachments (`attached`, by message id) go with it as content parts.
     """
+    attached = attached or {}
     history = _History()
     pending: Message | None = None
     for message in messages:
@@ -414,7 +428,8 @@ def _history(messages: Sequence[Message]) -> _History:
         elif message.role == "user":
             pending = message if message.status == "ok" else None
         elif pending is not None and message.content:
-            history.turns.append({"role": "user", "content": pending.content})
+            content = content_parts(pending.content, attached.get(pending.id, []))
+            history.turns.append({"role": "user", "content": content})
             history.turns.append({"role": "assistant", "content": message.content})
             pending = None
     return history

@@ -59,6 +59,10 @@ def call_chatgpt() -> Response:
     named), `edit_of` (with `conversation_id`: the id of an earlier question
     this one is a new version of; it is stored beside it, the old one and
     what followed it kept, and becomes the current branch).
+    Attachments: multipart parts `image` and `file` (repeatable, with
+    `detail` for the images), or in JSON `images` (data URLs, `https` URLs,
+    or `{"url", "detail"}`) and `files` (`{"name", "content_base64"}`);
+    see `chatproxy.attachments`. The body may be up to CHATPROXY_MAX_UPLOAD_BYTES.
     The question is stored before the upstream is called, with a new
     conversation when none is named; `X-Conversation-Id` in the response names
     it.
@@ -107,6 +111,7 @@ def call_chatgpt() -> Response:
         settings,
         wants=wanted_format(),
         personas=personas,
+        uploads={name: request.files.getlist(name) for name in ("image", "file")},
     )
     claimed = claim_request(asked(values, conversation_id))
     if isinstance(claimed, Stored):
@@ -148,7 +153,9 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
     try:
         # An upper bound, without tiktoken: counting exactly would load its encodings
         # (tens of MB a worker) for every key with a quota, to hold a worst case anyway.
-        record_usage.reserve(priced, lambda: token_bound(messages, quick=True), int(cap or 0))
+        record_usage.reserve(
+            priced, lambda: token_bound(messages, quick=True, model=priced), int(cap or 0)
+        )
     except APIError as error:  # a quota reached, counting the answers in flight
         logged["outcome"] = error.code
         fail_turn(engine, turn, error)
