@@ -94,6 +94,11 @@ class Question:
             **self.options,
         }
 
+    @property
+    def images(self) -> list[Attachment]:
+        """The question's images."""
+        return [a for a in self.attachments if a.kind == "image"]
+
     def _check_files_fit(
         self, leading: Sequence[Message], model: str, max_tokens: int, window: int
     ) -> None:
@@ -102,8 +107,7 @@ class Question:
         files = [a for a in self.attachments if a.kind == "file"]
         if not files:
             return
-        images = [a for a in self.attachments if a.kind == "image"]
-        rest = [*leading, {"role": "user", "content": content_parts(self.input, images)}]
+        rest = [*leading, {"role": "user", "content": content_parts(self.input, self.images)}]
         room = window - max_tokens - count_messages(rest, model)
         for attachment in files:
             size = count_text(attachment.file_part()["text"], model)

@@ -34,6 +34,7 @@ from chatproxy.store import group_commit
 from chatproxy.store.attachments import insert_attachments, load_attachments
 from chatproxy.store.branches import Tree, current_branch, edited_question
 from chatproxy.store.models import TITLE_LENGTH, Conversation, Message, new_id, utcnow
+from chatproxy.tokens import image_count
 
 TITLE_CHARS = 60  # a title taken from the first question keeps this many characters
 # What Continue asks after the answer so far (a user message, so that every
@@ -67,6 +68,7 @@ class Turn:
     (`start_continue`) sets `answer_id` to the answer it goes on with,
     `prefix` to that answer's text (what arrives is appended to it) and
     `prior_usage` to the usage stored with it (the new usage is added).
+    `dropped_images` counts the history's images left out to fit the window.
     """
 
     conversation_id: str
@@ -78,6 +80,7 @@ class Turn:
     answer_id: int | None = None
     prefix: str = ""
     prior_usage: dict[str, int] | None = None
+    dropped_images: int = 0
 
 
 def parse_conversation_id(value: object) -> str | None:
@@ -239,7 +242,9 @@ def start_turn(
     # In one transaction with the questions that arrive at the same moment (at a
     # thousand streams, hundreds do): one commit for them all.
     question_id = group_commit.write_now(engine, store)
-    return Turn(conversation_id, question_id, question.model, params)
+    # The question's own images are always sent: any missing were the history's.
+    dropped = image_count(history.turns) + len(question.images) - image_count(params["messages"])
+    return Turn(conversation_id, question_id, question.model, params, dropped_images=dropped)
 
 
 def inserted_id(result: CursorResult[Any]) -> int:

@@ -69,7 +69,8 @@ def call_chatgpt() -> Response:
     Answers `text/plain` (the answer only) by default; JSON
     `{"answer", "reasoning", "model", "usage", "finish_reason", "cost",
     "conversation_id", "message_id"}` (`reasoning` the model's, or null; `cost`
-    in USD, null for a model without a price) with
+    in USD, null for a model without a price; `dropped_images`, only when
+    earlier questions' images were left out to fit the window) with
     `Accept: application/json` or `format=json`; SSE events (see
     `chatproxy.web.sse`) with `stream=1` or `Accept: text/event-stream`.
     With an `Idempotency-Key` header, a retry of an answered request gets
@@ -213,6 +214,7 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
                 "conversation_id": turn.conversation_id,
                 "message_id": kept.answer_id,
                 "stored": kept.stored,
+                **_dropped(turn),
             }
 
         settings = current_settings()
@@ -246,8 +248,14 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
             conversation_id=turn.conversation_id,
             message_id=kept.answer_id,
             stored=kept.stored,
+            **_dropped(turn),
         )
     return Response(answer.content, mimetype="text/plain")
+
+
+def _dropped(turn: Turn) -> dict[str, int]:
+    """`{"dropped_images": n}` when the history's images were left out to fit the window."""
+    return {"dropped_images": turn.dropped_images} if turn.dropped_images else {}
 
 
 def _outcome(error: APIError | None, closed: bool) -> str:
