@@ -119,9 +119,10 @@ def create_app(
     # Uploads (audio, images to edit) may be larger than the rest; chunked bodies too are held
     # to their limit (werkzeug alone would cut them short, silently).
     uploads = dict.fromkeys(media.UPLOAD_ROUTES, settings.max_upload_bytes)
-    # A question may carry images and files (multipart or JSON): held to the upload limit.
-    uploads["/callChatGPT"] = settings.max_upload_bytes
-    register_body_limits(app, settings.max_body_bytes, uploads)
+    # A question in multipart or JSON may carry images and files: held to the upload limit;
+    # in a query string or a urlencoded form, to the body limit.
+    attachable = {"/callChatGPT": settings.max_upload_bytes}
+    register_body_limits(app, settings.max_body_bytes, uploads, attachable)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[SETTINGS] = settings
     app.extensions[PERSONAS] = personas
