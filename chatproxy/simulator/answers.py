@@ -262,12 +262,13 @@ _FILE_RE = re.compile(r'<file name="([^"]*)">\n(.*)\n</file>', re.DOTALL)
 
 
 def describe_attachments(messages: Sequence[dict[str, Any]]) -> str:
-    """What the last user message carried, one line each, then a blank line ("" if nothing).
+    """What the last user message carried, a Markdown list item each, then a blank line ("" if
+    nothing).
 
-    An image: `Image 1: PNG, 64×48 px, sha256 0123456789abcdef.` (the first 16
+    An image: `- Image 1: PNG, 64×48 px, sha256 0123456789abcdef.` (the first 16
     hex digits of its bytes' SHA-256, so a test sees they arrived intact), or
-    `Image 1: https URL, not fetched.`; a file (a text part `<file name=...>`
-    as chatproxy sends it): `File notes.txt: 120 characters.`
+    `- Image 1: https URL, not fetched.`; a file (a text part `<file name=...>`
+    as chatproxy sends it): `- File notes.txt: 120 characters.`
     """
     import hashlib
 
@@ -282,22 +283,22 @@ def describe_attachments(messages: Sequence[dict[str, Any]]) -> str:
             continue
         if part.get("type") == "text":
             for name, text in _FILE_RE.findall(str(part.get("text", ""))):
-                lines.append(f"File {name}: {len(text)} characters.")
+                lines.append(f"- File {name}: {len(text)} characters.")
         elif part.get("type") == "image_url":
             images += 1
             url = str((part.get("image_url") or {}).get("url", ""))
             if not url.startswith("data:"):
-                lines.append(f"Image {images}: {url.split(':', 1)[0]} URL, not fetched.")
+                lines.append(f"- Image {images}: {url.split(':', 1)[0]} URL, not fetched.")
                 continue
             try:
                 data = decode_data_url(url)[1]
                 info = sniff_image(data)
             except (ValueError, NotAnImage):
-                lines.append(f"Image {images}: not an image I can read.")
+                lines.append(f"- Image {images}: not an image I can read.")
                 continue
             digest = hashlib.sha256(data).hexdigest()[:16]
             lines.append(
-                f"Image {images}: {info.format.upper()}, {info.width}×{info.height} px, "
+                f"- Image {images}: {info.format.upper()}, {info.width}×{info.height} px, "
                 f"sha256 {digest}."
             )
     return "\n".join(lines) + "\n\n" if lines else ""

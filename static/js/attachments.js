@@ -20,7 +20,7 @@ const $tray = $("#attachment-tray");
 const $picker = $("#attach-input");
 const viewer = document.getElementById("image-viewer");
 
-let pending = []; // {kind, name, size, dataUrl}
+let pending = []; // {kind, name, size, dataUrl, previewUrl}
 
 export function start() {
   $("#attach").on("click", () => $picker.trigger("click"));
@@ -54,7 +54,9 @@ export function addFiles(files) {
     const reader = new FileReader();
     reader.onload = () => {
       const kind = IMAGE_TYPES.indexOf(file.type) !== -1 ? "image" : "file";
-      pending.push({ kind: kind, name: file.name || kind, size: file.size, dataUrl: reader.result });
+      // Shown from a blob: URL (CSP img-src needs no data: for it); sent as the data URL.
+      const previewUrl = kind === "image" ? URL.createObjectURL(file) : "";
+      pending.push({ kind: kind, name: file.name || kind, size: file.size, dataUrl: reader.result, previewUrl: previewUrl });
       drawTray();
     };
     reader.readAsDataURL(file);
@@ -91,7 +93,7 @@ export function bodyFields(items) {
 function drawTray() {
   $tray.empty().prop("hidden", !pending.length);
   pending.forEach((item, index) => {
-    const $item = attachmentElement(item, item.dataUrl);
+    const $item = attachmentElement(item, item.previewUrl);
     const $remove = $("<button>", {
       type: "button",
       class: "attachment-remove",
@@ -109,7 +111,7 @@ function drawTray() {
 }
 
 // An attachment as the page shows it: a thumbnail (click: full size) or a chip.
-// `src` is the image's URL (a data URL, or a blob of the server's copy).
+// `src` is the image's URL (a blob: URL of the file picked, or of the server's copy).
 export function attachmentElement(item, src) {
   if (item.kind === "image") {
     const $img = $("<img>", { class: "attachment-thumb", alt: item.name || t("attach.image"), src: src || "" });

@@ -375,7 +375,7 @@ function answer(turn, url, payload, after) {
 export function ask(question, model, persona, attached) {
   const turn = new Turn(question, model, persona, regenerate);
   turn.attachments = attached || [];
-  turn.showAttachments(turn.attachments.map((item) => attachments.attachmentElement(item, item.dataUrl)));
+  turn.showAttachments(turn.attachments.map((item) => attachments.attachmentElement(item, item.previewUrl)));
   $("#empty-state").remove();
   $transcript.append(turn.$el);
   scrollToBottom();
