@@ -121,7 +121,10 @@ def create_app(
     uploads = dict.fromkeys(media.UPLOAD_ROUTES, settings.max_upload_bytes)
     # A question in multipart or JSON may carry images and files: held to the upload limit;
     # in a query string or a urlencoded form, to the body limit.
-    attachable = {"/callChatGPT": settings.max_upload_bytes}
+    attachable = {
+        "/callChatGPT": settings.max_upload_bytes,
+        "/api/conversations/import": settings.max_upload_bytes,  # an export with images
+    }
     register_body_limits(app, settings.max_body_bytes, uploads, attachable)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[SETTINGS] = settings

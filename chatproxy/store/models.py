@@ -137,6 +137,10 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
     # Set by an import, which builds a tree before its rows have ids.
     parent: Mapped[Message | None] = relationship(remote_side=[id])
+    # Set by an import too; questions asked store theirs with Core statements.
+    attachments: Mapped[list[StoredAttachment]] = relationship(
+        order_by="StoredAttachment.position", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class StoredAttachment(db.Model):  # type: ignore[name-defined,misc]

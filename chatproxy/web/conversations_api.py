@@ -33,7 +33,7 @@ from chatproxy.access.keys import current_owner, current_policy
 from chatproxy.errors import BadRequest
 from chatproxy.questions import parse_question
 from chatproxy.state import current_personas, current_prices, current_settings
-from chatproxy.store.attachments import listed_attachments
+from chatproxy.store.attachments import listed_attachments, load_attachments
 from chatproxy.store.branches import Tree, choose_branch, parse_message_id
 from chatproxy.store.conversations import (
     clean_title,
@@ -175,10 +175,12 @@ def export(conversation_id: str) -> Response:
     """
     conversation = _find(conversation_id)
     kind = request.args.get("format", "md")
+    questions = [m.id for m in conversation.messages if m.role == "user"]
+    attached = load_attachments(db.session.connection(), questions)
     if kind == "json":
-        response = jsonify(to_json(conversation))
+        response = jsonify(to_json(conversation, attached))
     elif kind == "md":
-        response = Response(to_markdown(conversation), mimetype="text/markdown")
+        response = Response(to_markdown(conversation, attached), mimetype="text/markdown")
     else:
         raise BadRequest("'format' must be md or json.", param="format")
     response.headers["Content-Disposition"] = attachment(filename(conversation, kind))
