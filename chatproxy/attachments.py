@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -57,6 +58,12 @@ class Attachment:
     def size(self) -> int:
         """The attachment's bytes (0 for an image given as a URL)."""
         return len(self.data) if self.data is not None else 0
+
+    def fingerprint(self) -> str:
+        """What the attachment is, for an Idempotency-Key's fingerprint: its kind, name,
+        detail and the SHA-256 of its bytes (or URL); multipart and JSON alike."""
+        digest = hashlib.sha256(self.data if self.data is not None else (self.url or "").encode())
+        return f"{self.kind}:{self.name or ''}:{self.detail or ''}:{digest.hexdigest()}"
 
     def image_part(self) -> dict[str, Any]:
         """An image as OpenAI's content part."""

@@ -7,6 +7,7 @@ The store is the session's database (SQLite, or PostgreSQL with TEST_DATABASE_UR
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -304,3 +305,24 @@ def test_old_images_are_dropped_before_old_text(http: httpx2.Client, simulator: 
     assert sent[2]["content"][1]["type"] == "image_url"
     assert second["dropped_images"] == 2
     assert "dropped_images" not in first
+
+
+def test_idempotency_key_tells_multipart_images_apart(http: httpx2.Client) -> None:
+    fields = {"input": "What is it?", "model": VISION, "format": "json"}
+    headers = {"Idempotency-Key": f"attach-{uuid.uuid4().hex}"}
+
+    first = http.post(
+        "/callChatGPT", data=fields, files={"image": ("a.png", png(5, 5))}, headers=headers
+    )
+    again = http.post(
+        "/callChatGPT", data=fields, files={"image": ("a.png", png(5, 5))}, headers=headers
+    )
+    other = http.post(
+        "/callChatGPT", data=fields, files={"image": ("a.png", png(6, 6))}, headers=headers
+    )
+
+    assert first.status_code == 200, first.text
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.json()["answer"] == first.json()["answer"]
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"

@@ -114,7 +114,14 @@ def call_chatgpt() -> Response:
         personas=personas,
         uploads={name: request.files.getlist(name) for name in ("image", "file")},
     )
-    claimed = claim_request(asked(values, conversation_id))
+    fingerprinted = asked(values, conversation_id)
+    # Attachments by their bytes' digests, however they came (a multipart part is in no
+    # `values`; a data URL need not be hashed twice).
+    fingerprinted.pop("images", None)
+    fingerprinted.pop("files", None)
+    if question.attachments:
+        fingerprinted["attachments"] = [a.fingerprint() for a in question.attachments]
+    claimed = claim_request(fingerprinted)
     if isinstance(claimed, Stored):
         return replay_answer(claimed, question)
     with released_on_error(claimed):
