@@ -89,6 +89,7 @@ def create_app(
     from chatproxy.web.bodylimit import register_body_limits
     from chatproxy.web.headers import register_relative_redirects, register_security_headers
     from chatproxy.web.requestlog import register_request_log
+    from chatproxy.web.upload_budget import register_upload_budget
 
     if environ is None:
         from dotenv import load_dotenv
@@ -160,6 +161,8 @@ def create_app(
     # Before Flask-Limiter's own check: the caller decides which limits apply.
     register_access_check(app, settings, {bp.name for bp in api_blueprints})
     init_limits(app, settings, api_blueprints)
+    # After the access check and rate limits: a refused request never waits for room.
+    register_upload_budget(app, attachable, settings.upload_memory_bytes)
     app.register_blueprint(page.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(openapi.bp)

@@ -120,6 +120,7 @@ class Settings:
     max_images: int = 10
     max_file_bytes: int = 10 * 1024 * 1024
     max_files: int = 5
+    upload_memory_bytes: int = 64 * 1024 * 1024
     timeout: float = 120.0
     connect_timeout: float = 10.0
     max_retries: int = 2
@@ -278,6 +279,9 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_images=env.number("CHATPROXY_MAX_IMAGES", int, 10, low=0, high=100),
         max_file_bytes=env.number("CHATPROXY_MAX_FILE_BYTES", int, 10 * 1024 * 1024, low=1024),
         max_files=env.number("CHATPROXY_MAX_FILES", int, 5, low=0, high=100),
+        upload_memory_bytes=env.number(
+            "CHATPROXY_UPLOAD_MEMORY_BYTES", int, 64 * 1024 * 1024, low=1024 * 1024
+        ),
         timeout=env.number("CHATPROXY_TIMEOUT", float, 120.0, low=0.1),
         connect_timeout=env.number("CHATPROXY_CONNECT_TIMEOUT", float, 10.0, low=0.1),
         max_retries=env.number("CHATPROXY_MAX_RETRIES", int, 2, low=0, high=10),
