@@ -25,6 +25,11 @@ _INSERT_ATTACHMENT = ATTACHMENTS.insert()
 _LISTED = [column for column in ATTACHMENTS.c if column.name not in ("data", "text")]
 
 
+def question_ids(messages: Iterable[Message]) -> list[int]:
+    """The ids of the questions (user messages) among `messages`."""
+    return [message.id for message in messages if message.role == "user"]
+
+
 def insert_attachments(
     connection: Connection, message_id: int, attachments: Sequence[Attachment]
 ) -> None:

@@ -31,7 +31,7 @@ from chatproxy.errors import BadRequest, NotFound
 from chatproxy.personas import Persona
 from chatproxy.questions import Question
 from chatproxy.store import group_commit
-from chatproxy.store.attachments import insert_attachments, load_attachments
+from chatproxy.store.attachments import insert_attachments, load_attachments, question_ids
 from chatproxy.store.branches import Tree, current_branch, edited_question
 from chatproxy.store.models import TITLE_LENGTH, Conversation, Message, new_id, utcnow
 from chatproxy.tokens import image_count
@@ -174,7 +174,7 @@ def start_turn(
             code="invalid_message_id",
         )
     parent_id = before[-1].id if before else None
-    history = _history(before, load_attachments(engine, _question_ids(before)))
+    history = _history(before, load_attachments(engine, question_ids(before)))
     if question.system:
         history.system.append({"role": "system", "content": question.system})
     params = question.chat_params(settings, extra_leading=history.system, history=history.turns)
@@ -282,7 +282,7 @@ def start_regenerate(
     messages = current_branch(conversation)
     last = last_question(conversation)
     position = messages.index(last)
-    attached = load_attachments(session.connection(), _question_ids(messages[: position + 1]))
+    attached = load_attachments(session.connection(), question_ids(messages[: position + 1]))
     history = _history(messages[:position], attached)
     question = replace(question, attachments=attached.get(last.id, []))
     params = question.chat_params(settings, extra_leading=history.system, history=history.turns)
@@ -344,7 +344,7 @@ def start_continue(
     """
     messages = current_branch(conversation)
     asked, answer = cut_off_answer(conversation)
-    attached = load_attachments(session.connection(), _question_ids(messages))
+    attached = load_attachments(session.connection(), question_ids(messages))
     history = _history(messages[: messages.index(asked)], attached)
     so_far: list[dict[str, Any]] = [
         {"role": "user", "content": content_parts(asked.content, attached.get(asked.id, []))},
@@ -406,10 +406,6 @@ def clean_title(value: object) -> str:
 class _History:
     system: list[dict[str, Any]] = field(default_factory=list)
     turns: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _question_ids(messages: Sequence[Message]) -> list[int]:
-    return [message.id for message in messages if message.role == "user"]
 
 
 def _history(
