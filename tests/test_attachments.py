@@ -218,6 +218,9 @@ def test_image_is_stored_served_back_and_sent_again_in_history(
     assert served.headers["content-type"] == "image/png"
     assert served.headers["x-content-type-options"] == "nosniff"
     assert served.headers["content-disposition"].startswith("inline;")
+    # Deleted with its conversation.
+    assert http.delete(f"/api/conversations/{conversation_id}").status_code in (200, 204)
+    assert http.get(f"/api/attachments/{listed[0]['id']}").status_code == 404
 
 
 def test_attachment_is_served_to_its_owner_only(make_server_with: Any, app_env: Any) -> None:
