@@ -329,3 +329,11 @@ def test_idempotency_key_tells_multipart_images_apart(http: httpx2.Client) -> No
     assert again.json()["answer"] == first.json()["answer"]
     assert other.status_code == 422
     assert other.json()["error"]["code"] == "idempotency_key_reused"
+
+
+@pytest.mark.parametrize("attachment_id", ["0", "2147483648", "509224367944113", "-1", "x"])
+def test_attachment_ids_out_of_range_are_404(http: httpx2.Client, attachment_id: str) -> None:
+    response = http.get(f"/api/attachments/{attachment_id}")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "invalid_request_error"

@@ -51,4 +51,8 @@ def test_a_large_question_waits_for_the_answer_holding_the_room(make_server_with
 
     assert results["second"].status_code == 200, results["second"].text
     assert "- Image 1: PNG, 64×64 px" in results["second"].json()["answer"]
+    # Given back once the server has closed the response, just after the client read it.
+    deadline = time.monotonic() + 10
+    while budget.used and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert budget.used == 0

@@ -20,6 +20,7 @@ from chatproxy.images import DETAILS, NotAnImage, decode_data_url, sniff_image
 from chatproxy.store.models import Conversation, Message, StoredAttachment
 
 ATTACHMENTS = StoredAttachment.__table__
+MAX_ID = 2**31 - 1  # ids are 32-bit integers
 _INSERT_ATTACHMENT = ATTACHMENTS.insert()
 # Everything but the bytes: what a transcript lists.
 _LISTED = [column for column in ATTACHMENTS.c if column.name not in ("data", "text")]
@@ -129,6 +130,10 @@ def find_attachment(session: Any, attachment_id: int, owner: str | None) -> Stor
     Raises NotFound `attachment_not_found` for one that does not exist or
     is another's (the two are not told apart).
     """
+    if not 1 <= attachment_id <= MAX_ID:  # beyond the column's range: PostgreSQL would refuse
+        raise NotFound(
+            f"No attachment {attachment_id} here.", param="id", code="attachment_not_found"
+        )
     found = session.execute(
         select(StoredAttachment, Conversation.owner)
         .join(Message, Message.id == StoredAttachment.message_id)

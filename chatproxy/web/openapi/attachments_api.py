@@ -84,7 +84,8 @@ def attachment_paths(ops: Operations) -> dict[str, Schema]:
                     "name": "attachment_id",
                     "in": "path",
                     "required": True,
-                    "schema": integer(minimum=1),
+                    "schema": integer(minimum=1, maximum=2**31 - 1),
+                    "description": "Any other value: 404 `attachment_not_found`.",
                 }
             ],
             "get": ops.api(
@@ -95,7 +96,8 @@ def attachment_paths(ops: Operations) -> dict[str, Schema]:
                         "Its bytes, with the `Content-Type` read from them, "
                         "`X-Content-Type-Options: nosniff`, and `Content-Disposition` "
                         "`inline` (an image) or `attachment` with its name (a file)",
-                        {"application/octet-stream": string(contentMediaType="*/*")},
+                        # An image's type (image/png, ...) or a file's (application/pdf, ...).
+                        {"*/*": string(description="The bytes as attached")},
                     ),
                     "302": ok("An image given as an `https` URL: `Location` is that URL"),
                     **errors(401, 404),
