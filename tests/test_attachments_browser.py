@@ -135,7 +135,7 @@ def test_picked_file_goes_with_the_question(open_page: Callable[..., Page]) -> N
     expect(answer).to_contain_text("File notes.md: 15 characters.")
 
 
-def test_a_refused_attachment_is_explained_under_the_question(open_page: Callable[..., Page]) -> None:
+def test_a_refused_attachment_is_explained(open_page: Callable[..., Page]) -> None:
     page = open_page()
     give(page, "drop", ("scan.pdf", "application/pdf", b"%PDF-1.4 nothing readable"))
     page.fill("#question", "Read this")
