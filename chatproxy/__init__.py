@@ -79,6 +79,7 @@ def create_app(
         admin_page,
         api,
         ask,
+        attachments_api,
         conversations_api,
         health,
         media,
@@ -90,6 +91,7 @@ def create_app(
     from chatproxy.web.bodylimit import register_body_limits
     from chatproxy.web.headers import register_relative_redirects, register_security_headers
     from chatproxy.web.requestlog import register_request_log
+    from chatproxy.web.upload_budget import register_upload_budget
 
     if environ is None:
         from dotenv import load_dotenv
@@ -120,7 +122,13 @@ def create_app(
     # Uploads (audio, images to edit) may be larger than the rest; chunked bodies too are held
     # to their limit (werkzeug alone would cut them short, silently).
     uploads = dict.fromkeys(media.UPLOAD_ROUTES, settings.max_upload_bytes)
-    register_body_limits(app, settings.max_body_bytes, uploads)
+    # A question in multipart or JSON may carry images and files: held to the upload limit;
+    # in a query string or a urlencoded form, to the body limit.
+    attachable = {
+        "/callChatGPT": settings.max_upload_bytes,
+        "/api/conversations/import": settings.max_upload_bytes,  # an export with images
+    }
+    register_body_limits(app, settings.max_body_bytes, uploads, attachable)
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.extensions[SETTINGS] = settings
     app.extensions[PERSONAS] = personas
@@ -144,10 +152,20 @@ def create_app(
     register_security_headers(app)
     register_request_log(app, settings)  # first: every later failure has a request id
     register_relative_redirects(app)
-    api_blueprints = [ask.bp, api.bp, conversations_api.bp, v1.bp, responses.bp, media.bp]
+    api_blueprints = [
+        ask.bp,
+        api.bp,
+        conversations_api.bp,
+        attachments_api.bp,
+        v1.bp,
+        responses.bp,
+        media.bp,
+    ]
     # Before Flask-Limiter's own check: the caller decides which limits apply.
     register_access_check(app, settings, {bp.name for bp in api_blueprints})
     init_limits(app, settings, api_blueprints)
+    # After the access check and rate limits: a refused request never waits for room.
+    register_upload_budget(app, attachable, settings.upload_memory_bytes)
     app.register_blueprint(page.bp)
     app.register_blueprint(admin_page.bp)
     app.register_blueprint(admin_api.bp)

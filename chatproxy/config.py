@@ -43,6 +43,23 @@ COMPLETION_MODELS = frozenset({"gpt-3.5-turbo-instruct", "davinci-002", "babbage
 REASONING_MODELS = ("o1*", "o3*", "o4*", "gpt-5*", "deepseek-reasoner*", "gpt-oss*")
 """Models that take `reasoning_effort` unless CHATPROXY_REASONING_MODELS names others: OpenAI's
 o-series and gpt-5, DeepSeek's reasoner, gpt-oss (patterns, see `takes_reasoning_effort`)."""
+VISION_MODELS = (
+    "gpt-4o*",
+    "chatgpt-4o*",
+    "gpt-4.1*",
+    "gpt-4.5*",
+    "gpt-4-turbo*",
+    "gpt-5*",
+    "o1",
+    "o1-20*",
+    "o3*",
+    "o4*",
+    "llava*",
+    "gemma3*",
+    "qwen*vl*",
+)
+"""Models that see images unless CHATPROXY_VISION_MODELS names others: OpenAI's families with
+vision, and Ollama's llava, gemma3 and Qwen-VL (patterns, see `sees_images`)."""
 NOT_CHAT_MODELS = COMPLETION_MODELS | {
     "text-embedding-3-small",
     "text-embedding-3-large",
@@ -98,6 +115,12 @@ class Settings:
     max_input_chars: int = 16000
     max_body_bytes: int = 1024 * 1024
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    vision_models: tuple[str, ...] = VISION_MODELS
+    max_image_bytes: int = 10 * 1024 * 1024
+    max_images: int = 10
+    max_file_bytes: int = 10 * 1024 * 1024
+    max_files: int = 5
+    upload_memory_bytes: int = 64 * 1024 * 1024
     timeout: float = 120.0
     connect_timeout: float = 10.0
     max_retries: int = 2
@@ -156,6 +179,12 @@ class Settings:
         matches one of `reasoning_models` (shell patterns: `*` matches anything)."""
         name = model.rsplit("/", 1)[-1]
         return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.reasoning_models)
+
+    def sees_images(self, model: str) -> bool:
+        """True when `model` takes images: its name, after any `provider/` prefix, matches
+        one of `vision_models` (shell patterns)."""
+        name = model.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.vision_models)
 
     @property
     def simulator_in_use(self) -> bool:
@@ -245,6 +274,14 @@ def load_settings(environ: Mapping[str, str]) -> Settings:
         max_body_bytes=env.number("CHATPROXY_MAX_BODY_BYTES", int, 1024 * 1024, low=1024),
         max_upload_bytes=env.number(
             "CHATPROXY_MAX_UPLOAD_BYTES", int, DEFAULT_MAX_UPLOAD_BYTES, low=1024
+        ),
+        vision_models=env.items("CHATPROXY_VISION_MODELS", VISION_MODELS),
+        max_image_bytes=env.number("CHATPROXY_MAX_IMAGE_BYTES", int, 10 * 1024 * 1024, low=1024),
+        max_images=env.number("CHATPROXY_MAX_IMAGES", int, 10, low=0, high=100),
+        max_file_bytes=env.number("CHATPROXY_MAX_FILE_BYTES", int, 10 * 1024 * 1024, low=1024),
+        max_files=env.number("CHATPROXY_MAX_FILES", int, 5, low=0, high=100),
+        upload_memory_bytes=env.number(
+            "CHATPROXY_UPLOAD_MEMORY_BYTES", int, 64 * 1024 * 1024, low=1024 * 1024
         ),
         timeout=env.number("CHATPROXY_TIMEOUT", float, 120.0, low=0.1),
         connect_timeout=env.number("CHATPROXY_CONNECT_TIMEOUT", float, 10.0, low=0.1),

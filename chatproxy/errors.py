@@ -148,6 +148,15 @@ class StoreUnavailable(APIError):
     default_code = "store_unavailable"
 
 
+class UploadsBusy(APIError):
+    """503: this worker holds as many attachment bytes as CHATPROXY_UPLOAD_MEMORY_BYTES allows,
+    and none were let go in time; nothing was read or asked."""
+
+    status = 503
+    type = "server_error"
+    default_code = "uploads_busy"
+
+
 class UpstreamTimeout(APIError):
     """504: the upstream did not answer within CHATPROXY_TIMEOUT."""
 

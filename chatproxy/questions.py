@@ -14,10 +14,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatproxy.attachments import Attachment, Upload, content_parts, read_attachments
 from chatproxy.config import NOT_CHAT_MODELS, Settings
 from chatproxy.errors import BadRequest, Forbidden, NotFound
 from chatproxy.personas import Persona
-from chatproxy.tokens import Message, context_window, fit_messages, limit_field
+from chatproxy.tokens import (
+    Message,
+    context_window,
+    count_messages,
+    count_text,
+    fit_messages,
+    limit_field,
+)
 
 MAX_STOP_SEQUENCES = 4  # OpenAI's limit for `stop`
 REASONING_EFFORTS = ("minimal", "low", "medium", "high")  # OpenAI's, for `reasoning_effort`
@@ -46,6 +54,7 @@ class Question:
     options: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
     format: str = "text"
+    attachments: list[Attachment] = field(default_factory=list)
 
     def chat_params(
         self,
@@ -76,13 +85,41 @@ class Question:
         # Facts about the model (its window, its cap's field) are the real one's, not an alias's.
         real = settings.upstream_model(self.model)
         window = context_window(real, settings.context_window)
-        question = {"role": "user", "content": self.input}
+        question = {"role": "user", "content": content_parts(self.input, self.attachments)}
+        self._check_files_fit(leading, real, max_tokens, window)
         return {
             "model": self.model,
             "messages": fit_messages(leading, history, question, real, max_tokens, window),
             limit_field(real): max_tokens,
             **self.options,
         }
+
+    @property
+    def images(self) -> list[Attachment]:
+        """The question's images."""
+        return [a for a in self.attachments if a.kind == "image"]
+
+    def _check_files_fit(
+        self, leading: Sequence[Message], model: str, max_tokens: int, window: int
+    ) -> None:
+        """Raise BadRequest `context_length_exceeded` (param `file`) naming the first attached
+        file that does not fit the window with the question, its images and `max_tokens`."""
+        files = [a for a in self.attachments if a.kind == "file"]
+        if not files:
+            return
+        rest = [*leading, {"role": "user", "content": content_parts(self.input, self.images)}]
+        room = window - max_tokens - count_messages(rest, model)
+        for attachment in files:
+            size = count_text(attachment.file_part()["text"], model)
+            if size > room:
+                raise BadRequest(
+                    f"The file {attachment.name!r} is {size:,} tokens; {max(room, 0):,} fit in "
+                    f"{model}'s context window of {window:,} tokens with the question and "
+                    f"max_tokens {max_tokens:,}. Attach a shorter file or a part of it.",
+                    param="file",
+                    code="context_length_exceeded",
+                )
+            room -= size
 
 
 def not_allowed(model: str, settings: Settings) -> NotFound | Forbidden:
@@ -108,6 +145,7 @@ def parse_question(
     *,
     wants: str,
     personas: Mapping[str, Persona] | None = None,
+    uploads: Mapping[str, Sequence[Upload]] | None = None,
 ) -> Question:
     """Check the parameters of one question.
 
@@ -120,6 +158,8 @@ def parse_question(
     `model_not_supported` for a model that answers no chat, `unsupported_parameter`
     for `reasoning_effort` to a model that does not take it), Forbidden for a
     model outside CHATPROXY_MODELS, NotFound for one no upstream serves (`not_allowed`).
+    Attachments are JSON `images`/`files` in `values` and multipart parts in
+    `uploads` (`chatproxy.attachments.read_attachments`, which says their errors).
     """
     text = _text(values, "input", settings.max_input_chars, required=True)
     assert text is not None
@@ -160,6 +200,7 @@ def parse_question(
         options=options,
         stream=stream,
         format="sse" if stream else answer_format,
+        attachments=read_attachments(values, uploads or {}, settings, model),
     )
 
 

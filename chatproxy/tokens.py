@@ -12,6 +12,10 @@ loads it.
 tiktoken runs only near the limit: a byte-level BPE token covers at least one
 byte, so the UTF-8 length of the text plus the per-message overheads bounds
 the count from above, and a prompt whose bound fits is sent uncounted.
+
+Images (`image_url` content parts) count by OpenAI's tile rule
+(`chatproxy.images`): exactly from the pixel size a `data:` URL's header gives,
+and in bounds as the most tiles an image of that `detail` takes.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatproxy.environment import ConfigError
 from chatproxy.errors import BadRequest
+from chatproxy.images import image_tokens, part_tokens
 from chatproxy.prices import PRICES as PRICES
 from chatproxy.prices import Price as Price
 from chatproxy.prices import answer_cost as answer_cost
@@ -119,11 +124,12 @@ def count_text(text: str, model: str) -> int:
 def count_messages(messages: Sequence[Message], model: str) -> int:
     """Prompt tokens of a chat request's `messages`, as OpenAI counts them (the cookbook's rule).
 
-    String values (role, content, name) and the text parts of a list
-    `content` are counted; other values (tool calls, images) are not.
+    String values (role, content, name), the text parts of a list `content`
+    and its images (`image_url` parts, by OpenAI's tile rule for `model`) are
+    counted; other values (tool calls) are not.
     """
     encoding = encoding_for(model)
-    return REPLY_PRIMING + sum(_message_tokens(message, encoding) for message in messages)
+    return REPLY_PRIMING + sum(_message_tokens(message, encoding, model) for message in messages)
 
 
 def count_prompt(body: Mapping[str, Any], model: str) -> int:
@@ -193,30 +199,49 @@ def counted_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-def token_bound(messages: Sequence[Message], *, quick: bool = False) -> int:
-    """An upper bound of `count_messages(messages, model)` for any model, without tiktoken.
+def token_bound(
+    messages: Sequence[Message], *, quick: bool = False, model: str = "gpt-4o-mini"
+) -> int:
+    """An upper bound of `count_messages(messages, model)`, without tiktoken.
 
     A byte-level BPE token covers at least one byte of UTF-8, so each text's
     byte length bounds its token count. With `quick`, a non-ASCII text counts
     4 per character (UTF-8's longest) instead: looser, but nothing is encoded.
+    An image counts as the most tiles one of its `detail` takes for `model`
+    (by default gpt-4o-mini's, the largest counts), its bytes unread.
     """
-    return REPLY_PRIMING + sum(_message_bound(message, quick) for message in messages)
+    return REPLY_PRIMING + sum(_message_bound(message, quick, model) for message in messages)
 
 
-def _message_tokens(message: Message, encoding: Encoding) -> int:
+def _message_tokens(message: Message, encoding: Encoding, model: str) -> int:
     tokens = TOKENS_PER_MESSAGE
     for key, value in message.items():
         text = _text_of(value)
         if text:
             tokens += len(encoding.encode_ordinary(text))
+        if key == "content" and isinstance(value, list):
+            tokens += sum(part_tokens(part, model) for part in value)
         if key == "name":
             tokens += TOKENS_PER_NAME
     return tokens
 
 
-def _message_bound(message: Message, quick: bool) -> int:
+def _image_bound(content: list[Any], model: str) -> int:
+    """The most tokens the images of `content` may take for `model`, their sizes unread."""
+    total = 0
+    for part in content:
+        if isinstance(part, dict) and part.get("type") == "image_url":
+            image = part.get("image_url")
+            detail = image.get("detail") if isinstance(image, dict) else None
+            total += image_tokens(None, None, detail, model)
+    return total
+
+
+def _message_bound(message: Message, quick: bool, model: str) -> int:
     tokens = TOKENS_PER_MESSAGE
     for key, value in message.items():
+        if key == "content" and isinstance(value, list):
+            tokens += _image_bound(value, model)
         text = _text_of(value)
         if text.isascii():
             tokens += len(text)
@@ -280,10 +305,13 @@ def fit_messages(
     """
     messages = [*leading, *history, question]
     room = window - max_tokens
-    if token_bound(messages, quick=True) <= room or token_bound(messages) <= room:
+    if (
+        token_bound(messages, quick=True, model=model) <= room
+        or token_bound(messages, model=model) <= room
+    ):
         return messages
     encoding = encoding_for(model)
-    fixed = REPLY_PRIMING + sum(_message_tokens(m, encoding) for m in (*leading, question))
+    fixed = REPLY_PRIMING + sum(_message_tokens(m, encoding, model) for m in (*leading, question))
     if fixed + max_tokens > window:
         along = " with its system and persona messages" if leading else ""
         raise BadRequest(
@@ -294,14 +322,48 @@ def fit_messages(
             code="context_length_exceeded",
         )
     left = window - max_tokens - fixed
+    turns = _turns(history)
+    sizes = [sum(_message_tokens(m, encoding, model) for m in turn) for turn in turns]
+    # Old images go before old text: an image is worth less to the answer than the words
+    # around it, and takes far more room.
+    for index, turn in enumerate(turns):
+        if sum(sizes) <= left:
+            break
+        if any(_has_images(m) for m in turn):
+            turns[index] = [without_images(m) for m in turn]
+            sizes[index] = sum(_message_tokens(m, encoding, model) for m in turns[index])
     kept: list[list[Message]] = []
-    for turn in reversed(_turns(history)):
-        size = sum(_message_tokens(m, encoding) for m in turn)
+    for turn, size in reversed(list(zip(turns, sizes, strict=True))):
         if size > left:
             break
         left -= size
         kept.append(turn)
     return [*leading, *(message for turn in reversed(kept) for message in turn), question]
+
+
+def image_count(messages: Sequence[Message]) -> int:
+    """How many `image_url` parts `messages` hold."""
+    return sum(
+        1
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict) and part.get("type") == "image_url"
+    )
+
+
+def without_images(message: Message) -> Message:
+    """`message` with its `image_url` parts left out (its text kept)."""
+    if not _has_images(message):
+        return message
+    parts = [
+        p for p in message["content"] if not (isinstance(p, dict) and p.get("type") == "image_url")
+    ]
+    return {**message, "content": parts or ""}
+
+
+def _has_images(message: Message) -> bool:
+    return image_count([message]) > 0
 
 
 def _turns(history: Sequence[Message]) -> list[list[Message]]:

@@ -63,3 +63,37 @@ def test_a_rate_limit_holds_across_both_instances(two_instances) -> None:
         for server in (first, second)
     ]
     assert sorted(statuses) == [200] * 6 + [429] * 6
+
+
+def test_a_conversation_with_an_image_goes_on_on_the_other_instance(
+    two_instances, simulator: Simulator
+) -> None:
+    from tests.sample_files import data_url, png
+
+    first, second, settings = two_instances
+    auth = {"Authorization": f"Bearer {make_key(settings)}"}
+    image = png(64, 32)
+    started = httpx2.post(
+        f"{first.url}/callChatGPT",
+        json={"input": "Remember this", "model": "gpt-4o", "images": [data_url(image)]},
+        headers=auth,
+        timeout=20,
+    )
+    assert started.status_code == 200, started.text
+    conversation_id = started.headers["X-Conversation-Id"]
+
+    going_on = httpx2.post(
+        f"{second.url}/callChatGPT",
+        json={"input": "What was it?", "conversation_id": conversation_id},
+        headers=auth,
+        timeout=20,
+    )
+
+    assert going_on.status_code == 200, going_on.text
+    # The other instance sent the image stored by the first, byte for byte, in the history.
+    sent = simulator.requests[-1]["json"]["messages"]
+    assert sent[0]["content"][1] == {"type": "image_url", "image_url": {"url": data_url(image)}}
+    shown = httpx2.get(f"{second.url}/api/conversations/{conversation_id}", headers=auth).json()
+    attachment_id = shown["messages"][0]["attachments"][0]["id"]
+    served = httpx2.get(f"{second.url}/api/attachments/{attachment_id}", headers=auth)
+    assert served.content == image

@@ -205,3 +205,29 @@ def test_edit_before_any_question_says_so(terminal: pexpect.spawn) -> None:
     terminal.expect_exact("You: ")
     terminal.sendline("exit")
     terminal.expect(pexpect.EOF)
+
+
+def test_attach_adds_an_image_and_a_file_to_the_next_question(
+    terminal: pexpect.spawn, tmp_path, simulator: Simulator
+) -> None:
+    from tests.sample_files import png
+
+    (tmp_path / "chart.png").write_bytes(png(30, 20))
+    (tmp_path / "notes.txt").write_text("Sales doubled in March.\n")
+
+    terminal.sendline(f"/attach {tmp_path / 'missing.png'}")
+    terminal.expect_exact("Cannot attach")
+    terminal.expect_exact("You: ")
+    terminal.sendline(f"/attach {tmp_path / 'chart.png'}")
+    terminal.expect_exact("Attached image chart.png")
+    terminal.expect_exact("You: ")
+    terminal.sendline(f"/attach {tmp_path / 'notes.txt'}")
+    terminal.expect_exact("2 for the next question.")
+    terminal.expect_exact("You: ")
+    answer = ask(terminal, "What do they show?")
+    later = ask(terminal, "Anything else?")
+
+    assert "Image 1: PNG, 30×20 px" in answer
+    assert "File notes.txt: 24 characters." in answer
+    assert "Image 1" not in later  # sent with the one question only (its history keeps them)
+    assert simulator.requests[-1]["json"]["messages"][0]["content"][2]["type"] == "image_url"

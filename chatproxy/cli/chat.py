@@ -3,25 +3,31 @@
 It uses the same store, personas and upstream as the service, with the
 settings of `.env` and the environment (`flask --app app chat`). `/edit`
 changes the last question and sends it again, `/retry` answers it again; both
-keep the old version, a branch of the conversation as on the page. In simulator
+keep the old version, a branch of the conversation as on the page. `/attach
+PATH` adds an image or a file to the next question (checked as `/callChatGPT`
+checks them: `chatproxy.attachments`). In simulator
 mode without OPENAI_BASE_URL it starts the built-in simulator for itself, as
 gunicorn does; with no upstream at all it says in one line what to set.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import click
 from flask.cli import with_appcontext
+from werkzeug.datastructures import FileStorage
 
 from chatproxy.cli.store import upgrade_store
 from chatproxy.config import ConfigError, Settings, require_upstream
 from chatproxy.errors import APIError
+from chatproxy.images import NotAnImage, sniff_image
 from chatproxy.questions import parse_question
 from chatproxy.simulator_process import start_simulator
 from chatproxy.state import current_settings
@@ -46,6 +52,7 @@ EXIT_WORDS = ("exit", "quit", "结束")
 THINKING, THOUGHT = "[thinking] ", " [/thinking]\n"  # around the model's reasoning
 BLOCK = '"""'
 EDIT, RETRY = "/edit", "/retry"  # commands typed alone on a line
+ATTACH = "/attach "  # followed by a path
 
 
 @click.command("chat")
@@ -62,7 +69,9 @@ def chat(
     Enter sends. A line ending in a backslash goes on on the next line; a
     line of three double quotes starts and ends a block of several lines.
     `/edit` changes the last question and sends it again, `/retry` answers
-    it again (the old versions are kept, as branches).
+    it again (the old versions are kept, as branches). `/attach PATH` adds an
+    image (PNG, JPEG, WebP, GIF) or a file (text, code, PDF, .docx) to the
+    next question.
     `exit`, `quit` or `结束` (or Ctrl-D) leaves; Ctrl-C stops an answer.
     """
     settings = current_settings()
@@ -111,7 +120,11 @@ def _chat(
         + (f" · persona {shown['persona']}" if shown.get("persona") else "")
         + f' · "{EXIT_WORDS[0]}", "{EXIT_WORDS[1]}" or "{EXIT_WORDS[2]}" leaves'
     )
-    click.echo(f"{EDIT} changes your last question, {RETRY} answers it again.")
+    click.echo(
+        f"{EDIT} changes your last question, {RETRY} answers it again, "
+        f"{ATTACH.strip()} PATH adds an image or file to the next."
+    )
+    attached: dict[str, list[FileStorage]] = {"image": [], "file": []}
     if settings.simulator_in_use:
         click.echo("Demo mode: answers come from the built-in simulator, not OpenAI.")
     if conversation is not None:
@@ -122,6 +135,9 @@ def _chat(
             break
         command = text.strip()
         if not command:
+            continue
+        if command.startswith(ATTACH):
+            _attach(Path(command[len(ATTACH) :].strip()).expanduser(), attached, settings)
             continue
         edit_of = None
         if command in (EDIT, RETRY):
@@ -144,14 +160,19 @@ def _chat(
         values = {**defaults_from(conversation, settings, personas), **options, "input": text}
         values = {k: v for k, v in values.items() if v}
         try:
-            question = parse_question(values, settings, wants="text", personas=personas)
+            uploads = {} if command == RETRY else attached
+            question = parse_question(
+                values, settings, wants="text", personas=personas, uploads=uploads
+            )
             if command == RETRY and conversation is not None:
                 turn = start_regenerate(db.session, conversation, question, settings)
             else:
                 turn = start_turn(db.engine, question, settings, conversation, owner, edit_of)
         except APIError as error:
             click.echo(click.style(f"Error: {error.message}", fg="red"), err=True)
+            attached = {"image": [], "file": []}  # /attach them again, or others
             continue
+        attached = {"image": [], "file": []}
         _answer(turn, upstream)
         db.session.expire_all()
         conversation = db.session.get(Conversation, turn.conversation_id)
@@ -160,6 +181,29 @@ def _chat(
             f"Saved as conversation {conversation.id}; "
             f"go on with: flask chat --conversation {conversation.id}"
         )
+
+
+def _attach(path: Path, attached: dict[str, list[FileStorage]], settings: Settings) -> None:
+    """Add the file at `path` to `attached` for the next question: an image if its bytes are
+    one, else a file; says what it did, or why not (missing, unreadable, too large)."""
+    limit = max(settings.max_image_bytes, settings.max_file_bytes)
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as error:
+        click.echo(click.style(f"Cannot attach {path}: {error.strerror}", fg="red"), err=True)
+        return
+    try:
+        sniff_image(data)
+        kind = "image"
+    except NotAnImage:
+        kind = "file"
+    if len(data) > (settings.max_image_bytes if kind == "image" else settings.max_file_bytes):
+        click.echo(click.style(f"Cannot attach {path}: it is too large.", fg="red"), err=True)
+        return
+    attached[kind].append(FileStorage(io.BytesIO(data), filename=path.name))
+    count = len(attached["image"]) + len(attached["file"])
+    click.echo(f"Attached {kind} {path.name} ({len(data):,} bytes); {count} for the next question.")
 
 
 def _conversation(conversation_id: str | None, owner: str | None = None) -> Conversation | None:

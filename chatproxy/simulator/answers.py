@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from chatproxy import tokens
+from chatproxy.images import NotAnImage, decode_data_url, sniff_image
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af"
 _CJK_RE = re.compile(f"[{_CJK}]")
@@ -257,6 +258,52 @@ def _dialogue(question: str, history: Iterable[dict[str, Any]]) -> str | None:
     return in_context if mentioned else without
 
 
+_FILE_RE = re.compile(r'<file name="([^"]*)">\n(.*)\n</file>', re.DOTALL)
+
+
+def describe_attachments(messages: Sequence[dict[str, Any]]) -> str:
+    """What the last user message carried, a Markdown list item each, then a blank line ("" if
+    nothing).
+
+    An image: `- Image 1: PNG, 64×48 px, sha256 0123456789abcdef.` (the first 16
+    hex digits of its bytes' SHA-256, so a test sees they arrived intact), or
+    `- Image 1: https URL, not fetched.`; a file (a text part `<file name=...>`
+    as chatproxy sends it): `- File notes.txt: 120 characters.`
+    """
+    import hashlib
+
+    users = [m for m in messages if m.get("role") == "user"]
+    content = users[-1].get("content") if users else None
+    if not isinstance(content, list):
+        return ""
+    lines: list[str] = []
+    images = 0
+    for part in content:
+        if not isinstance(part, dict):
+            continue
+        if part.get("type") == "text":
+            for name, text in _FILE_RE.findall(str(part.get("text", ""))):
+                lines.append(f"- File {name}: {len(text)} characters.")
+        elif part.get("type") == "image_url":
+            images += 1
+            url = str((part.get("image_url") or {}).get("url", ""))
+            if not url.startswith("data:"):
+                lines.append(f"- Image {images}: {url.split(':', 1)[0]} URL, not fetched.")
+                continue
+            try:
+                data = decode_data_url(url)[1]
+                info = sniff_image(data)
+            except (ValueError, NotAnImage):
+                lines.append(f"- Image {images}: not an image I can read.")
+                continue
+            digest = hashlib.sha256(data).hexdigest()[:16]
+            lines.append(
+                f"- Image {images}: {info.format.upper()}, {info.width}×{info.height} px, "
+                f"sha256 {digest}."
+            )
+    return "\n".join(lines) + "\n\n" if lines else ""
+
+
 def compose_answer(
     messages: Sequence[dict[str, Any]],
     question: str,
@@ -271,7 +318,7 @@ def compose_answer(
     (an answer cut off, to go on with: `asked`), only what follows it in that
     answer; the whole answer when `so_far` is not how it begins.
     """
-    answer = _compose(messages, question, name, words)
+    answer = describe_attachments(messages) + _compose(messages, question, name, words)
     return answer[len(so_far) :] if so_far and answer.startswith(so_far) else answer
 
 

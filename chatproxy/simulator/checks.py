@@ -82,6 +82,33 @@ def check_accepted(
         raise ApiError(400, message, param="stream_options")
 
 
+# Models of the simulator that see no images (OpenAI's gpt-3.5-turbo, and the other servers').
+_BLIND = ("gpt-3.5-turbo", "deepseek", "gpt-oss")
+
+
+def _check_parts(content: Any, index: int, model: str) -> None:
+    """Content parts as OpenAI checks them: `text` with a string, `image_url` with a `url` that
+    is an http(s) URL or a base64 image data URL, and only for models that see images."""
+    if not isinstance(content, list):
+        return
+    for j, part in enumerate(content):
+        param = f"messages[{index}].content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            continue
+        if kind != "image_url":
+            message = f"Invalid value: '{kind}'. Supported values are: 'text' and 'image_url'."
+            raise ApiError(400, message, param=f"{param}.type", code="invalid_value")
+        if model.startswith(_BLIND):
+            message = "Invalid content type. image_url is only supported by certain models."
+            raise ApiError(400, message, param=param, code="invalid_content_type")
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else None
+        if not isinstance(url, str) or not url.startswith(("data:image/", "http://", "https://")):
+            message = "Invalid image URL: expected a base64 data URL or an http(s) URL."
+            raise ApiError(400, message, param=f"{param}.image_url.url", code="invalid_image_url")
+
+
 def check_request(body: dict[str, Any], chat: bool, models: Collection[str] = MODELS) -> str:
     """Check a completion request as OpenAI does; returns the model or raises ApiError.
 
@@ -110,6 +137,7 @@ def check_request(body: dict[str, Any], chat: bool, models: Collection[str] = MO
                 message += ", ".join(f"'{r}'" for r in _ROLES) + "."
                 param = f"messages[{i}].role"
                 raise ApiError(400, message, param=param, code="invalid_value")
+            _check_parts(item.get("content"), i, model)
     elif body.get("prompt") is None:
         raise _missing("prompt")
     for name, (low, high) in _RANGES.items():

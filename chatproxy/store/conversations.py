@@ -25,13 +25,16 @@ from typing import Any
 from sqlalchemy import Connection, CursorResult, Engine, bindparam, select
 from sqlalchemy.orm import Session, scoped_session
 
+from chatproxy.attachments import Attachment, content_parts
 from chatproxy.config import Settings
 from chatproxy.errors import BadRequest, NotFound
 from chatproxy.personas import Persona
 from chatproxy.questions import Question
 from chatproxy.store import group_commit
+from chatproxy.store.attachments import insert_attachments, load_attachments, question_ids
 from chatproxy.store.branches import Tree, current_branch, edited_question
 from chatproxy.store.models import TITLE_LENGTH, Conversation, Message, new_id, utcnow
+from chatproxy.tokens import image_count
 
 TITLE_CHARS = 60  # a title taken from the first question keeps this many characters
 # What Continue asks after the answer so far (a user message, so that every
@@ -65,6 +68,7 @@ class Turn:
     (`start_continue`) sets `answer_id` to the answer it goes on with,
     `prefix` to that answer's text (what arrives is appended to it) and
     `prior_usage` to the usage stored with it (the new usage is added).
+    `dropped_images` counts the history's images left out to fit the window.
     """
 
     conversation_id: str
@@ -76,6 +80,7 @@ class Turn:
     answer_id: int | None = None
     prefix: str = ""
     prior_usage: dict[str, int] | None = None
+    dropped_images: int = 0
 
 
 def parse_conversation_id(value: object) -> str | None:
@@ -169,7 +174,7 @@ def start_turn(
             code="invalid_message_id",
         )
     parent_id = before[-1].id if before else None
-    history = _history(before)
+    history = _history(before, load_attachments(engine, question_ids(before)))
     if question.system:
         history.system.append({"role": "system", "content": question.system})
     params = question.chat_params(settings, extra_leading=history.system, history=history.turns)
@@ -217,6 +222,7 @@ def start_turn(
             },
         )
         question_id = inserted_id(asked)
+        insert_attachments(connection, question_id, question.attachments)
         if conversation is not None:
             # The question's persona and model are the conversation's unless it named
             # others (`defaults_from`); `persona=` empty leaves the persona. A new
@@ -236,7 +242,9 @@ def start_turn(
     # In one transaction with the questions that arrive at the same moment (at a
     # thousand streams, hundreds do): one commit for them all.
     question_id = group_commit.write_now(engine, store)
-    return Turn(conversation_id, question_id, question.model, params)
+    # The question's own images are always sent: any missing were the history's.
+    dropped = image_count(history.turns) + len(question.images) - image_count(params["messages"])
+    return Turn(conversation_id, question_id, question.model, params, dropped_images=dropped)
 
 
 def inserted_id(result: CursorResult[Any]) -> int:
@@ -274,7 +282,9 @@ def start_regenerate(
     messages = current_branch(conversation)
     last = last_question(conversation)
     position = messages.index(last)
-    history = _history(messages[:position])
+    attached = load_attachments(session.connection(), question_ids(messages[: position + 1]))
+    history = _history(messages[:position], attached)
+    question = replace(question, attachments=attached.get(last.id, []))
     params = question.chat_params(settings, extra_leading=history.system, history=history.turns)
     answers = Tree(conversation.messages).children.get(last.id, [])
     turn = Turn(
@@ -334,9 +344,10 @@ def start_continue(
     """
     messages = current_branch(conversation)
     asked, answer = cut_off_answer(conversation)
-    history = _history(messages[: messages.index(asked)])
-    so_far = [
-        {"role": "user", "content": asked.content},
+    attached = load_attachments(session.connection(), question_ids(messages))
+    history = _history(messages[: messages.index(asked)], attached)
+    so_far: list[dict[str, Any]] = [
+        {"role": "user", "content": content_parts(asked.content, attached.get(asked.id, []))},
         {"role": "assistant", "content": answer.content},
     ]
     params = replace(question, input=CONTINUE_PROMPT).chat_params(
@@ -393,11 +404,13 @@ def clean_title(value: object) -> str:
 
 @dataclass
 class _History:
-    system: list[dict[str, str]] = field(default_factory=list)
-    turns: list[dict[str, str]] = field(default_factory=list)
+    system: list[dict[str, Any]] = field(default_factory=list)
+    turns: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _history(messages: Sequence[Message]) -> _History:
+def _history(
+    messages: Sequence[Message], attached: Mapping[int, Sequence[Attachment]] | None = None
+) -> _History:
     """What the upstream is sent of earlier `messages`.
 
     System messages always; a question only with the answer that follows it
@@ -405,7 +418,9 @@ def _history(messages: Sequence[Message]) -> _History:
     whole or interrupted: its content only, never the model's reasoning
     (DeepSeek refuses a request that holds it). An answer broken off while
     the model still reasoned has no content: it and its question are left out.
+    A question's attachments (`attached`, by message id) go with it as content parts.
     """
+    attached = attached or {}
     history = _History()
     pending: Message | None = None
     for message in messages:
@@ -414,7 +429,8 @@ def _history(messages: Sequence[Message]) -> _History:
         elif message.role == "user":
             pending = message if message.status == "ok" else None
         elif pending is not None and message.content:
-            history.turns.append({"role": "user", "content": pending.content})
+            content = content_parts(pending.content, attached.get(pending.id, []))
+            history.turns.append({"role": "user", "content": content})
             history.turns.append({"role": "assistant", "content": message.content})
             pending = None
     return history

@@ -12,6 +12,11 @@ DeepSeek's refuse with it), with `reasoning_tokens` and `reasoning_seconds`.
 Import reads `reasoning_content` there, or on a message item as other tools
 keep it.
 
+A question's images and files are in JSON as OpenAI's content parts, as
+they are sent upstream (images as `data:` URLs, files as `<file name=...>`
+text parts), and come back from an import (`store.attachments.imported_content`;
+a file as its text). Markdown names each in an italic `_Attached: ..._` line.
+
 A conversation with branches (`chatproxy.store.branches`) is exported as its
 current branch in Markdown and in `messages`, and whole in JSON's
 `metadata.tree`: every message kept, oldest first, each `{"id", "parent_id",
@@ -24,11 +29,14 @@ made before branches (or any `{"messages": [...]}`) comes in as one branch.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
+from chatproxy.attachments import Attachment, content_parts
 from chatproxy.errors import BadRequest
+from chatproxy.store.attachments import imported_content, markdown_line
 from chatproxy.store.branches import current_branch
 from chatproxy.store.conversations import title_from
 from chatproxy.store.models import (
@@ -46,7 +54,11 @@ MAX_IMPORTED_MESSAGES = 2000
 _FILENAME_UNSAFE = re.compile(r"[^\w\-. ]+")
 
 
-def to_markdown(conversation: Conversation) -> str:
+Attached = Mapping[int, Sequence[Attachment]]
+"""A conversation's attachments by message id (`store.attachments.load_attachments`)."""
+
+
+def to_markdown(conversation: Conversation, attached: Attached | None = None) -> str:
     """The conversation as Markdown: `# title`, then `## role` and the content per message.
 
     An answer's reasoning comes before it, in `<details>` with the summary
@@ -65,6 +77,9 @@ def to_markdown(conversation: Conversation) -> str:
             lines += ["<details>", "<summary>Reasoning</summary>", ""]
             lines += [message.reasoning.strip(), "", "</details>", ""]
         lines += [message.content.rstrip(), ""]
+        named = markdown_line((attached or {}).get(message.id, []))
+        if named:
+            lines += [named, ""]
         if message.status == "interrupted":
             lines += ["_(interrupted: the answer was cut short)_", ""]
         elif message.status == "error":
@@ -72,12 +87,17 @@ def to_markdown(conversation: Conversation) -> str:
     return "\n".join(lines)
 
 
-def to_json(conversation: Conversation) -> dict[str, Any]:
+def to_json(conversation: Conversation, attached: Attached | None = None) -> dict[str, Any]:
     """The conversation as `{"object", "messages": [...], "metadata": {...}}` (module doc)."""
     branch = current_branch(conversation)
+    attached = attached or {}
+
+    def content(message: Message) -> Any:
+        return content_parts(message.content, attached.get(message.id, []))
+
     return {
         "object": FORMAT,
-        "messages": [{"role": m.role, "content": m.content} for m in branch],
+        "messages": [{"role": m.role, "content": content(m)} for m in branch],
         "metadata": {
             "id": conversation.id,
             "title": conversation.title,
@@ -92,7 +112,7 @@ def to_json(conversation: Conversation) -> dict[str, Any]:
                     "id": m.id,
                     "parent_id": m.parent_id,
                     "role": m.role,
-                    "content": m.content,
+                    "content": content(m),
                     **_details(m),
                 }
                 for m in conversation.messages
@@ -221,6 +241,9 @@ def _message(index: int, item: Any, detail: Any) -> Message:
     if not isinstance(item, dict) or item.get("role") not in ROLES:
         raise BadRequest(f"{where} must have a role: {', '.join(ROLES)}.", param="messages")
     content = item.get("content")
+    imported = imported_content(content, where) if item["role"] == "user" else None
+    if imported is not None:
+        content = imported[0]
     if not isinstance(content, str) or "\x00" in content:
         raise BadRequest(
             f"{where}.content must be a string (without NUL characters).", param="messages"
@@ -238,6 +261,7 @@ def _message(index: int, item: Any, detail: Any) -> Message:
     return Message(
         role=item["role"],
         content=content,
+        attachments=imported[1] if imported is not None else [],
         model=_string(detail, "model", 200),
         prompt_tokens=_tokens(detail.get("prompt_tokens")),
         completion_tokens=_tokens(detail.get("completion_tokens")),

@@ -139,6 +139,40 @@ class Message(db.Model):  # type: ignore[name-defined,misc]
     conversation: Mapped[Conversation] = relationship(back_populates="messages")
     # Set by an import, which builds a tree before its rows have ids.
     parent: Mapped[Message | None] = relationship(remote_side=[id])
+    # Set by an import too; questions asked store theirs with Core statements.
+    attachments: Mapped[list[StoredAttachment]] = relationship(
+        order_by="StoredAttachment.position", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class StoredAttachment(db.Model):  # type: ignore[name-defined,misc]
+    """An image or file attached to a question (`chatproxy.attachments.Attachment`), kept with it.
+
+    `kind` is `image` or `file`, `position` its place among the question's;
+    `media_type` was read from its bytes; `data` holds the bytes (None for an
+    image given as an `https` URL, kept in `url`), `size` their length;
+    `width`/`height` an image's pixels, `detail` OpenAI's for it; `text` a
+    file's extracted text (what the upstream is sent). Deleted with its message.
+    """
+
+    __tablename__ = "attachments"
+    __table_args__ = ({"sqlite_autoincrement": True},)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    kind: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str | None] = mapped_column(String(255))
+    media_type: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[str | None] = mapped_column(String(8))
+    url: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
 
 
 class AccessKey(db.Model):  # type: ignore[name-defined,misc]

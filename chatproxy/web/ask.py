@@ -60,13 +60,18 @@ def call_chatgpt() -> Response:
     named), `edit_of` (with `conversation_id`: the id of an earlier question
     this one is a new version of; it is stored beside it, the old one and
     what followed it kept, and becomes the current branch).
+    Attachments: multipart parts `image` and `file` (repeatable, with
+    `detail` for the images), or in JSON `images` (data URLs, `https` URLs,
+    or `{"url", "detail"}`) and `files` (`{"name", "content_base64"}`);
+    see `chatproxy.attachments`. The body may be up to CHATPROXY_MAX_UPLOAD_BYTES.
     The question is stored before the upstream is called, with a new
     conversation when none is named; `X-Conversation-Id` in the response names
     it.
     Answers `text/plain` (the answer only) by default; JSON
     `{"answer", "reasoning", "model", "usage", "finish_reason", "cost",
     "conversation_id", "message_id"}` (`reasoning` the model's, or null; `cost`
-    in USD, null for a model without a price) with
+    in USD, null for a model without a price; `dropped_images`, only when
+    earlier questions' images were left out to fit the window) with
     `Accept: application/json` or `format=json`; SSE events (see
     `chatproxy.web.sse`) with `stream=1` or `Accept: text/event-stream`.
     With an `Idempotency-Key` header, a retry of an answered request gets
@@ -108,8 +113,16 @@ def call_chatgpt() -> Response:
         settings,
         wants=wanted_format(),
         personas=personas,
+        uploads={name: request.files.getlist(name) for name in ("image", "file")},
     )
-    claimed = claim_request(asked(values, conversation_id))
+    fingerprinted = asked(values, conversation_id)
+    # Attachments by their bytes' digests, however they came (a multipart part is in no
+    # `values`; a data URL need not be hashed twice).
+    fingerprinted.pop("images", None)
+    fingerprinted.pop("files", None)
+    if question.attachments:
+        fingerprinted["attachments"] = [a.fingerprint() for a in question.attachments]
+    claimed = claim_request(fingerprinted)
     if isinstance(claimed, Stored):
         return replay_answer(claimed, question)
     with released_on_error(claimed):
@@ -149,7 +162,9 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
     try:
         # An upper bound, without tiktoken: counting exactly would load its encodings
         # (tens of MB a worker) for every key with a quota, to hold a worst case anyway.
-        record_usage.reserve(priced, lambda: token_bound(messages, quick=True), int(cap or 0))
+        record_usage.reserve(
+            priced, lambda: token_bound(messages, quick=True, model=priced), int(cap or 0)
+        )
     except APIError as error:  # a quota reached, counting the answers in flight
         logged["outcome"] = error.code
         fail_turn(engine, turn, error)
@@ -212,6 +227,7 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
                 "conversation_id": turn.conversation_id,
                 "message_id": kept.answer_id,
                 "stored": kept.stored,
+                **_dropped(turn),
             }
 
         settings = current_settings()
@@ -245,8 +261,14 @@ def answer_turn(turn: Turn, question: Question, claimed: Claim = NO_CLAIM) -> Re
             conversation_id=turn.conversation_id,
             message_id=kept.answer_id,
             stored=kept.stored,
+            **_dropped(turn),
         )
     return Response(answer.content, mimetype="text/plain")
+
+
+def _dropped(turn: Turn) -> dict[str, int]:
+    """`{"dropped_images": n}` when the history's images were left out to fit the window."""
+    return {"dropped_images": turn.dropped_images} if turn.dropped_images else {}
 
 
 def _outcome(error: APIError | None, closed: bool) -> str:

@@ -26,22 +26,35 @@ READ_SIZE = 64 * 1024
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+ATTACHMENT_TYPES = ("multipart/form-data", "application/json")
+"""The bodies that may carry a question's attachments (`/callChatGPT`): multipart parts, or
+JSON `images` and `files`. A query string or a urlencoded form carries none."""
+
+
 def register_body_limits(
-    app: Flask, max_bytes: int, larger: Mapping[str, int] | None = None
+    app: Flask,
+    max_bytes: int,
+    larger: Mapping[str, int] | None = None,
+    typed: Mapping[str, int] | None = None,
 ) -> None:
     """Hold every request body of `app` to `max_bytes`, and those of the paths of `larger`
     (`{"/v1/audio/transcriptions": bytes, ...}`) to theirs; 413 beyond, chunked or not.
+    The paths of `typed` (`{"/callChatGPT": bytes}`) take theirs only for a body of one of
+    ATTACHMENT_TYPES.
 
     Installs the WSGI middleware for chunked bodies, and a hook that runs before
     any other reads the body.
     """
     larger = dict(larger or {})
+    typed = dict(typed or {})
     app.config["MAX_CONTENT_LENGTH"] = max_bytes
-    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, max_bytes, larger)  # type: ignore[method-assign]
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, max_bytes, larger, typed)  # type: ignore[method-assign]
 
     @app.before_request
     def route_limit() -> None:
         limit = larger.get(request.path)
+        if limit is None and request.mimetype in ATTACHMENT_TYPES:
+            limit = typed.get(request.path)
         if limit is not None:
             request.max_content_length = limit
 
@@ -49,21 +62,31 @@ def register_body_limits(
 class ChunkedBodyLimit:
     """WSGI middleware: a chunked request body read up to its limit + 1 and given a length.
 
-    The limit is `max_bytes`, or `larger[path]` for the paths it names.
+    The limit is `max_bytes`, or `larger[path]` for the paths it names, or
+    `typed[path]` for a body of one of ATTACHMENT_TYPES.
     """
 
     def __init__(
-        self, app: WSGIApp, max_bytes: int, larger: Mapping[str, int] | None = None
+        self,
+        app: WSGIApp,
+        max_bytes: int,
+        larger: Mapping[str, int] | None = None,
+        typed: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.larger = dict(larger or {})
+        self.typed = dict(typed or {})
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if not environ.get("CONTENT_LENGTH") and "chunked" in (
             environ.get("HTTP_TRANSFER_ENCODING", "").lower()
         ):
-            limit = self.larger.get(environ.get("PATH_INFO", ""), self.max_bytes)
+            path = environ.get("PATH_INFO", "")
+            limit = self.larger.get(path, self.max_bytes)
+            media_type = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+            if path in self.typed and media_type in ATTACHMENT_TYPES:
+                limit = self.typed[path]
             try:
                 body = _read_at_most(environ["wsgi.input"], limit + 1)
             # A malformed chunk or a client gone: each server raises its own error

@@ -14,7 +14,9 @@ branch (`chatproxy.store.branches`) oldest first, each `{"id", "parent_id",
 "sibling_index"}` (`reasoning`: the model's, or null; an answer's `usage`
 holds `completion_tokens_details.reasoning_tokens` when the upstream reported
 them; `siblings`: the ids of the versions at that turn, oldest first, this
-one at `sibling_index`). Times are ISO 8601 in UTC.
+one at `sibling_index`; `attachments`: a question's images and files, each
+`{"id", "kind", "name", "media_type", "size", "width", "height", "detail",
+"url"}`, their bytes at `/api/attachments/ID`). Times are ISO 8601 in UTC.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from chatproxy.access.keys import current_owner, current_policy
 from chatproxy.errors import BadRequest
 from chatproxy.questions import parse_question
 from chatproxy.state import current_prices, current_settings
+from chatproxy.store.attachments import listed_attachments, load_attachments
 from chatproxy.store.branches import Tree, choose_branch, parse_message_id
 from chatproxy.store.conversations import (
     clean_title,
@@ -173,10 +176,12 @@ def export(conversation_id: str) -> Response:
     """
     conversation = _find(conversation_id)
     kind = request.args.get("format", "md")
+    questions = [m.id for m in conversation.messages if m.role == "user"]
+    attached = load_attachments(db.session.connection(), questions)
     if kind == "json":
-        response = jsonify(to_json(conversation))
+        response = jsonify(to_json(conversation, attached))
     elif kind == "md":
-        response = Response(to_markdown(conversation), mimetype="text/markdown")
+        response = Response(to_markdown(conversation, attached), mimetype="text/markdown")
     else:
         raise BadRequest("'format' must be md or json.", param="format")
     response.headers["Content-Disposition"] = attachment(filename(conversation, kind))
@@ -294,10 +299,17 @@ def _whole(conversation: Conversation) -> dict[str, Any]:
     current = conversation.current_message_id
     branch = tree.branch_through(tree.by_id.get(current) if current is not None else None)
     messages = []
+    attached = listed_attachments(
+        db.session.connection(), [m.id for m in branch if m.role == "user"]
+    )
     for message in branch:
         siblings = [sibling.id for sibling in tree.siblings(message)]
         shown = _message(message)
-        shown.update(siblings=siblings, sibling_index=siblings.index(message.id))
+        shown.update(
+            siblings=siblings,
+            sibling_index=siblings.index(message.id),
+            attachments=attached.get(message.id, []),
+        )
         messages.append(shown)
     return {
         **_summary(conversation, _totals([conversation.id]).get(conversation.id)),

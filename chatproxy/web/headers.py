@@ -9,9 +9,11 @@ from flask import Flask, Response, request
 from werkzeug.routing import RequestRedirect
 
 # The page loads only its own files and talks only to this server; it has no
-# inline script or style (templates/index.html), so this policy holds.
+# inline script or style (templates/index.html), so this policy holds. Images may be
+# `data:` (a pasted screenshot, before it is sent) or `blob:` (a stored one, fetched with
+# the access key, which an <img> cannot send): both are made by the page itself.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )

@@ -5,6 +5,7 @@
  * the composer hands it to the `ask` given to start().
  */
 import * as api from "./api.js";
+import * as attachments from "./attachments.js";
 import { config, state } from "./page.js";
 
 const $ = window.jQuery;
@@ -20,8 +21,9 @@ const $charCount = $("#char-count");
 // while that persona is chosen.
 let chosenModel = $model.val() || "";
 
-// Makes the composer work: `ask(question, model, persona)` sends a question
-// (`persona` is {id, name} or null).
+// Makes the composer work: `ask(question, model, persona, attached)` sends a
+// question (`persona` is {id, name} or null; `attached` what attachments.js
+// held for it).
 export function start(ask) {
   $form.on("submit", function (event) {
     event.preventDefault();
@@ -35,7 +37,7 @@ export function start(ask) {
       updateCharCount();
       return;
     }
-    ask(question, $model.length ? $model.val() : "", chosenPersona());
+    ask(question, $model.length ? $model.val() : "", chosenPersona(), attachments.take());
     $question.val("");
     updateCharCount();
     $question.trigger("focus");
@@ -58,6 +60,7 @@ export function start(ask) {
   $persona.on("change", applyPersonaModel);
 
   $stop.on("click", stop);
+  attachments.start();
 }
 
 export function focus() {
@@ -76,17 +79,18 @@ export function showBusy(busy) {
 }
 
 // A question that was not kept goes back into the box, unless something new
-// was typed there meanwhile.
-export function giveBack(question) {
+// was typed there meanwhile; its attachments go back under it.
+export function giveBack(question, attached) {
+  attachments.giveBack(attached);
   if (!$question.val()) {
     $question.val(question);
     updateCharCount();
   }
 }
 
-// What a question sends: its text, model and persona, in the open conversation.
+// What a question sends: its text, model, persona and attachments, in the open conversation.
 export function requestBody(turn) {
-  const request = { input: turn.question, stream: true };
+  const request = Object.assign({ input: turn.question, stream: true }, attachments.bodyFields(turn.attachments || []));
   if (turn.model) request.model = turn.model;
   // "" is "No persona": a conversation otherwise goes on with the persona it had.
   if (turn.persona || $persona.length) request.persona = turn.persona ? turn.persona.id : "";

@@ -17,6 +17,7 @@ import * as api from "./api.js";
 import { config, conversations, state, show, announce, scrollToBottom } from "./page.js";
 import { Turn } from "./turn.js";
 import { streamAnswer } from "./sse.js";
+import * as attachments from "./attachments.js";
 import * as composer from "./composer.js";
 import * as branches from "./branches.js";
 
@@ -194,6 +195,7 @@ export function showConversation(conversation, place) {
     const answer = next && next.role === "assistant" ? next : null;
     const turn = new Turn(message.content, (answer && answer.model) || message.model || "", null, regenerate);
     turn.restore(message, answer);
+    turn.showAttachments(attachments.storedElements(message.attachments, config.attachmentsUrl));
     turn.showBranches(message, answer);
     $transcript.append(turn.$el);
   });
@@ -370,8 +372,10 @@ function answer(turn, url, payload, after) {
   });
 }
 
-export function ask(question, model, persona) {
+export function ask(question, model, persona, attached) {
   const turn = new Turn(question, model, persona, regenerate);
+  turn.attachments = attached || [];
+  turn.showAttachments(turn.attachments.map((item) => attachments.attachmentElement(item, item.previewUrl)));
   $("#empty-state").remove();
   $transcript.append(turn.$el);
   scrollToBottom();
@@ -390,7 +394,7 @@ function giveBack(turn, remove) {
     turn.$el.remove();
     if (!$transcript.children(".turn").length && !state.conversationId) showEmptyState(null);
   }
-  composer.giveBack(turn.question);
+  composer.giveBack(turn.question, turn.attachments);
 }
 
 // Continue: the model goes on with the last answer where it was cut off; what

@@ -18,6 +18,7 @@ export const config = {
   modelsUrl: body.getAttribute("data-models-url"),
   auth: body.getAttribute("data-auth") || "keys", // "keys": questions need an access key
   maxInputChars: parseInt(body.getAttribute("data-max-input-chars"), 10) || 0,
+  attachmentsUrl: body.getAttribute("data-attachments-url"), // + "/" + id: an attachment's bytes
 };
 export const conversations = new api.Conversations(body.getAttribute("data-conversations-url"));
 

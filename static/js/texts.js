@@ -93,6 +93,10 @@ export const TEXTS = {
     "composer.model": "Model",
     "composer.stop": "Stop",
     "composer.send": "Send",
+    "attach.button": "Attach images or files",
+    "attach.title": "Attach images or files (or paste, or drop them here)",
+    "attach.remove": "Remove {name}",
+    "attach.image": "Image",
 
     "answer.thinking": "Thinking…",
     "reasoning.thinking": "Thinking…",
@@ -281,6 +285,10 @@ export const TEXTS = {
     "composer.model": "模型",
     "composer.stop": "停止",
     "composer.send": "发送",
+    "attach.button": "添加图片或文件",
+    "attach.title": "添加图片或文件（也可粘贴或拖放到这里）",
+    "attach.remove": "移除 {name}",
+    "attach.image": "图片",
 
     "answer.thinking": "思考中…",
     "reasoning.thinking": "思考中…",

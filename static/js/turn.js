@@ -123,6 +123,12 @@ function showVersions($nav, message) {
   $nav.prop("hidden", false);
 }
 
+// The question's images and files (elements made by attachments.js).
+Turn.prototype.showAttachments = function (elements) {
+  const $box = this.$el.find(".question-attachments");
+  $box.empty().append(elements).prop("hidden", !elements.length);
+};
+
 // Edit: the question in a box in its place, with Save & send and Cancel.
 Turn.prototype.openEditor = function () {
   this.$editText.val(this.question);

@@ -17,6 +17,12 @@ from flask import Blueprint, Response, current_app, jsonify
 from chatproxy.config import Settings
 from chatproxy.state import current_personas, current_settings
 from chatproxy.web.openapi.admin import admin_paths, admin_schemas
+from chatproxy.web.openapi.attachments_api import (
+    attachment_fields,
+    attachment_paths,
+    attachment_schemas,
+    multipart_question,
+)
 from chatproxy.web.openapi.components import (
     ERRORS,
     HEADERS,
@@ -29,7 +35,7 @@ from chatproxy.web.openapi.components import (
 from chatproxy.web.openapi.media_api import media_paths, media_schemas
 from chatproxy.web.openapi.more_api import more_paths, more_schemas
 from chatproxy.web.openapi.paths import conversation_paths, question_paths, service_paths, v1_paths
-from chatproxy.web.openapi.schemas import Bounds, component_schemas, ref
+from chatproxy.web.openapi.schemas import Bounds, array, component_schemas, integer, ref
 from chatproxy.web.openapi.v1_schemas import v1_schemas
 
 bp = Blueprint("openapi", __name__)
@@ -61,6 +67,21 @@ def build_document(settings: Settings, persona_ids: tuple[str, ...]) -> dict[str
         model_patterns=settings.model_patterns,
     )
     ops = Operations(bounds.keys_required)
+    schemas = {
+        **component_schemas(bounds),
+        **v1_schemas(bounds),
+        **more_schemas(bounds),
+        **media_schemas(bounds),
+        **admin_schemas(bounds),
+        **attachment_schemas(),
+    }
+    schemas["Question"]["properties"].update(attachment_fields())
+    schemas["QuestionMultipart"] = multipart_question(schemas["QuestionForm"])
+    schemas["ConversationMessage"]["properties"]["attachments"] = array(ref("Attachment"))
+    schemas["ConversationMessage"]["required"].append("attachments")
+    schemas["Answer"]["properties"]["dropped_images"] = integer(
+        minimum=1, description="Earlier questions' images left out to fit the window"
+    )
     return {
         "openapi": "3.1.1",
         "info": {
@@ -89,15 +110,10 @@ def build_document(settings: Settings, persona_ids: tuple[str, ...]) -> dict[str
             **more_paths(ops),
             **media_paths(ops),
             **admin_paths(ops),
+            **attachment_paths(ops),
         },
         "components": {
-            "schemas": {
-                **component_schemas(bounds),
-                **v1_schemas(bounds),
-                **more_schemas(bounds),
-                **media_schemas(bounds),
-                **admin_schemas(bounds),
-            },
+            "schemas": schemas,
             "parameters": parameters(bounds),
             "headers": HEADERS,
             "responses": {

@@ -101,7 +101,11 @@ def question_paths(ops: Operations, bounds: Bounds) -> dict[str, Schema]:
         )
         return ops.api(op_id, "Ask one question", responses, description=description, **extra)
 
-    form = body((JSON, ref("Question")), (FORM, ref("QuestionForm")))
+    form = body(
+        (JSON, ref("Question")),
+        (FORM, ref("QuestionForm")),
+        ("multipart/form-data", ref("QuestionMultipart")),
+    )
     header = [ref(name, "parameters") for name in headers]
     return {
         "/callChatGPT": {
