@@ -26,8 +26,15 @@ from chatproxy.access.keys import issue_key
 from chatproxy.store.database import db
 from chatproxy.store.models import RequestLogRow, UsageDay
 from chatproxy.store.request_log import request_log
+from chatproxy.store.schema import upgrade_database
 from tests.browser import DESKTOP, PHONE, WATCH_PAGE, browser, expect
-from tests.conftest import LiveServer, serve
+from tests.conftest import (
+    TEST_DATABASE_URL,
+    TEST_SCHEMA,
+    LiveServer,
+    _fresh_postgresql_schema,
+    serve,
+)
 from tests.console_traffic import HOSTILE_NAMES, Week, seed_week
 
 if TYPE_CHECKING:
@@ -37,9 +44,20 @@ __all__ = ["browser"]  # a fixture, used by name
 
 
 @pytest.fixture(scope="module")
-def console_server(make_app: Callable[..., Flask]) -> Iterator[LiveServer]:
-    """A server that needs keys, its upstream the simulator, for the whole module."""
-    with serve(make_app(CHATPROXY_AUTH="keys")) as server:
+def console_server(
+    make_app: Callable[..., Flask], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LiveServer]:
+    """A server that needs keys, its upstream the simulator, for the whole module.
+
+    Its database is its own: the charts are checked against the ledger's sums,
+    which the answers of earlier tests, still being settled, would move meanwhile.
+    """
+    if TEST_DATABASE_URL:
+        url = _fresh_postgresql_schema(TEST_DATABASE_URL, f"{TEST_SCHEMA}_console")
+    else:
+        url = f"sqlite:///{tmp_path_factory.mktemp('console') / 'console.db'}"
+    upgrade_database({"DATABASE_URL": url})
+    with serve(make_app(CHATPROXY_AUTH="keys", DATABASE_URL=url)) as server:
         yield server
 
 
