@@ -7,28 +7,26 @@
  * each question, keeps in the URL (#c=<id>) and in localStorage, and uses to
  * load the conversation again after a reload. This module shows and loads
  * conversations, follows Back and Forward, shows the conversation bar (title,
- * exports) and the totals, and asks: a new question, Retry and Regenerate,
+ * exports) and the totals (totals.js), and asks: a new question, Retry and Regenerate,
  * a question edited (a new version beside the old one); and it moves between
  * the versions of a turn (the server's branches).
  * The list of conversations is sidebar.js's; it tells app.js, which tells this.
  */
 import * as i18n from "./i18n.js";
 import * as api from "./api.js";
-import { config, conversations, state, show, announce, scrollToBottom } from "./page.js";
+import { config, conversations, state, announce, scrollToBottom } from "./page.js";
 import { Turn } from "./turn.js";
 import { streamAnswer } from "./sse.js";
 import * as attachments from "./attachments.js";
 import * as composer from "./composer.js";
 import * as branches from "./branches.js";
+import { showTotals } from "./totals.js";
 
 const $ = window.jQuery;
 const t = i18n.t;
-const formatCount = api.formatCount;
-const formatCost = api.formatCost;
 const STORAGE_KEY = "chatproxy.conversation"; // the conversation open last
 
 const $transcript = $("#transcript");
-const $sessionTotal = $("#session-total");
 const $conversationBar = $("#conversation-bar");
 const $conversationTitle = $("#conversation-title");
 const emptyState = document.getElementById("empty-state").cloneNode(true);
@@ -298,47 +296,6 @@ function followLocation() {
   if (id === state.conversationId) return;
   if (id) openConversation(id, null);
   else startNewConversation(null);
-}
-
-/* ---------- Tokens and cost ---------- */
-
-// The open conversation's tokens and cost, as the server counts them.
-function showTotals(conversation) {
-  const answers = (conversation && conversation.messages || []).filter(
-    (message) => message.role === "assistant" && message.usage,
-  );
-  if (!answers.length) {
-    show($sessionTotal, "");
-    $sessionTotal.prop("hidden", true);
-    return;
-  }
-  const unpriced = answers.filter((message) => typeof message.cost !== "number").length;
-  const usage = conversation.usage || sumUsage(answers);
-  const cost = typeof conversation.cost === "number"
-    ? conversation.cost
-    : answers.reduce((sum, message) => sum + (message.cost || 0), 0);
-  // Every version kept counts (it was paid for), the branches not shown too.
-  const count = typeof conversation.answer_count === "number" ? conversation.answer_count : answers.length;
-  const params = {
-    answers: { key: "totals.answers", params: { count: count } },
-    in: formatCount(usage.prompt_tokens),
-    out: formatCount(usage.completion_tokens),
-    cost: formatCost(cost),
-    unpriced: unpriced,
-  };
-  const key = unpriced === answers.length ? "totals.line" : unpriced ? "totals.linePartlyPriced" : "totals.lineCost";
-  show($sessionTotal, key, params);
-  $sessionTotal.prop("hidden", false);
-}
-
-function sumUsage(messages) {
-  return messages.reduce(
-    (sum, message) => ({
-      prompt_tokens: sum.prompt_tokens + (message.usage.prompt_tokens || 0),
-      completion_tokens: sum.completion_tokens + (message.usage.completion_tokens || 0),
-    }),
-    { prompt_tokens: 0, completion_tokens: 0 },
-  );
 }
 
 /* ---------- Asking ---------- */

@@ -32,6 +32,7 @@ from chatproxy.web.openapi.components import (
     headers_of,
     parameters,
 )
+from chatproxy.web.openapi.conversation_schemas import conversation_schemas
 from chatproxy.web.openapi.media_api import media_paths, media_schemas
 from chatproxy.web.openapi.more_api import more_paths, more_schemas
 from chatproxy.web.openapi.paths import conversation_paths, question_paths, service_paths, v1_paths
@@ -69,6 +70,7 @@ def build_document(settings: Settings, persona_ids: tuple[str, ...]) -> dict[str
     ops = Operations(bounds.keys_required)
     schemas = {
         **component_schemas(bounds),
+        **conversation_schemas(),
         **v1_schemas(bounds),
         **more_schemas(bounds),
         **media_schemas(bounds),
