@@ -235,9 +235,12 @@ class Reservation(db.Model):  # type: ignore[name-defined,misc]
     """
 
     __tablename__ = "reservations"
+    # What a key holds is summed for every request it makes: the index holds all the sum
+    # reads (`chatproxy.access.reservations`), and finds the expired rows at once.
+    __table_args__ = (Index("ix_reservations_held", "key_name", "expires_at", "tokens", "cost"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    key_name: Mapped[str] = mapped_column(String(100), index=True)
+    key_name: Mapped[str] = mapped_column(String(100))
     tokens: Mapped[int] = mapped_column(BigInteger)
     cost: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
