@@ -72,6 +72,11 @@ TTFT_P50_MS = 300.0
 RSS_MB = 250.0
 ADDED_P50_MS = 1.5
 NOISE = 15.0  # % of a core used by other processes above which a run is flagged
+# Seconds between two checks of gevent's monitor thread (GEVENT_MAX_BLOCKING_TIME). A
+# greenlet running through a whole interval is reported, so a worker whose loop is
+# held for twice this (the issue's "no worker silent for more than 1 s") always is.
+BLOCKED_SECONDS = 0.5
+BLOCKED_REPORT = "appears to be blocked"  # gevent/_monitor.py's report
 # The gateway's routes the load can go to (--gateway-route), as the report names them.
 ROUTES = {
     "callChatGPT": "GET /callChatGPT",
@@ -123,6 +128,7 @@ class LoadRun:
     cpu: dict[str, float] = field(default_factory=dict)  # % of one core, per process group
     rss_peak_mb: float = 0.0
     pss_peak_mb: float = 0.0
+    blocked: int = 0  # gevent's reports of a worker's event loop held (BLOCKED_SECONDS)
 
     @property
     def rate(self) -> float:
@@ -260,8 +266,21 @@ def start_gunicorn(
         "CHATPROXY_MAX_RETRIES": "0",
         "LOG_LEVEL": "warning",
         "ACCESS_LOG": "",
+        # gevent's monitor thread reports, in the log, a greenlet that held its worker's
+        # event loop through one of its checks (BLOCKED_SECONDS apart): then the worker
+        # served none of its other streams.
+        "GEVENT_MONITOR_THREAD_ENABLE": "true",
+        "GEVENT_MAX_BLOCKING_TIME": str(BLOCKED_SECONDS),
     }
     return launch_gunicorn(env, workers, logs)
+
+
+def blocked_reports(logs: Path) -> int:
+    """How many times gevent's monitor reported a worker's event loop blocked, so far."""
+    try:
+        return (logs / "gunicorn.log").read_text(errors="replace").count(BLOCKED_REPORT)
+    except FileNotFoundError:
+        return 0
 
 
 def launch_gunicorn(
@@ -637,6 +656,7 @@ async def load_run(
     groups = process_groups(found)
     peak = [0.0, 0.0]  # RSS, PSS
     cpu: dict[str, float] = {}
+    blocked_before = blocked_reports(found.logs)
     sampler = asyncio.create_task(sample_memory(found.gunicorn.pid, peak))
     meter = asyncio.create_task(measure_cpu(groups, window_start, window_end, cpu))
     try:
@@ -647,6 +667,7 @@ async def load_run(
         meter.cancel()
     run = LoadRun(target.name, concurrency, duration, cpu=cpu, rss_peak_mb=peak[0])
     run.pss_peak_mb = peak[1]
+    run.blocked = blocked_reports(found.logs) - blocked_before
     for result in results:
         if result.error is not None:
             run.errors[result.error] += 1
@@ -804,6 +825,13 @@ def report_streams(
             (level, "throughput / direct", f"{ratio:.1f} %", f">= {wanted:g} %", ratio >= wanted),
             (level, "errors", str(gateway.error_count), "= 0", gateway.error_count == 0),
             (level, "TTFT p50", f"{p50:.0f} ms", f"<= {TTFT_P50_MS:g} ms", p50 <= TTFT_P50_MS),
+            (
+                level,
+                f"event loop held >= {2 * BLOCKED_SECONDS:g} s",
+                f"{gateway.blocked} times",
+                "= 0",
+                gateway.blocked == 0,
+            ),
             (
                 level,
                 "gunicorn RSS (peak)",
