@@ -198,10 +198,10 @@ def _settle_collector():
     The ~90,000 objects of the loaded app (modules, routes, the ORM's
     metadata) live as long as the worker: frozen (`gc.freeze`), no collection
     walks them again, where each full one took 100-180 ms at 1,000 streams,
-    holding every stream of the worker. A request makes a few thousand short-
-    lived objects: at 700 a young collection ran every few requests and moved
-    objects still in use to older generations, to be walked again; at 10,000
-    the collector took about a quarter of the CPU it did (bench/README.md).
+    holding every stream of the worker. The objects of a request mostly die
+    young: at 700 a young collection ran every few requests and moved objects
+    of answers still streaming to older generations, to be walked again; at
+    10,000 the collector took a quarter of the time it did (bench/README.md).
     """
     gc.collect()
     gc.freeze()
