@@ -253,10 +253,10 @@ class Spent:
 # Built once, with its values bound at each call: it runs before every question of a
 # key with a daily quota, and a statement built anew costs more than the query.
 SPENT_ON = select(
-    func.coalesce(func.sum(LEDGER.c.requests), 0),
-    func.coalesce(func.sum(LEDGER.c.prompt_tokens), 0),
-    func.coalesce(func.sum(LEDGER.c.completion_tokens), 0),
-    func.coalesce(func.sum(LEDGER.c.cost), 0.0),
+    func.coalesce(func.sum(LEDGER.c.requests), 0).label("requests"),
+    func.coalesce(func.sum(LEDGER.c.prompt_tokens), 0).label("prompt_tokens"),
+    func.coalesce(func.sum(LEDGER.c.completion_tokens), 0).label("completion_tokens"),
+    func.coalesce(func.sum(LEDGER.c.cost), 0.0).label("cost"),
 ).where(LEDGER.c.key_name == bindparam("key_name"), LEDGER.c.day == bindparam("day"))
 
 

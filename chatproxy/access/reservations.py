@@ -30,7 +30,7 @@ from limits.strategies import FixedWindowRateLimiter
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select
 
 from chatproxy.access.keys import Caller
-from chatproxy.access.quotas import LEDGER, minute_window_down
+from chatproxy.access.quotas import SPENT_ON, minute_window_down
 from chatproxy.errors import RateLimited
 from chatproxy.store import group_commit
 from chatproxy.store.models import Reservation
@@ -45,22 +45,12 @@ RETRY_WHILE_RESERVED = 2  # seconds
 # in flight a key holds 1,000 reservations, summed for every request (two scans of
 # them took 380 µs on SQLite, held inside the worker; one scan of the covering index
 # `ix_reservations_held`, 120 µs).
-_TODAY = (LEDGER.c.key_name == bindparam("key_name")) & (LEDGER.c.day == bindparam("day"))
 _HELD = (
     (RESERVATIONS.c.key_name == bindparam("key_name"))
     & (RESERVATIONS.c.expires_at > bindparam("now"))
     & (RESERVATIONS.c.id != bindparam("own"))
 )
-_USED = (
-    select(
-        func.coalesce(func.sum(LEDGER.c.prompt_tokens + LEDGER.c.completion_tokens), 0).label(
-            "tokens"
-        ),
-        func.coalesce(func.sum(LEDGER.c.cost), 0.0).label("cost"),
-    )
-    .where(_TODAY)
-    .subquery("used")
-)
+_USED = SPENT_ON.subquery("used")  # the key's day in the ledger, as `usage_on` reads it
 _HELD_NOW = (
     select(
         func.coalesce(func.sum(RESERVATIONS.c.tokens), 0).label("tokens"),
@@ -69,7 +59,12 @@ _HELD_NOW = (
     .where(_HELD)
     .subquery("held")
 )
-_USED_AND_HELD = select(_USED.c.tokens, _USED.c.cost, _HELD_NOW.c.tokens, _HELD_NOW.c.cost)
+_USED_AND_HELD = select(
+    _USED.c.prompt_tokens + _USED.c.completion_tokens,
+    _USED.c.cost,
+    _HELD_NOW.c.tokens,
+    _HELD_NOW.c.cost,
+)
 _EXPIRED = delete(RESERVATIONS).where(
     RESERVATIONS.c.key_name == bindparam("key_name"), RESERVATIONS.c.expires_at <= bindparam("now")
 )
