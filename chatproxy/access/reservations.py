@@ -27,7 +27,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from limits import RateLimitItemPerMinute
 from limits.strategies import FixedWindowRateLimiter
-from sqlalchemy import Connection, Engine, bindparam, delete, func, select
+from sqlalchemy import Connection, Engine, bindparam, delete, func, select, true
 
 from chatproxy.access.keys import Caller
 from chatproxy.access.quotas import SPENT_ON, minute_window_down
@@ -59,12 +59,14 @@ _HELD_NOW = (
     .where(_HELD)
     .subquery("held")
 )
+# Two one-row subqueries side by side: joined on TRUE, which says so to SQLAlchemy (it
+# warns of a cartesian product otherwise).
 _USED_AND_HELD = select(
     _USED.c.prompt_tokens + _USED.c.completion_tokens,
     _USED.c.cost,
     _HELD_NOW.c.tokens,
     _HELD_NOW.c.cost,
-)
+).select_from(_USED.join(_HELD_NOW, true()))
 _EXPIRED = delete(RESERVATIONS).where(
     RESERVATIONS.c.key_name == bindparam("key_name"), RESERVATIONS.c.expires_at <= bindparam("now")
 )
