@@ -26,6 +26,7 @@ import httpx2
 import openai
 import pytest
 from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.pool import NullPool
 
 from chatproxy.access.keys import issue_key
 from chatproxy.config import database_url as database_url_setting
@@ -99,6 +100,41 @@ def test_the_store_away_before_a_question_is_stored_is_a_503_in_openais_shape(
     assert not [r for r in chatproxy_log if r.exc_info], "a traceback was logged"
     outage.restore()
     assert httpx2.get(f"{server.url}/callChatGPT", params={"input": "hi"}).status_code == 200
+
+
+def test_connections_the_server_dropped_while_idle_are_replaced_before_a_request_meets_them(
+    make_server_with: Callable[..., LiveServer], database_url: str, chatproxy_log: list[Any]
+) -> None:
+    """PostgreSQL restarted (or ended idle connections) between two requests: every pooled
+    connection is dead, and no request may be the one to find out (`_hung_up`)."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has no server to drop connections")
+    server = make_server_with()
+    assert httpx2.get(f"{server.url}/callChatGPT", params={"input": "hi"}).status_code == 200
+    with server.app.app_context():
+        pool = db.engine.pool
+        held = [db.engine.connect() for _ in range(max(3, pool.checkedin()))]
+        dropped = {c.exec_driver_sql("SELECT pg_backend_pid()").scalar() for c in held}
+        for connection in held:
+            connection.close()
+    server_side = create_engine(database_url, poolclass=NullPool)
+    with server_side.begin() as connection:
+        for pid in dropped:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    deadline = time.monotonic() + 10
+    with server_side.connect() as connection:
+        listed = text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)")
+        while connection.execute(listed, {"pids": list(dropped)}).scalar():
+            assert time.monotonic() < deadline, "the server did not end its connections"
+            time.sleep(0.02)
+    server_side.dispose()
+
+    for _ in range(len(dropped) + 1):  # each check-out may meet a dead one first
+        answer = httpx2.get(f"{server.url}/callChatGPT", params={"input": "hi"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+    with server.app.app_context(), db.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT pg_backend_pid()").scalar() not in dropped
+    assert not [r for r in chatproxy_log if "unavailable" in r.getMessage()]
 
 
 def test_the_store_away_is_logged_once_not_once_per_request(

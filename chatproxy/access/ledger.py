@@ -221,4 +221,9 @@ def _tokens(usage: Mapping[str, Any] | None, name: str) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-spool.register("charge", write_charge, merge=merge_charges)
+spool.register(
+    "charge",
+    write_charge,
+    merge=merge_charges,
+    one_statement=lambda charge: not _current_shape(charge)["reservations"],
+)

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +48,7 @@ Writer = Callable[[Connection, dict[str, Any]], Any]
 Merge = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 _writers: dict[str, Writer] = {}
 _merges: dict[str, Merge] = {}
+_one_statement: dict[str, Callable[[dict[str, Any]], bool]] = {}
 _replaying = threading.Lock()
 
 
@@ -59,16 +60,25 @@ class Write:
     payload: dict[str, Any]
 
 
-def register(kind: str, writer: Writer, merge: Merge | None = None) -> None:
+def register(
+    kind: str,
+    writer: Writer,
+    merge: Merge | None = None,
+    one_statement: Callable[[dict[str, Any]], bool] | None = None,
+) -> None:
     """Make `writer(connection, payload)` the one that carries out writes of `kind`.
 
     `merge(payloads)`, if given, makes payloads of `kind` that go in one
     transaction into fewer that write the same (`chatproxy.store.group_commit`);
-    their writer's results are then not returned.
+    their writer's results are then not returned. `one_statement(payload)`, if
+    given, says when `writer` carries out `payload` in one SQL statement (see
+    `_transaction`).
     """
     _writers[kind] = writer
     if merge is not None:
         _merges[kind] = merge
+    if one_statement is not None:
+        _one_statement[kind] = one_statement
 
 
 def merges(kind: str) -> bool:
@@ -98,7 +108,7 @@ def commit(
     """
     for delay in (*RETRY_DELAYS, None):
         try:
-            with engine.begin() as connection:
+            with _transaction(engine, writes) as connection:
                 results = [_writers[w.kind](connection, w.payload) for w in writes]
         except IntegrityError as error:
             if refused == "raise":
@@ -115,6 +125,22 @@ def commit(
             _replay_in_background(engine, folder)
         return results
     raise AssertionError("unreachable")
+
+
+def _transaction(engine: Engine, writes: Sequence[Write]) -> AbstractContextManager[Connection]:
+    """A connection that carries out `writes` as one transaction, committed when it closes
+    without an error: `engine.begin()`, or on PostgreSQL, for a lone write of one
+    statement, a connection in autocommit mode.
+
+    A statement is a transaction by itself: sent without BEGIN and COMMIT it
+    takes one round trip instead of three (of a non-streamed request's 1.2 ms
+    of database time, 0.4 ms). SQLite's BEGIN and COMMIT are no round trips.
+    """
+    if engine.dialect.name == "postgresql" and len(writes) == 1:
+        one_statement = _one_statement.get(writes[0].kind)
+        if one_statement is not None and one_statement(writes[0].payload):
+            return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    return engine.begin()
 
 
 def spool_path(engine: Engine, folder: Path = INSTANCE_DIR) -> Path:
